@@ -1,0 +1,42 @@
+# The README's commands. `make dev` is the main job; `make test` runs every test.
+UV ?= uv
+UV_VERSION := 0.13.8
+
+.PHONY: install dev up down status test test-unit test-integration lint fmt schemas
+
+install:  ## uv (if missing) and the locked dependencies of every package
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --all-packages
+
+dev: install  ## the dev stack: real Kafka + PostgreSQL on loopback (prints the addresses)
+	$(UV) run mlcp-dev up
+
+up: dev
+
+down:  ## stop the dev stack
+	$(UV) run mlcp-dev down
+
+status:
+	$(UV) run mlcp-dev status
+
+test: install  ## unit, contract, integration and e2e tests (starts the dev stack if needed)
+	$(UV) run pytest
+
+test-unit: install
+	$(UV) run pytest -m "unit or contracts"
+
+test-integration: install
+	$(UV) run pytest -m "integration or e2e"
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+fmt:
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+schemas:  ## regenerate docs/schemas and the contract snapshots after an intended change
+	$(UV) run python -m mlcp.contracts.schemas --write docs/schemas
+	UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contracts -q

@@ -1,0 +1,52 @@
+"""The event catalog: every CloudEvents type (= topic) and the model of its ``data``."""
+
+from mlcp.contracts.base import EventData
+from mlcp.contracts.data import DataArrived
+from mlcp.contracts.gate import (
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    CheckPassed,
+    ExternalCheckReported,
+    GateFailed,
+    GatePassed,
+)
+from mlcp.contracts.inference import FeedbackReceived, PredictionLogged
+from mlcp.contracts.monitoring import CanaryHealthy, DriftDetected, ModelDegraded
+from mlcp.contracts.registry import ModelPromoted, ModelRolledBack, ModelVersionRegistered
+from mlcp.contracts.topics import ALL_TOPICS
+from mlcp.contracts.training import RunFailed, RunFinished, RunStarted, TrainingRequested
+
+_MODELS: tuple[type[EventData], ...] = (
+    DataArrived,
+    TrainingRequested,
+    RunStarted,
+    RunFinished,
+    RunFailed,
+    ModelVersionRegistered,
+    CheckPassed,
+    GateFailed,
+    GatePassed,
+    ApprovalRequested,
+    ApprovalGranted,
+    ApprovalRejected,
+    ExternalCheckReported,
+    ModelPromoted,
+    ModelRolledBack,
+    PredictionLogged,
+    FeedbackReceived,
+    DriftDetected,
+    ModelDegraded,
+    CanaryHealthy,
+)
+
+EVENT_TYPES: dict[str, type[EventData]] = {model.TYPE: model for model in _MODELS}
+"""CloudEvents type (= Kafka topic) → model class of the event's ``data``."""
+
+if tuple(EVENT_TYPES) != ALL_TOPICS:  # pragma: no cover - guards edits of the catalog
+    raise RuntimeError("EVENT_TYPES and ALL_TOPICS disagree")
+
+
+def model_for(event_type: str) -> type[EventData] | None:
+    """The data model of ``event_type``, or None when the type is not in the catalog."""
+    return EVENT_TYPES.get(event_type)

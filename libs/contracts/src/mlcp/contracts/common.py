@@ -1,0 +1,172 @@
+"""Value objects shared by several events: artifacts, datasets, schemas, evidence, windows."""
+
+import hashlib
+import operator
+from collections.abc import Callable, Iterable
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+
+from mlcp.contracts.base import Contract
+from mlcp.contracts.types import (
+    MAX_BATCH_IDS,
+    MAX_FEATURES,
+    MAX_PACKAGES,
+    Count,
+    DatasetName,
+    FeatureName,
+    FiniteFloat,
+    MetricName,
+    Metrics,
+    Operator,
+    PackageName,
+    Ratio,
+    SemVer,
+    Sha256Hex,
+    ShortText,
+    ShortToken,
+    Token,
+    Uri,
+    UtcDatetime,
+)
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+class FeatureSpec(Contract):
+    """One input column of a model."""
+
+    name: FeatureName
+    """Column name, as in the training data and in PredictionLogged.features."""
+    dtype: ShortToken
+    """Data type as the trainer saw it (numpy/pandas name: 'float64', 'int64', 'bool', 'object',
+    'category', 'datetime64[ns]' …). A change of any name or dtype is a major version bump."""
+
+
+FeatureSchema = Annotated[tuple[FeatureSpec, ...], Field(min_length=1, max_length=MAX_FEATURES)]
+"""The ordered input columns of a model; names are unique."""
+
+
+def check_unique_features(schema: tuple[FeatureSpec, ...]) -> None:
+    """Raise ValueError if two columns of ``schema`` share a name."""
+    names = [spec.name for spec in schema]
+    if len(set(names)) != len(names):
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"feature_schema has duplicate feature names: {duplicates[:5]}")
+
+
+class ArtifactRef(Contract):
+    """A stored model artifact; consumers verify ``sha256`` before loading it."""
+
+    uri: Uri
+    """Where the artifact is stored (file://…, s3://…)."""
+    sha256: Sha256Hex
+    """Digest of the artifact file's bytes."""
+    format: ShortToken
+    """Serialisation format: 'skops', 'joblib', 'pickle', 'onnx' …"""
+    size_bytes: Count | None = None
+    """File size, if known."""
+
+
+class DatasetRef(Contract):
+    """The exact data a run was trained on: which batches of which dataset."""
+
+    dataset: DatasetName
+    batch_ids: Annotated[tuple[Token, ...], Field(min_length=1, max_length=MAX_BATCH_IDS)]
+    """DataArrived.batch_id of every batch used, in ledger order."""
+    sha256: Sha256Hex
+    """Fingerprint of these batches: sha256 over their DataArrived.sha256 values, in order,
+    each as 64 hex characters followed by a newline."""
+    rows: Count | None = None
+    """Total rows of these batches."""
+    completeness: Ratio | None = None
+    """Row-weighted completeness of these batches (input of the data_quality gate)."""
+
+    @staticmethod
+    def fingerprint(batch_sha256s: Iterable[str]) -> str:
+        """The ``sha256`` of batches with these DataArrived digests, in order."""
+        digest = hashlib.sha256()
+        for value in batch_sha256s:
+            digest.update(f"{value}\n".encode())
+        return digest.hexdigest()
+
+
+class Baseline(Contract):
+    """The current production version scored on the challenger's holdout set."""
+
+    version: SemVer
+    metrics: Metrics
+
+
+class Environment(Contract):
+    """The software a run was trained with."""
+
+    python: ShortToken
+    """Python version, e.g. '3.11.9'."""
+    packages: Annotated[dict[PackageName, ShortToken], Field(max_length=MAX_PACKAGES)] = Field(
+        default_factory=dict
+    )
+    """Installed distribution name → version."""
+    platform: ShortText | None = None
+    """e.g. 'Linux-6.8-x86_64'."""
+
+
+class Evidence(Contract):
+    """One measured comparison ``observed <operator> threshold`` behind a decision.
+
+    In gate events the comparison is the stage's requirement (``satisfied`` false means the
+    requirement failed). In ModelDegraded it is the rollout's ``degrade_if`` condition
+    (``satisfied`` true means the limit was crossed). In CanaryHealthy it is the healthy limit.
+    """
+
+    metric: MetricName
+    """What was measured: 'accuracy', 'latency_p95_ms', 'error_rate', 'completeness' …"""
+    observed: FiniteFloat | None
+    """Measured value; null when the metric was missing."""
+    operator: Operator
+    threshold: FiniteFloat | None
+    """Limit compared against; null for checks without a numeric limit."""
+    satisfied: bool | None = None
+    """Whether the comparison held, as evaluated by the producer."""
+    detail: ShortText | None = None
+    """Optional human-readable detail (e.g. 'unsafe global os.system in model.pkl')."""
+
+    @classmethod
+    def evaluate(
+        cls, metric: str, observed: float | None, operator: str, threshold: float | None
+    ) -> "Evidence":
+        """Build evidence with ``satisfied`` computed (a missing value never satisfies)."""
+        satisfied = (
+            observed is not None
+            and threshold is not None
+            and _COMPARE[operator](observed, threshold)
+        )
+        return cls(
+            metric=metric,
+            observed=observed,
+            operator=operator,
+            threshold=threshold,
+            satisfied=satisfied,
+        )
+
+
+class Window(Contract):
+    """A window of live traffic the monitor evaluated."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+    size: Count
+    """Number of predictions (or labelled feedbacks) in the window."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end < self.start:
+            raise ValueError("window end is before its start")
+        return self

@@ -1,0 +1,61 @@
+"""FastStream Kafka broker and subscriber with durable defaults (DESIGN.md §5, §11)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CollectorRegistry
+
+from mlcp.runtime.kafka import DURABLE_PRODUCER_OPTIONS
+from mlcp.runtime.settings import Settings
+
+
+def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -> KafkaBroker:
+    """A broker whose publisher uses acks=all + idempotence, with tracing and metrics middleware."""
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=f"mlcp-{service}",
+        acks=DURABLE_PRODUCER_OPTIONS["acks"],
+        enable_idempotence=DURABLE_PRODUCER_OPTIONS["enable_idempotence"],
+        middlewares=[
+            KafkaTelemetryMiddleware(),
+            KafkaPrometheusMiddleware(registry=registry, app_name=f"mlcp-{service}"),
+        ],
+    )
+
+
+class AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Remembers that the group coordinator has given this consumer its share (for /readyz).
+
+    An instance may legitimately own no partition (more instances than partitions), so readiness
+    means "joined the group and received an assignment", not "owns a partition".
+    """
+
+    def __init__(self) -> None:
+        self.assigned = False
+        self.partitions: set[Any] = set()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.partitions -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.partitions |= set(assigned)
+        self.assigned = True
+
+
+def durable_subscriber_options(settings: Settings, service: str) -> dict[str, Any]:
+    """Subscriber keywords: one group per service, manual commits, read from the beginning."""
+    return {
+        "group_id": f"mlcp-{service}",
+        "ack_policy": AckPolicy.MANUAL,
+        # A new service (or a new group) must see events published before it first started.
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+        "max_poll_interval_ms": 10 * 60 * 1000,
+    }

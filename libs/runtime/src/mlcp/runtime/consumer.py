@@ -1,0 +1,236 @@
+"""Durable event consumption: decode → inbox → handler → outbox in one transaction → commit.
+
+FastStream's default ``ACK_FIRST`` commits before the handler runs and its ``NACK_ON_ERROR``
+re-seeks a poison record forever. Here the subscriber runs with ``AckPolicy.MANUAL`` and this
+module decides, per record:
+
+* the payload breaks the contract (invalid JSON, wrong schema, unknown type/version, too large)
+  → ``<topic>.dlq`` with the reason, then commit: the partition keeps flowing;
+* the handler raises → retried with exponential backoff up to ``handler_max_attempts``, then the
+  DLQ with the error;
+* PostgreSQL or Kafka is unreachable → not the event's fault: nothing goes to the DLQ; the record
+  is re-read after a backoff (seek back, no commit) until the infrastructure returns;
+* applied or already applied (inbox hit) → commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiokafka.errors import KafkaError
+from pydantic import BaseModel
+
+from mlcp.contracts import CloudEvent, ContractError, decode_event
+from mlcp.runtime import inbox, outbox
+from mlcp.runtime.db import TRANSIENT_DB_ERRORS, Conn
+from mlcp.runtime.dlq import DeadLetter, publish_dead_letter
+from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
+from mlcp.runtime.logs import event_context
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer, ConsumerRecord
+
+    from mlcp.runtime.metrics import RuntimeMetrics
+    from mlcp.runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INFRA_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, KafkaError)
+
+
+class Tx:
+    """What a handler gets besides the event: its open transaction and a way to emit events."""
+
+    def __init__(
+        self,
+        conn: Conn,
+        *,
+        service: str,
+        settings: Settings,
+        cause: CloudEvent[Any] | None = None,
+        correlationid: str | None = None,
+    ) -> None:
+        self.conn = conn
+        self.cause = cause
+        self._correlationid = correlationid
+        self._service = service
+        self._settings = settings
+        self.emitted: list[CloudEvent[Any]] = []
+
+    async def emit(self, data: BaseModel, *, subject: str | None = None) -> CloudEvent[Any]:
+        """Write an event to the outbox; it is published only if the transaction commits."""
+        event = outbox.new_outgoing(
+            data,
+            service=self._service,
+            cause=self.cause,
+            subject=subject,
+            correlationid=self._correlationid,
+        )
+        await outbox.enqueue(
+            self.conn, self._service, event, topic=self._settings.topic(event.type)
+        )
+        self.emitted.append(event)
+        return event
+
+
+Handler = Callable[[CloudEvent[Any], Tx], Awaitable[None]]
+
+
+class Outcome(enum.Enum):
+    """What became of one record."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+    RETRY_LATER = "retry_later"  # infrastructure away: do not commit, read it again
+
+
+class DurableConsumer:
+    """Applies records of one service's topics through their handlers, exactly once in effect."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        settings: Settings,
+        metrics: RuntimeMetrics,
+        pool: Callable[[], asyncpg.Pool],
+        producer: Callable[[], AIOKafkaProducer],
+    ) -> None:
+        self._service = service
+        self._settings = settings
+        self._metrics = metrics
+        self._pool = pool
+        self._producer = producer
+        self._handlers: dict[str, tuple[str, Handler]] = {}
+        self._infra_failures = 0
+
+    def add(self, event_type: str, handler: Handler) -> None:
+        """Route ``event_type`` (read from its topic) to ``handler``."""
+        topic = self._settings.topic(event_type)
+        if topic in self._handlers:
+            raise ValueError(f"{self._service}: two handlers for {event_type}")
+        self._handlers[topic] = (event_type, handler)
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self._handlers)
+
+    def inbox_name(self, event_type: str) -> str:
+        """The inbox's consumer name: stable across handler renames."""
+        return f"{self._service}:{event_type}"
+
+    async def process(self, record: ConsumerRecord[bytes, bytes]) -> Outcome:
+        """Decide and apply one record; never raises for a bad record or a failing handler."""
+        topic = record.topic
+        event_type, handler = self._handlers[topic]
+        started = time.perf_counter()
+        try:
+            event = decode_event(record.value or b"", expected_type=event_type)
+        except ContractError as exc:
+            return await self._dead_letter(record, exc.reason, str(exc), attempts=0)
+
+        attempt = 0
+        with event_context(event.id, event.correlationid):
+            while True:
+                attempt += 1
+                try:
+                    applied = await self._apply(event, event_type, handler)
+                except INFRA_ERRORS as exc:
+                    return await self._back_off(topic, exc)
+                except Exception as exc:
+                    if attempt >= self._settings.handler_max_attempts:
+                        log.exception(
+                            "handler for %s failed %d times; dead-lettering", topic, attempt
+                        )
+                        error = f"{type(exc).__name__}: {exc}"
+                        return await self._dead_letter(record, "handler_failed", error, attempt)
+                    self._metrics.handler_retries.labels(topic).inc()
+                    log.warning("handler for %s failed (attempt %d): %s", topic, attempt, exc)
+                    await asyncio.sleep(self._backoff(attempt))
+                    continue
+                self._infra_failures = 0
+                self._metrics.handler_seconds.labels(topic).observe(time.perf_counter() - started)
+                outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE
+                self._metrics.events_handled.labels(topic, outcome.value).inc()
+                return outcome
+
+    async def _apply(self, event: CloudEvent[Any], event_type: str, handler: Handler) -> bool:
+        async with self._pool().acquire() as conn, conn.transaction():
+            if not await inbox.claim(conn, self.inbox_name(event_type), event.id, event.type):
+                return False
+            await handler(
+                event, Tx(conn, service=self._service, settings=self._settings, cause=event)
+            )
+        return True
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], reason: str, error: str, attempts: int
+    ) -> Outcome:
+        letter = DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=list(record.headers or ()),
+            consumer=self._service,
+            reason=reason,
+            error=error,
+            attempts=attempts,
+        )
+        try:
+            await publish_dead_letter(self._producer(), letter)
+        except KafkaError as exc:
+            return await self._back_off(record.topic, exc)
+        log.error(
+            "dead-lettered %s[%d]@%d: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            error,
+        )
+        self._metrics.dead_lettered.labels(record.topic, reason).inc()
+        self._metrics.events_handled.labels(record.topic, Outcome.DEAD_LETTERED.value).inc()
+        return Outcome.DEAD_LETTERED
+
+    async def _back_off(self, topic: str, exc: BaseException) -> Outcome:
+        self._infra_failures += 1
+        delay = self._backoff(self._infra_failures)
+        log.warning(
+            "infrastructure unavailable on %s (%s: %s); retry in %.1fs",
+            topic,
+            type(exc).__name__,
+            exc,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        return Outcome.RETRY_LATER
+
+    def _backoff(self, attempt: int) -> float:
+        initial = self._settings.retry_initial_backoff_s
+        return float(min(initial * 2 ** (attempt - 1), self._settings.retry_max_backoff_s))
+
+    async def on_message(self, msg: Any) -> None:
+        """FastStream entry point (``AckPolicy.MANUAL``): commit only what was settled."""
+        try:
+            outcome = await self.process(msg.raw_message)
+        except Exception:
+            log.exception("unexpected error while processing; the record will be read again")
+            outcome = Outcome.RETRY_LATER
+        if outcome is Outcome.RETRY_LATER:
+            await msg.nack()
+            return
+        crash_point(CONSUMER_AFTER_COMMIT)
+        try:
+            await msg.ack()
+        except KafkaError as exc:
+            # A rebalance can refuse the commit; the next owner re-reads and the inbox drops it.
+            log.warning("offset commit failed (%s); the record may be redelivered", exc)

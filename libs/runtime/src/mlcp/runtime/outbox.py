@@ -1,0 +1,192 @@
+"""Transactional outbox and its relay (DESIGN.md §5).
+
+``enqueue`` writes an event in the caller's transaction; the relay publishes committed rows with
+the durable producer and marks them sent. A crash between the publish and the mark republishes
+the same CloudEvents ``id`` after restart, which consumers' inboxes drop: at-least-once on the
+wire, exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import zlib
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from asyncpg.pool import PoolConnectionProxy
+from pydantic import BaseModel
+
+from mlcp.contracts import CloudEvent, encode_event, new_event
+from mlcp.runtime.db import Conn
+from mlcp.runtime.faults import OUTBOX_AFTER_PUBLISH, crash_point
+from mlcp.runtime.kafka import encode_headers
+from mlcp.runtime.metrics import RuntimeMetrics
+from mlcp.runtime.telemetry import current_trace_headers
+
+log = logging.getLogger(__name__)
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel that wakes ``schema``'s relay."""
+    return f"mlcp_outbox_{schema}"
+
+
+async def enqueue(conn: Conn, schema: str, event: CloudEvent[Any], *, topic: str) -> None:
+    """Add ``event`` to the outbox inside the caller's open transaction."""
+    headers = {"content-type": "application/cloudevents+json", **current_trace_headers()}
+    await conn.execute(
+        """INSERT INTO mlcp_outbox (event_id, topic, key, payload, headers)
+           VALUES ($1, $2, $3, $4, $5::jsonb)""",
+        event.id,
+        topic,
+        event.subject,
+        encode_event(event),
+        json.dumps(headers),
+    )
+    # NOTIFY is delivered on commit only and is not replayed: a wake-up, never the data.
+    await conn.execute("SELECT pg_notify($1, '')", notify_channel(schema))
+
+
+class OutboxRelay:
+    """Publishes a service's committed outbox rows to Kafka, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        schema: str,
+        metrics: RuntimeMetrics,
+        batch_size: int = 200,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._schema = schema
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+        # Several instances of a service may run relays; one publishes at a time so that the
+        # per-key order of the outbox is the order on the topic.
+        self._lock_key = zlib.crc32(f"mlcp-outbox:{schema}".encode())
+
+    async def drain_once(self) -> int:
+        """Claim one batch of pending rows, publish them (acks=all), mark them sent."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
+                return 0
+            rows = await conn.fetch(
+                """SELECT id, topic, key, payload, headers FROM mlcp_outbox
+                   WHERE published_at IS NULL ORDER BY id
+                   LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            # Send the whole batch before awaiting acks: the idempotent producer keeps the order
+            # within a partition even when it retries.
+            acks = [
+                await self._producer.send(
+                    row["topic"],
+                    value=bytes(row["payload"]),
+                    key=row["key"].encode() if row["key"] is not None else None,
+                    headers=encode_headers(json.loads(row["headers"])),
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*acks)
+            crash_point(OUTBOX_AFTER_PUBLISH)
+            await conn.execute(
+                "UPDATE mlcp_outbox SET published_at = now() WHERE id = any($1::bigint[])",
+                [row["id"] for row in rows],
+            )
+        self._metrics.outbox_published.inc(len(rows))
+        return len(rows)
+
+    async def drain(self) -> int:
+        """Publish until nothing is pending; returns how many rows were sent."""
+        total = 0
+        while n := await self.drain_once():
+            total += n
+        return total
+
+    async def pending(self) -> int:
+        """Rows committed but not yet published."""
+        async with self._pool.acquire() as conn:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM mlcp_outbox WHERE published_at IS NULL"
+            )
+        return int(count)
+
+    async def purge_published(self, older_than_days: int) -> int:
+        """Delete published rows past the retention period."""
+        async with self._pool.acquire() as conn:
+            result = await conn.execute(
+                """DELETE FROM mlcp_outbox WHERE published_at IS NOT NULL
+                   AND published_at < now() - make_interval(days => $1)""",
+                older_than_days,
+            )
+        return int(result.split()[-1])
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish forever: woken by NOTIFY, and by a poll in case a wake-up was missed."""
+        listener: PoolConnectionProxy | None = None
+        backoff = 0.2
+        while True:
+            try:
+                if listener is None or listener.is_closed():
+                    listener = conn = await self._pool.acquire()
+                    await conn.add_listener(notify_channel(self._schema), self._on_notify)
+                self._wake.clear()
+                await self.drain()
+                self._metrics.outbox_pending.set(await self.pending())
+                backoff = 0.2
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            except asyncio.CancelledError:
+                if listener is not None and not listener.is_closed():
+                    with contextlib.suppress(Exception):
+                        await listener.remove_listener(
+                            notify_channel(self._schema), self._on_notify
+                        )
+                    await self._pool.release(listener)
+                raise
+            except Exception as exc:
+                # Kafka or PostgreSQL is away: the rows stay pending, try again with backoff.
+                log.warning(
+                    "outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff
+                )
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await self._pool.release(listener)
+                    listener = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+def new_outgoing(
+    data: BaseModel,
+    *,
+    service: str,
+    cause: CloudEvent[Any] | None = None,
+    subject: str | None = None,
+    correlationid: str | None = None,
+) -> CloudEvent[Any]:
+    """An event emitted by ``service``, chained to the event that caused it (if any)."""
+    if cause is not None:
+        correlationid = correlationid or cause.correlationid or cause.id
+    return new_event(
+        data,
+        source=f"mlcp/{service}",
+        subject=subject,
+        correlationid=correlationid,
+        causationid=cause.id if cause is not None else None,
+    )

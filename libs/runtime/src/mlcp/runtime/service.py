@@ -1,0 +1,245 @@
+"""The runtime half of a service's composition root.
+
+A service's ``app.py`` builds one ``ServiceRuntime``, registers its handlers and (optionally) an
+HTTP API, and calls ``run()``. The runtime owns everything that is the same in every service:
+settings, logging, tracing, the PostgreSQL pool and migrations, the durable producer, the
+FastStream broker with its single manual-commit subscriber, the outbox relay, the DLQ and the
+/healthz, /readyz and /metrics endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Generator
+from pathlib import Path
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka.annotations import KafkaMessage
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.types import ASGIApp
+
+from mlcp.contracts import dlq_topic
+from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, make_broker
+from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
+from mlcp.runtime.db import create_pool
+from mlcp.runtime.health import health_app
+from mlcp.runtime.kafka import durable_producer
+from mlcp.runtime.logs import setup_logging
+from mlcp.runtime.metrics import RuntimeMetrics
+from mlcp.runtime.migrations import load_migrations, migrate, runtime_migrations
+from mlcp.runtime.outbox import OutboxRelay
+from mlcp.runtime.settings import Settings
+from mlcp.runtime.telemetry import setup_tracing
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    # uvicorn re-raises SIGTERM after serve() returns, which would kill the process before the
+    # broker, relay and pool are closed. The runtime handles the signals itself.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class ServiceRuntime:
+    """Shared plumbing of one mlcp service process."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        default_port: int,
+        migrations_dir: Path | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.name = name
+        self.schema = name
+        self.settings = settings or Settings()
+        self.default_port = default_port
+        self.migrations_dir = migrations_dir
+        self.metrics = RuntimeMetrics(name)
+        self.broker = make_broker(self.settings, name, self.metrics.registry)
+        self.assignments = AssignmentTracker()
+        self.consumer = DurableConsumer(
+            service=name,
+            settings=self.settings,
+            metrics=self.metrics,
+            pool=lambda: self.pool,
+            producer=lambda: self.producer,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.relay: OutboxRelay | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._mounts: list[tuple[str, ASGIApp]] = []
+        self.http_port: int | None = None
+        self._stopping = asyncio.Event()
+
+    # -- wiring -------------------------------------------------------------------------------
+    def on(self, event_type: str, handler: Handler) -> None:
+        """Apply every ``event_type`` event with ``handler`` (inside the inbox transaction)."""
+        self.consumer.add(event_type, handler)
+
+    def mount(self, path: str, app: ASGIApp) -> None:
+        """Serve an extra ASGI app (for example the registry's API) beside /healthz."""
+        self._mounts.append((path, app))
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.name}: the runtime is not started")
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError(f"{self.name}: the runtime is not started")
+        return self._producer
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, correlationid: str | None = None) -> AsyncIterator[Tx]:
+        """A transaction outside any handler (an API call) that can emit through the outbox."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield Tx(conn, service=self.name, settings=self.settings, correlationid=correlationid)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self, *, relay: bool = True) -> None:
+        """Migrate, connect and start consuming; returns once the subscriber has started."""
+        self._pool = await create_pool(self.settings.database_url, schema=self.schema)
+        async with self._pool.acquire() as conn:
+            migrations = runtime_migrations()
+            if self.migrations_dir is not None:
+                migrations += load_migrations(self.migrations_dir)
+            applied = await migrate(conn, self.schema, migrations)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        self._producer = durable_producer(self.settings, client_id=f"mlcp-{self.name}-outbox")
+        await self._producer.start()
+        await self.ensure_topics()
+        self.relay = OutboxRelay(
+            pool=self._pool,
+            producer=self._producer,
+            schema=self.schema,
+            metrics=self.metrics,
+            batch_size=self.settings.outbox_batch_size,
+            poll_interval_s=self.settings.outbox_poll_interval_s,
+        )
+        if relay:
+            self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        if self.consumer.topics:
+            consumer = self.consumer
+
+            async def handle(msg: KafkaMessage) -> None:
+                await consumer.on_message(msg)
+
+            self.broker.subscriber(
+                *self.consumer.topics,
+                listener=self.assignments,
+                **durable_subscriber_options(self.settings, self.name),
+            )(handle)
+            await self.broker.start()
+        log.info(
+            "%s started: consuming %s", self.name, ", ".join(self.consumer.topics) or "nothing"
+        )
+
+    async def ensure_topics(self, partitions: int = 3, replication: int = 1) -> None:
+        """Create the subscribed topics and their DLQs if missing (production pre-creates them)."""
+        names = [t for topic in self.consumer.topics for t in (topic, dlq_topic(topic))]
+        if not names:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            missing = [NewTopic(n, partitions, replication) for n in names if n not in existing]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(missing)
+        finally:
+            await admin.close()
+
+    async def stop(self) -> None:
+        """Stop consuming first, then publish what is pending, then close connections."""
+        if self.consumer.topics:
+            await self.broker.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _database_ok(self) -> bool:
+        async with self.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT true"))
+
+    async def _kafka_ok(self) -> bool:
+        await self.producer.client.fetch_all_metadata()
+        return True
+
+    def http_app(self) -> Starlette:
+        """/healthz, /readyz, /metrics, plus mounted apps."""
+
+        async def consumer_ok() -> bool:
+            return not self.consumer.topics or self.assignments.assigned
+
+        app = health_app(
+            self.name,
+            self.metrics.registry,
+            {"database": self._database_ok, "kafka": self._kafka_ok, "consumer": consumer_ok},
+        )
+        for path, mounted in self._mounts:
+            app.routes.append(Mount(path, app=mounted))
+        return app
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT, then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopping.set)
+        await self.start()
+        port = self.settings.http_port if self.settings.http_port is not None else self.default_port
+        server = _Server(
+            uvicorn.Config(
+                self.http_app(),
+                host=self.settings.http_host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        http = asyncio.create_task(server.serve(), name=f"{self.name}-http")
+        while not server.started and not http.done():
+            await asyncio.sleep(0.01)
+        if not server.started:
+            await self.stop()
+            raise SystemExit(f"{self.name}: cannot listen on {self.settings.http_host}:{port}")
+        self.http_port = server.servers[0].sockets[0].getsockname()[1]
+        log.info("%s listening on http://%s:%d", self.name, self.settings.http_host, self.http_port)
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({http, stop}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await http
+        await self.stop()
+        log.info("%s stopped", self.name)
+
+    def run(self) -> None:
+        """Blocking entry point for ``__main__``: logging, tracing, then ``serve``."""
+        setup_logging(self.name, level=self.settings.log_level, fmt=self.settings.log_format)
+        setup_tracing(self.name)
+        asyncio.run(self.serve())

@@ -1,0 +1,55 @@
+"""Process settings shared by every mlcp service (DESIGN.md §6).
+
+Every name is read from the environment with the ``MLCP_`` prefix, so the same variable means the
+same thing in every service, the CLI, docker-compose and the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
+
+
+class Settings(BaseSettings):
+    """Environment configuration of one mlcp process."""
+
+    model_config = SettingsConfigDict(env_prefix="MLCP_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = Field(DEFAULT_KAFKA_BOOTSTRAP, min_length=1)
+    database_url: str = Field(DEFAULT_DATABASE_URL, min_length=1)
+    config: Path | None = None
+    registry_url: str = "http://127.0.0.1:8081"
+    slack_webhook_url: SecretStr | None = None
+    wecom_webhook_url: SecretStr | None = None
+    artifact_root: Path = Path("~/.local/share/mlcp/artifacts")
+
+    # Not fixed by DESIGN.md; documented in docs/configuration.md.
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(None, ge=0, le=65535)  # None: the service default; 0: any free
+    topic_prefix: str = Field("", pattern=r"^[a-zA-Z0-9._-]*$")
+    log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field("json", pattern=r"^(json|text)$")
+    handler_max_attempts: int = Field(5, ge=1, le=100)
+    retry_initial_backoff_s: float = Field(0.2, gt=0, le=60)
+    retry_max_backoff_s: float = Field(5.0, gt=0, le=600)
+    outbox_batch_size: int = Field(200, ge=1, le=10_000)
+    outbox_poll_interval_s: float = Field(1.0, gt=0, le=60)
+    outbox_retention_days: int = Field(7, ge=0)
+    consumer_session_timeout_ms: int = Field(10_000, ge=1_000)
+    consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    def topic(self, event_type: str) -> str:
+        """The Kafka topic carrying ``event_type`` (the type itself, behind the optional prefix)."""
+        return f"{self.topic_prefix}{event_type}"

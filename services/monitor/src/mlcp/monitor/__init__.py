@@ -1,0 +1,1 @@
+"""mlcp monitor service."""

@@ -1,0 +1,14 @@
+"""`python -m mlcp.monitor`: run the monitor service until SIGTERM."""
+
+from __future__ import annotations
+
+from mlcp.monitor.app import build
+
+
+def main() -> None:
+    """Start the service with settings from the environment."""
+    build().run()
+
+
+if __name__ == "__main__":
+    main()

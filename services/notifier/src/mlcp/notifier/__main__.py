@@ -1,0 +1,14 @@
+"""`python -m mlcp.notifier`: run the notifier service until SIGTERM."""
+
+from __future__ import annotations
+
+from mlcp.notifier.app import build
+
+
+def main() -> None:
+    """Start the service with settings from the environment."""
+    build().run()
+
+
+if __name__ == "__main__":
+    main()

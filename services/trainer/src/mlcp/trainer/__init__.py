@@ -1,0 +1,1 @@
+"""mlcp trainer service."""

@@ -1,0 +1,14 @@
+"""`python -m mlcp.trainer`: run the trainer service until SIGTERM."""
+
+from __future__ import annotations
+
+from mlcp.trainer.app import build
+
+
+def main() -> None:
+    """Start the service with settings from the environment."""
+    build().run()
+
+
+if __name__ == "__main__":
+    main()

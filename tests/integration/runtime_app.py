@@ -1,0 +1,80 @@
+"""A minimal service built on mlcp.runtime, run as a real process by the runtime's crash tests.
+
+Usage: ``python tests/integration/runtime_app.py consume|relay`` with ``MLCP_SERVICE_NAME``,
+``MLCP_TOPIC_PREFIX`` and the usual ``MLCP_*`` settings in the environment.
+
+* ``consume``: applies DataArrived into ``ledger`` and emits TrainingRequested through the outbox.
+  A batch id starting with ``fail-`` makes the handler raise (to exercise retries and the DLQ).
+* ``relay``: only runs the outbox relay and exits once the outbox is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlcp.contracts import CloudEvent, DataArrived, TrainingRequested
+from mlcp.runtime import ServiceRuntime, Tx
+from mlcp.runtime.logs import setup_logging
+
+MIGRATIONS = Path(__file__).with_name("ledger_migrations")
+
+
+async def on_data_arrived(event: CloudEvent[Any], tx: Tx) -> None:
+    data: DataArrived = event.data
+    if data.batch_id.startswith("fail-"):
+        raise RuntimeError(f"refusing batch {data.batch_id}")
+    await tx.conn.execute(
+        "INSERT INTO ledger (event_id, dataset, batch_id, rows) VALUES ($1, $2, $3, $4)",
+        event.id,
+        data.dataset,
+        data.batch_id,
+        data.rows,
+    )
+    await tx.emit(
+        TrainingRequested(
+            model=data.dataset,
+            reason="data_threshold",
+            dataset=data.dataset,
+            rows_since_last_run=data.rows,
+            threshold=1,
+        )
+    )
+
+
+def build() -> ServiceRuntime:
+    runtime = ServiceRuntime(
+        os.environ["MLCP_SERVICE_NAME"], default_port=0, migrations_dir=MIGRATIONS
+    )
+    runtime.on(DataArrived.TYPE, on_data_arrived)
+    return runtime
+
+
+async def relay_until_empty() -> None:
+    runtime = ServiceRuntime(
+        os.environ["MLCP_SERVICE_NAME"], default_port=0, migrations_dir=MIGRATIONS
+    )
+    await runtime.start(relay=False)
+    assert runtime.relay is not None
+    try:
+        await runtime.relay.drain()
+    finally:
+        await runtime.stop()
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    setup_logging(os.environ["MLCP_SERVICE_NAME"], level="INFO", fmt="text")
+    if mode == "consume":
+        build().run()
+    elif mode == "relay":
+        asyncio.run(relay_until_empty())
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()
