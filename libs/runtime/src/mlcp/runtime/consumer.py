@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
@@ -34,7 +35,7 @@ from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.logs import event_context
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaProducer, ConsumerRecord
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
     from mlcp.runtime.metrics import RuntimeMetrics
     from mlcp.runtime.settings import Settings
@@ -110,6 +111,11 @@ class DurableConsumer:
         self._producer = producer
         self._handlers: dict[str, tuple[str, Handler]] = {}
         self._infra_failures = 0
+        self._kafka_consumer: AIOKafkaConsumer | None = None
+        self._settled: dict[TopicPartition, int] = {}
+        self._unsettled_commits = 0
+        self._last_commit = time.monotonic()
+        self._commit_lock = asyncio.Lock()
 
     def add(self, event_type: str, handler: Handler) -> None:
         """Route ``event_type`` (read from its topic) to ``handler``."""
@@ -220,17 +226,53 @@ class DurableConsumer:
 
     async def on_message(self, msg: Any) -> None:
         """FastStream entry point (``AckPolicy.MANUAL``): commit only what was settled."""
+        record = msg.raw_message
         try:
-            outcome = await self.process(msg.raw_message)
+            outcome = await self.process(record)
         except Exception:
             log.exception("unexpected error while processing; the record will be read again")
             outcome = Outcome.RETRY_LATER
         if outcome is Outcome.RETRY_LATER:
-            await msg.nack()
+            await msg.nack()  # seek back to this record: it is read again, nothing is committed
             return
         crash_point(CONSUMER_AFTER_COMMIT)
-        try:
-            await msg.ack()
-        except KafkaError as exc:
-            # A rebalance can refuse the commit; the next owner re-reads and the inbox drops it.
-            log.warning("offset commit failed (%s); the record may be redelivered", exc)
+        self._kafka_consumer = msg.consumer
+        self._settled[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self._unsettled_commits += 1
+        if (
+            self._unsettled_commits >= self._settings.consumer_commit_every
+            or time.monotonic() - self._last_commit >= self._settings.consumer_commit_interval_s
+        ):
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Commit the offsets of every settled record (never one that is still being handled).
+
+        Commits are grouped (every ``consumer_commit_every`` records or
+        ``consumer_commit_interval_s``, and by ``run_commit_timer`` when the topic goes quiet)
+        because a Kafka offset commit costs more than the handler's transaction. A crash before a
+        commit makes Kafka redeliver up to that many records, which the inbox drops.
+        """
+        async with self._commit_lock:
+            consumer = self._kafka_consumer
+            if consumer is None or not self._settled:
+                return
+            owned = consumer.assignment()
+            offsets = {tp: off for tp, off in self._settled.items() if tp in owned}
+            self._settled.clear()
+            self._unsettled_commits = 0
+            self._last_commit = time.monotonic()
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except (KafkaError, AssertionError) as exc:
+                # A rebalance can refuse the commit; the next owner re-reads and the inbox drops it.
+                log.warning("offset commit failed (%s); records may be redelivered", exc)
+
+    async def run_commit_timer(self) -> None:
+        """Commit settled offsets when no new record arrives to trigger it."""
+        while True:
+            await asyncio.sleep(self._settings.consumer_commit_interval_s)
+            if self._unsettled_commits:
+                await self.commit()

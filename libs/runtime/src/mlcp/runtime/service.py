@@ -20,7 +20,7 @@ import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka.annotations import KafkaMessage
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -29,14 +29,14 @@ from starlette.types import ASGIApp
 from mlcp.contracts import dlq_topic
 from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, make_broker
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
-from mlcp.runtime.db import create_pool
+from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
 from mlcp.runtime.health import health_app
 from mlcp.runtime.kafka import durable_producer
 from mlcp.runtime.logs import setup_logging
 from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.migrations import load_migrations, migrate, runtime_migrations
 from mlcp.runtime.outbox import OutboxRelay
-from mlcp.runtime.settings import Settings
+from mlcp.runtime.settings import ConfigurationError, Settings
 from mlcp.runtime.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ class ServiceRuntime:
         self.migrations_dir = migrations_dir
         self.metrics = RuntimeMetrics(name)
         self.broker = make_broker(self.settings, name, self.metrics.registry)
-        self.assignments = AssignmentTracker()
         self.consumer = DurableConsumer(
             service=name,
             settings=self.settings,
@@ -76,6 +75,7 @@ class ServiceRuntime:
             pool=lambda: self.pool,
             producer=lambda: self.producer,
         )
+        self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
@@ -114,7 +114,18 @@ class ServiceRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, *, relay: bool = True) -> None:
         """Migrate, connect and start consuming; returns once the subscriber has started."""
-        self._pool = await create_pool(self.settings.database_url, schema=self.schema)
+        try:
+            self._pool = await create_pool(
+                self.settings.database_url,
+                schema=self.schema,
+                wait_s=self.settings.startup_timeout_s,
+            )
+        except TRANSIENT_DB_ERRORS as exc:
+            raise ConfigurationError(
+                f"PostgreSQL at MLCP_DATABASE_URL did not answer ({type(exc).__name__}: {exc})"
+            ) from None
+        except asyncpg.PostgresError as exc:
+            raise ConfigurationError(f"PostgreSQL refused the connection: {exc}") from None
         async with self._pool.acquire() as conn:
             migrations = runtime_migrations()
             if self.migrations_dir is not None:
@@ -122,8 +133,7 @@ class ServiceRuntime:
             applied = await migrate(conn, self.schema, migrations)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-        self._producer = durable_producer(self.settings, client_id=f"mlcp-{self.name}-outbox")
-        await self._producer.start()
+        self._producer = await self._start_producer()
         await self.ensure_topics()
         self.relay = OutboxRelay(
             pool=self._pool,
@@ -147,12 +157,36 @@ class ServiceRuntime:
                 **durable_subscriber_options(self.settings, self.name),
             )(handle)
             await self.broker.start()
+            self._tasks.append(
+                asyncio.create_task(self.consumer.run_commit_timer(), name=f"{self.name}-commits")
+            )
         log.info(
             "%s started: consuming %s", self.name, ", ".join(self.consumer.topics) or "nothing"
         )
 
-    async def ensure_topics(self, partitions: int = 3, replication: int = 1) -> None:
+    async def _start_producer(self) -> AIOKafkaProducer:
+        # At boot Kafka may still be starting (compose, a restart): wait, then fail clearly.
+        wait_s = self.settings.startup_timeout_s
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            producer = durable_producer(self.settings, client_id=f"mlcp-{self.name}-outbox")
+            try:
+                await producer.start()
+                return producer
+            except KafkaError as exc:
+                await producer.stop()
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ConfigurationError(
+                        f"Kafka at MLCP_KAFKA_BOOTSTRAP={self.settings.kafka_bootstrap} "
+                        f"did not answer within {wait_s:.0f}s ({exc})"
+                    ) from None
+                log.warning("Kafka not reachable yet (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    async def ensure_topics(self) -> None:
         """Create the subscribed topics and their DLQs if missing (production pre-creates them)."""
+        partitions = self.settings.topic_partitions
+        replication = self.settings.topic_replication_factor
         names = [t for topic in self.consumer.topics for t in (topic, dlq_topic(topic))]
         if not names:
             return
@@ -168,8 +202,9 @@ class ServiceRuntime:
             await admin.close()
 
     async def stop(self) -> None:
-        """Stop consuming first, then publish what is pending, then close connections."""
-        if self.consumer.topics:
+        """Stop consuming, then the relay (unsent rows wait in the outbox), then connections."""
+        if self.consumer.topics and self.broker.running:
+            await self.consumer.commit()
             await self.broker.stop()
         for task in self._tasks:
             task.cancel()
@@ -179,8 +214,10 @@ class ServiceRuntime:
         self._tasks.clear()
         if self._producer is not None:
             await self._producer.stop()
+            self._producer = None
         if self._pool is not None:
             await self._pool.close()
+            self._pool = None
 
     async def _database_ok(self) -> bool:
         async with self.pool.acquire() as conn:
@@ -210,7 +247,11 @@ class ServiceRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         port = self.settings.http_port if self.settings.http_port is not None else self.default_port
         server = _Server(
             uvicorn.Config(
@@ -227,7 +268,9 @@ class ServiceRuntime:
             await asyncio.sleep(0.01)
         if not server.started:
             await self.stop()
-            raise SystemExit(f"{self.name}: cannot listen on {self.settings.http_host}:{port}")
+            raise ConfigurationError(
+                f"cannot listen on {self.settings.http_host}:{port} (MLCP_HTTP_HOST/MLCP_HTTP_PORT)"
+            )
         self.http_port = server.servers[0].sockets[0].getsockname()[1]
         log.info("%s listening on http://%s:%d", self.name, self.settings.http_host, self.http_port)
         stop = asyncio.create_task(self._stopping.wait())

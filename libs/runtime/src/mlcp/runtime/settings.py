@@ -18,7 +18,9 @@ DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
 class Settings(BaseSettings):
     """Environment configuration of one mlcp process."""
 
-    model_config = SettingsConfigDict(env_prefix="MLCP_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MLCP_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     kafka_bootstrap: str = Field(DEFAULT_KAFKA_BOOTSTRAP, min_length=1)
     database_url: str = Field(DEFAULT_DATABASE_URL, min_length=1)
@@ -37,9 +39,16 @@ class Settings(BaseSettings):
     handler_max_attempts: int = Field(5, ge=1, le=100)
     retry_initial_backoff_s: float = Field(0.2, gt=0, le=60)
     retry_max_backoff_s: float = Field(5.0, gt=0, le=600)
+    topic_partitions: int = Field(3, ge=1, le=1000)
+    # For topics a service creates because they are missing: 1 suits the single-node dev
+    # stack; production sets 3 (with min.insync.replicas=2) or pre-creates the topics.
+    topic_replication_factor: int = Field(1, ge=1, le=7)
     outbox_batch_size: int = Field(200, ge=1, le=10_000)
     outbox_poll_interval_s: float = Field(1.0, gt=0, le=60)
     outbox_retention_days: int = Field(7, ge=0)
+    startup_timeout_s: float = Field(60.0, gt=0, le=3600)
+    consumer_commit_every: int = Field(100, ge=1, le=100_000)
+    consumer_commit_interval_s: float = Field(0.2, gt=0, le=60)
     consumer_session_timeout_ms: int = Field(10_000, ge=1_000)
     consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
 
@@ -53,3 +62,28 @@ class Settings(BaseSettings):
     def topic(self, event_type: str) -> str:
         """The Kafka topic carrying ``event_type`` (the type itself, behind the optional prefix)."""
         return f"{self.topic_prefix}{event_type}"
+
+
+class ConfigurationError(RuntimeError):
+    """The process cannot start with the configuration it was given."""
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """One line per invalid setting, naming its environment variable."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        lines.append(f"MLCP_{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or ``ConfigurationError`` naming the bad variables."""
+    try:
+        return Settings()
+    except Exception as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
