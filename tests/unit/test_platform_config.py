@@ -1,0 +1,140 @@
+"""The platform YAML: the documented example loads; every kind of mistake is refused with the
+path of the field at fault."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mlcp.runtime.platform import (
+    Threshold,
+    load_platform_config,
+    parse_duration,
+    parse_platform_config,
+)
+from mlcp.runtime.settings import ConfigurationError
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "mlcp.example.yaml"
+MODEL = 'models: {churn: {dataset: churn-events, label: churned, train: "pkg.mod:fn"%s}}'
+
+
+def test_example_config_loads_with_its_dag_and_policies() -> None:
+    config = load_platform_config(EXAMPLE)
+    churn = config.model("churn")
+    assert churn.dataset == "churn-events"
+    assert [s.name for s in churn.gates] == [
+        "quality",
+        "data",
+        "baseline",
+        "scan",
+        "review",
+        "approve",
+    ]
+    assert churn.gates[0].require["accuracy"] == Threshold(operator=">=", value=0.92)
+    assert churn.gates[5].expires == timedelta(hours=72)
+    assert churn.retrain.min_new_rows == 1000
+    assert churn.retrain.drift_cooldown == timedelta(minutes=30)
+    assert churn.rollout.canary_percent == 10
+    assert churn.rollout.degrade_if["latency_p95_ms"].holds(251)
+    assert not churn.rollout.degrade_if["latency_p95_ms"].holds(250)
+    assert config.models_fed_by("churn-events") == ["churn"]
+    assert set(config.notifications.channels) == {"team-slack", "ops-wecom"}
+
+
+def test_no_config_file_means_no_models() -> None:
+    assert load_platform_config(None).models == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[1, 2]", "top level must be a mapping"),
+        ("models: {churn: [", "not valid YAML"),
+        (MODEL % ", retrain: {min_new_row: 5}", "models.churn.retrain.min_new_row: Extra inputs"),
+        (MODEL % ", retrain: {min_new_rows: 0}", "models.churn.retrain.min_new_rows"),
+        (MODEL % ", retrain: {drift_cooldown: soon}", "not a duration"),
+        (
+            MODEL % ', gates: [{name: q, kind: metrics, require: {accuracy: "=> 0.9"}}]',
+            "gates[0].require.accuracy",
+        ),
+        (MODEL % ", gates: [{name: q, kind: wat}]", "models.churn.gates[0].kind"),
+        (
+            MODEL % ", gates: [{name: q, kind: metrics}]",
+            "stage 'q' of kind metrics needs 'require'",
+        ),
+        (MODEL % ", gates: [{name: b, kind: baseline}]", "needs 'metric'"),
+        (
+            MODEL % ", gates: [{name: a, kind: manual, depends_on: [x]}]",
+            "depends_on unknown stage 'x'",
+        ),
+        (
+            MODEL
+            % (
+                ", gates: [{name: a, kind: manual, depends_on: [b]},"
+                " {name: b, kind: manual, depends_on: [a]}]"
+            ),
+            "cycle a -> b -> a",
+        ),
+        (
+            MODEL % ", gates: [{name: a, kind: manual}, {name: a, kind: manual}]",
+            "two stages are named 'a'",
+        ),
+        (MODEL % ", rollout: {canary_percent: 150}", "models.churn.rollout.canary_percent"),
+        ('models: {Churn!: {dataset: d, label: l, train: "a:b"}}', "models.Churn!"),
+        ('models: {churn: {dataset: d, label: l, train: "not a callable"}}', "models.churn.train"),
+        (
+            "notifications: {channels: {s: {kind: slack, url_env: SLACK}},"
+            " routes: [{events: [gate.failed], channels: [t]}]}",
+            "unknown channel 't'",
+        ),
+        (
+            "notifications: {channels: {s: {kind: slack, url: 'https://hooks'}}}",
+            "notifications.channels.s",
+        ),
+    ],
+)
+def test_invalid_config_names_the_field(text: str, expected: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_platform_config(text)
+    assert expected in str(info.value)
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_platform_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30m", 1800), ("24h", 86400), ("1.5d", 129600), ("500ms", 0.5), (45, 45), ("10 s", 10)],
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("bad", ["0s", "-5m", "5 minutes", "", "h"])
+def test_bad_durations(bad: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "observed", "holds"),
+    [
+        (">= 0.92", 0.92, True),
+        (">= 0.92", 0.919, False),
+        ("< 200", 199.9, True),
+        ("<=200", 201, False),
+        ("> 0.05", 0.05, False),
+        ("== 1", 1.0, True),
+        ("!= 1", 1.0, False),
+        (">= -1e-3", 0.0, True),
+    ],
+)
+def test_thresholds(text: str, observed: float, holds: bool) -> None:
+    threshold = Threshold.model_validate(text)
+    assert threshold.holds(observed) is holds
