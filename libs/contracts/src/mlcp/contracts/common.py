@@ -30,7 +30,8 @@ from mlcp.contracts.types import (
     UtcDatetime,
 )
 
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
+# The comparison operators of gate requirements and degradation limits, shared with the runtime.
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     ">": operator.gt,
     "<=": operator.le,
@@ -146,7 +147,7 @@ class Evidence(Contract):
         satisfied = (
             observed is not None
             and threshold is not None
-            and _COMPARE[operator](observed, threshold)
+            and OPERATORS[operator](observed, threshold)
         )
         return cls(
             metric=metric,

@@ -8,9 +8,7 @@ The documented shape is in docs/configuration.md; deploy/mlcp.example.yaml is a 
 
 from __future__ import annotations
 
-import operator
 import re
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -26,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from mlcp.contracts.common import OPERATORS
 from mlcp.runtime.settings import ConfigurationError
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,127}$"
@@ -59,14 +58,6 @@ Duration = Annotated[
     PlainSerializer(lambda d: f"{d.total_seconds():g}s", return_type=str),
 ]
 
-OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
 _THRESHOLD = re.compile(rf"^\s*(>=|<=|==|!=|>|<)\s*({_NUMBER})\s*$")
 
