@@ -116,7 +116,7 @@ async def test_outbox_relay_killed_after_publish_is_applied_once(
     await wait_ready(port, consumer)
 
     async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"mlcp-{sink}", topic) == 0
+        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
 
     await wait_for(consumed_all, timeout=60, what="the consumer to commit every record")
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 20, consumer.output()
@@ -146,7 +146,7 @@ async def test_consumer_killed_before_offset_commit_applies_once(
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 1, (
         "first event committed"
     )
-    assert await lag(infra.kafka_bootstrap, f"mlcp-{sink}", topic) is None, (
+    assert await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) is None, (
         "no offset was committed"
     )
 
@@ -157,7 +157,7 @@ async def test_consumer_killed_before_offset_commit_applies_once(
     await wait_ready(port, consumer)
 
     async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"mlcp-{sink}", topic) == 0
+        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
 
     await wait_for(consumed_all, timeout=60, what="the restarted consumer to commit every record")
     rows = await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger")
@@ -206,7 +206,7 @@ async def test_poison_records_go_to_the_dlq_and_the_partition_flows(
     await wait_ready(port, consumer)
 
     async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"mlcp-{sink}", topic) == 0
+        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
 
     await wait_for(consumed_all, timeout=60, what="every record to be settled")
     assert await fetchval(infra, f"SELECT array_agg(batch_id) FROM {sink}.ledger") == ["good"]

@@ -56,7 +56,7 @@ class AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
 def durable_subscriber_options(settings: Settings, service: str) -> dict[str, Any]:
     """Subscriber keywords: one group per service, manual commits, read from the beginning."""
     return {
-        "group_id": f"mlcp-{service}",
+        "group_id": settings.group_id(service),
         "ack_policy": AckPolicy.MANUAL,
         # A new service (or a new group) must see events published before it first started.
         "auto_offset_reset": "earliest",

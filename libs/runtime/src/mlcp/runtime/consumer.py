@@ -61,6 +61,7 @@ class Tx:
         self.cause = cause
         self._correlationid = correlationid
         self._service = service
+        self._schema = settings.db_schema or service
         self._settings = settings
         self.emitted: list[CloudEvent[Any]] = []
 
@@ -73,9 +74,7 @@ class Tx:
             subject=subject,
             correlationid=self._correlationid,
         )
-        await outbox.enqueue(
-            self.conn, self._service, event, topic=self._settings.topic(event.type)
-        )
+        await outbox.enqueue(self.conn, self._schema, event, topic=self._settings.topic(event.type))
         self.emitted.append(event)
         return event
 

@@ -62,8 +62,8 @@ class ServiceRuntime:
         settings: Settings | None = None,
     ) -> None:
         self.name = name
-        self.schema = name
         self.settings = settings or Settings()
+        self.schema = self.settings.db_schema or name
         self.default_port = default_port
         self.migrations_dir = migrations_dir
         self.metrics = RuntimeMetrics(name)

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(None, ge=0, le=65535)  # None: the service default; 0: any free
     topic_prefix: str = Field("", pattern=r"^[a-zA-Z0-9._-]*$")
+    db_schema: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    """Overrides the service's PostgreSQL schema (default: the service name); for tests/tenants."""
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field("json", pattern=r"^(json|text)$")
     handler_max_attempts: int = Field(5, ge=1, le=100)
@@ -58,6 +60,10 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    def group_id(self, service: str) -> str:
+        """The consumer group of ``service`` (one per service, behind the topic prefix)."""
+        return f"{self.topic_prefix}mlcp-{service}"
 
     def topic(self, event_type: str) -> str:
         """The Kafka topic carrying ``event_type`` (the type itself, behind the optional prefix)."""
