@@ -5,6 +5,7 @@ Usage: ``python tests/integration/runtime_app.py consume|relay`` with ``MLCP_SER
 
 * ``consume``: applies DataArrived into ``ledger`` and emits TrainingRequested through the outbox.
   A batch id starting with ``fail-`` makes the handler raise (to exercise retries and the DLQ).
+* ``consume-batch``: the same through ``on_batch`` (one transaction per Kafka batch).
 * ``relay``: only runs the outbox relay and exits once the outbox is empty.
 """
 
@@ -45,11 +46,25 @@ async def on_data_arrived(event: CloudEvent[Any], tx: Tx) -> None:
     )
 
 
-def build() -> ServiceRuntime:
+async def on_data_arrived_batch(events: list[CloudEvent[Any]], tx: Tx) -> None:
+    batch: list[DataArrived] = [e.data for e in events]
+    failing = [d.batch_id for d in batch if d.batch_id.startswith("fail-")]
+    if failing:
+        raise RuntimeError(f"refusing batch {failing[0]}")
+    await tx.conn.executemany(
+        "INSERT INTO ledger (event_id, dataset, batch_id, rows) VALUES ($1, $2, $3, $4)",
+        [(e.id, d.dataset, d.batch_id, d.rows) for e, d in zip(events, batch, strict=True)],
+    )
+
+
+def build(batch: bool = False) -> ServiceRuntime:
     runtime = ServiceRuntime(
         os.environ["MLCP_SERVICE_NAME"], default_port=0, migrations_dir=MIGRATIONS
     )
-    runtime.on(DataArrived.TYPE, on_data_arrived)
+    if batch:
+        runtime.on_batch(DataArrived.TYPE, on_data_arrived_batch, max_records=200)
+    else:
+        runtime.on(DataArrived.TYPE, on_data_arrived)
     return runtime
 
 
@@ -70,6 +85,8 @@ def main() -> None:
     setup_logging(os.environ["MLCP_SERVICE_NAME"], level="INFO", fmt="text")
     if mode == "consume":
         build().run()
+    elif mode == "consume-batch":
+        build(batch=True).run()
     elif mode == "relay":
         asyncio.run(relay_until_empty())
     else:

@@ -19,7 +19,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -235,9 +235,15 @@ class DurableConsumer:
             await msg.nack()  # seek back to this record: it is read again, nothing is committed
             return
         crash_point(CONSUMER_AFTER_COMMIT)
-        self._kafka_consumer = msg.consumer
-        self._settled[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        self._unsettled_commits += 1
+        await self.settle(msg.consumer, [record])
+
+    async def settle(self, consumer: AIOKafkaConsumer, records: Sequence[Any]) -> None:
+        """Mark ``records`` as done; commit now if enough have gathered."""
+        self._kafka_consumer = consumer
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            self._settled[tp] = max(self._settled.get(tp, 0), record.offset + 1)
+        self._unsettled_commits += len(records)
         if (
             self._unsettled_commits >= self._settings.consumer_commit_every
             or time.monotonic() - self._last_commit >= self._settings.consumer_commit_interval_s

@@ -20,3 +20,16 @@ async def claim(conn: Conn, consumer: str, event_id: str, event_type: str) -> bo
         event_type,
     )
     return bool(inserted)
+
+
+async def claim_many(conn: Conn, consumer: str, event_ids: list[str], event_type: str) -> set[str]:
+    """Record many event ids at once; returns those not applied before (one round trip)."""
+    rows = await conn.fetch(
+        """INSERT INTO mlcp_inbox (consumer, event_id, event_type)
+           SELECT $1, id, $3 FROM unnest($2::text[]) AS id
+           ON CONFLICT DO NOTHING RETURNING event_id""",
+        consumer,
+        event_ids,
+        event_type,
+    )
+    return {row["event_id"] for row in rows}

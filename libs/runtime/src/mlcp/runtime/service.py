@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -27,6 +28,7 @@ from starlette.routing import Mount
 from starlette.types import ASGIApp
 
 from mlcp.contracts import dlq_topic
+from mlcp.runtime.batch import BatchConsumer, BatchHandler
 from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, make_broker
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
@@ -76,6 +78,7 @@ class ServiceRuntime:
             producer=lambda: self.producer,
         )
         self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
+        self._batches: list[tuple[BatchConsumer, AssignmentTracker, dict[str, Any]]] = []
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
@@ -88,6 +91,31 @@ class ServiceRuntime:
     def on(self, event_type: str, handler: Handler) -> None:
         """Apply every ``event_type`` event with ``handler`` (inside the inbox transaction)."""
         self.consumer.add(event_type, handler)
+
+    def on_batch(
+        self,
+        event_type: str,
+        handler: BatchHandler,
+        *,
+        max_records: int = 1000,
+        batch_timeout_ms: int = 100,
+    ) -> None:
+        """Apply ``event_type`` in batches: ``handler(new_events, tx)``, one transaction a batch.
+
+        For high-volume topics; each batch type gets its own consumer in the service's group.
+        """
+        consumer = BatchConsumer(
+            event_type,
+            handler,
+            service=self.name,
+            settings=self.settings,
+            metrics=self.metrics,
+            pool=lambda: self.pool,
+            producer=lambda: self.producer,
+        )
+        tracker = AssignmentTracker(before_revoke=consumer.commit)
+        options = {"max_records": max_records, "batch_timeout_ms": batch_timeout_ms}
+        self._batches.append((consumer, tracker, options))
 
     def mount(self, path: str, app: ASGIApp) -> None:
         """Serve an extra ASGI app (for example the registry's API) beside /healthz."""
@@ -145,24 +173,40 @@ class ServiceRuntime:
         )
         if relay:
             self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        consumers = self._subscribe_all()
+        if consumers:
+            await self.broker.start()
+        for consumer in consumers:
+            self._tasks.append(asyncio.create_task(consumer.run_commit_timer()))
+        log.info(
+            "%s started: consuming %s", self.name, ", ".join(self._all_topics()) or "nothing"
+        )
+
+    def _subscribe_all(self) -> list[DurableConsumer]:
+        """Register the FastStream subscribers: one for single events, one per batch type."""
+        consumers: list[DurableConsumer] = []
+        options = durable_subscriber_options(self.settings, self.name)
         if self.consumer.topics:
-            consumer = self.consumer
+            single = self.consumer
 
             async def handle(msg: KafkaMessage) -> None:
-                await consumer.on_message(msg)
+                await single.on_message(msg)
 
+            self.broker.subscriber(*single.topics, listener=self.assignments, **options)(handle)
+            consumers.append(single)
+        for batch, tracker, batch_options in self._batches:
             self.broker.subscriber(
-                *self.consumer.topics,
-                listener=self.assignments,
-                **durable_subscriber_options(self.settings, self.name),
-            )(handle)
-            await self.broker.start()
-            self._tasks.append(
-                asyncio.create_task(self.consumer.run_commit_timer(), name=f"{self.name}-commits")
-            )
-        log.info(
-            "%s started: consuming %s", self.name, ", ".join(self.consumer.topics) or "nothing"
-        )
+                *batch.topics, batch=True, listener=tracker, **batch_options, **options
+            )(self._batch_entry(batch))
+            consumers.append(batch)
+        return consumers
+
+    @staticmethod
+    def _batch_entry(batch: BatchConsumer) -> Callable[[Any], Awaitable[None]]:
+        async def handle_batch(msg: KafkaMessage) -> None:
+            await batch.on_batch_message(msg)
+
+        return handle_batch
 
     async def _start_producer(self) -> AIOKafkaProducer:
         # At boot Kafka may still be starting (compose, a restart): wait, then fail clearly.
@@ -187,7 +231,7 @@ class ServiceRuntime:
         """Create the subscribed topics and their DLQs if missing (production pre-creates them)."""
         partitions = self.settings.topic_partitions
         replication = self.settings.topic_replication_factor
-        names = [t for topic in self.consumer.topics for t in (topic, dlq_topic(topic))]
+        names = [t for topic in self._all_topics() for t in (topic, dlq_topic(topic))]
         if not names:
             return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
@@ -201,10 +245,20 @@ class ServiceRuntime:
         finally:
             await admin.close()
 
+    def _all_topics(self) -> list[str]:
+        return self.consumer.topics + [t for b, _, _ in self._batches for t in b.topics]
+
+    def _consumers_assigned(self) -> bool:
+        trackers = [self.assignments] if self.consumer.topics else []
+        trackers += [tracker for _, tracker, _ in self._batches]
+        return all(t.assigned for t in trackers)
+
     async def stop(self) -> None:
         """Stop consuming, then the relay (unsent rows wait in the outbox), then connections."""
-        if self.consumer.topics and self.broker.running:
+        if self.broker.running:
             await self.consumer.commit()
+            for batch, _, _ in self._batches:
+                await batch.commit()
             await self.broker.stop()
         for task in self._tasks:
             task.cancel()
@@ -231,7 +285,7 @@ class ServiceRuntime:
         """/healthz, /readyz, /metrics, plus mounted apps."""
 
         async def consumer_ok() -> bool:
-            return not self.consumer.topics or self.assignments.assigned
+            return self._consumers_assigned()
 
         app = health_app(
             self.name,
