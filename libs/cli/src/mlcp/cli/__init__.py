@@ -1,0 +1,1 @@
+"""mlcp operator CLI (``mlcp``)."""

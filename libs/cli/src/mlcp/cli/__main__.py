@@ -1,0 +1,5 @@
+"""``python -m mlcp.cli`` = ``mlcp``."""
+
+from mlcp.cli.main import app
+
+app()

@@ -1,0 +1,111 @@
+"""``mlcp``: the operator CLI (dev stack, events for pipelines, a live view of the bus)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from mlcp.cli.emit import file_facts, local_path, publish
+from mlcp.cli.tail import tail
+from mlcp.contracts import DataArrived
+from mlcp.devstack.cli import app as dev_app
+from mlcp.runtime.settings import ConfigurationError, Settings, load_settings
+
+app = typer.Typer(
+    help="mlcp — model-governance control plane. Settings come from MLCP_* variables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(dev_app, name="dev", help="Dev stack: real Kafka + PostgreSQL on loopback.")
+emit_app = typer.Typer(
+    help="Publish events (for data pipelines and scripts).", no_args_is_help=True
+)
+events_app = typer.Typer(help="Look at the bus.", no_args_is_help=True)
+app.add_typer(emit_app, name="emit")
+app.add_typer(events_app, name="events")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigurationError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
+@emit_app.command("data-arrived")
+def emit_data_arrived(
+    dataset: Annotated[str, typer.Option(help="DataArrived.dataset (feeds the models on it)")],
+    uri: Annotated[str, typer.Option(help="Where the batch is: a path, file:// or s3:// URI")],
+    batch_id: Annotated[str | None, typer.Option(help="Unique batch id (default: random)")] = None,
+    rows: Annotated[
+        int | None, typer.Option(help="Rows (default: counted from a local CSV)")
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option(help="Digest (default: computed from the file)")
+    ] = None,
+    completeness: Annotated[
+        float | None, typer.Option(help="Share of non-empty cells (default: from the CSV)")
+    ] = None,
+    correlation_id: Annotated[str | None, typer.Option(help="Lifecycle correlation id")] = None,
+) -> None:
+    """Announce a batch of training data (DataArrived); waits for Kafka's acknowledgement."""
+    settings = _settings()
+    path = local_path(uri)
+    if path is not None and (rows is None or sha256 is None or completeness is None):
+        if not path.is_file():
+            err.print(f"[bold red]error:[/] {escape(str(path))} is not a readable file")
+            raise typer.Exit(2)
+        file_sha, file_rows, file_completeness = file_facts(path)
+        sha256 = sha256 or file_sha
+        rows = file_rows if rows is None else rows
+        completeness = file_completeness if completeness is None else completeness
+        uri = path.resolve().as_uri()
+    if rows is None or sha256 is None or completeness is None:
+        err.print("[bold red]error:[/] a remote URI needs --rows, --sha256 and --completeness")
+        raise typer.Exit(2)
+    try:
+        data = DataArrived(
+            dataset=dataset,
+            batch_id=batch_id or uuid.uuid4().hex[:12],
+            uri=uri,
+            rows=rows,
+            sha256=sha256,
+            completeness=completeness,
+        )
+    except ValueError as exc:
+        err.print(f"[bold red]invalid event:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    event = asyncio.run(publish(settings, data, source="mlcp/cli", correlationid=correlation_id))
+    out.print(f"published {event.type} id={event.id} dataset={dataset} rows={rows}")
+
+
+@events_app.command("tail")
+def events_tail(
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record")] = False,
+    type_: Annotated[
+        list[str] | None, typer.Option("--type", help="Only types containing this (repeatable)")
+    ] = None,
+) -> None:
+    """Print events as they cross the bus (Ctrl-C stops)."""
+    settings = _settings()
+    out.print("[dim]      time   type                     subject              data[/]")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            tail(
+                settings,
+                lambda line: out.print(escape(line)),
+                from_beginning=from_beginning,
+                types=type_,
+            )
+        )
