@@ -221,7 +221,9 @@ class DurableConsumer:
 
     def _backoff(self, attempt: int) -> float:
         initial = self._settings.retry_initial_backoff_s
-        return float(min(initial * 2 ** (attempt - 1), self._settings.retry_max_backoff_s))
+        # The exponent is capped: an outage of hours must not overflow the float.
+        exponent = min(attempt - 1, 32)
+        return float(min(initial * 2.0**exponent, self._settings.retry_max_backoff_s))
 
     async def on_message(self, msg: Any) -> None:
         """FastStream entry point (``AckPolicy.MANUAL``): commit only what was settled."""

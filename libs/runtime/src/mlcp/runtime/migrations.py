@@ -55,11 +55,12 @@ def load_migrations(directory: Path) -> list[Migration]:
     if not directory.is_dir():
         raise MigrationError(f"migrations directory {directory} does not exist")
     found = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in directory.glob("*.sql"):
         if not _NAME.match(path.name):
             raise MigrationError(f"{path}: migration files are named NNN_description.sql")
         found.append(Migration(path.name, path.read_text()))
-    return found
+    # By number, not as text: 1000_x runs after 999_x.
+    return sorted(found, key=lambda m: (int(m.name.split("_", 1)[0]), m.name))
 
 
 async def migrate(conn: Conn, schema: str, migrations: list[Migration]) -> list[str]:

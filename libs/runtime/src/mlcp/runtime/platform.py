@@ -137,6 +137,9 @@ class GateStage(_Strict):
     """manual: how long the approval request stays open."""
     check: str | None = None
     """external: the check name CI reports (defaults to the stage name)."""
+    trusted: list[str] = Field(default_factory=list)
+    """security_scan: pickle globals (``module.name`` or a module prefix) and skops types
+    trusted beyond the scanner's defaults, e.g. ``sklearn.tree._tree.Tree``."""
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Self:
@@ -144,7 +147,43 @@ class GateStage(_Strict):
             raise ValueError(f"stage {self.name!r} of kind {self.kind} needs 'require'")
         if self.kind == "baseline" and not self.metric:
             raise ValueError(f"stage {self.name!r} of kind baseline needs 'metric'")
+        if self.kind == "data_quality":
+            unknown = sorted(set(self.require) - set(DATA_QUALITY_MEASURES))
+            if unknown:
+                raise ValueError(
+                    f"stage {self.name!r} of kind data_quality: unknown measure "
+                    f"require.{unknown[0]} (known: {', '.join(DATA_QUALITY_MEASURES)})"
+                )
+        if self.min_absolute_change is not None and self.min_absolute_change < 0:
+            raise ValueError(f"stage {self.name!r}: min_absolute_change must be >= 0")
+        if self.min_relative_change is not None and not 0 <= self.min_relative_change <= 1:
+            raise ValueError(f"stage {self.name!r}: min_relative_change must be between 0 and 1")
+        # A key that the stage's kind ignores is a mistake (a timeout on a manual stage would
+        # silently never fire), so it is refused like an unknown key.
+        for key in sorted(self.model_fields_set & set(_KIND_ONLY)):
+            default = type(self).model_fields[key].get_default(call_default_factory=True)
+            if self.kind not in _KIND_ONLY[key] and getattr(self, key) != default:
+                raise ValueError(
+                    f"stage {self.name!r} of kind {self.kind} does not take {key!r} "
+                    f"(only {', '.join(_KIND_ONLY[key])})"
+                )
         return self
+
+
+DATA_QUALITY_MEASURES = ("completeness", "rows", "batches")
+"""What a data_quality stage can require of the training batches of a version."""
+
+_KIND_ONLY: dict[str, tuple[str, ...]] = {
+    "require": ("metrics", "data_quality"),
+    "metric": ("baseline",),
+    "min_absolute_change": ("baseline",),
+    "min_relative_change": ("baseline",),
+    "higher_is_better": ("baseline",),
+    "timeout": ("external",),
+    "expires": ("manual",),
+    "check": ("external",),
+    "trusted": ("security_scan",),
+}
 
 
 class BakePolicy(_Strict):

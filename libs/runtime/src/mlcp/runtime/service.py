@@ -178,9 +178,7 @@ class ServiceRuntime:
             await self.broker.start()
         for consumer in consumers:
             self._tasks.append(asyncio.create_task(consumer.run_commit_timer()))
-        log.info(
-            "%s started: consuming %s", self.name, ", ".join(self._all_topics()) or "nothing"
-        )
+        log.info("%s started: consuming %s", self.name, ", ".join(self._all_topics()) or "nothing")
 
     def _subscribe_all(self) -> list[DurableConsumer]:
         """Register the FastStream subscribers: one for single events, one per batch type."""

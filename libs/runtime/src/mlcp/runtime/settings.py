@@ -70,6 +70,9 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{event_type}"
 
 
+_SECRET_FIELDS = {"database_url", "slack_webhook_url", "wecom_webhook_url"}
+
+
 class ConfigurationError(RuntimeError):
     """The process cannot start with the configuration it was given."""
 
@@ -83,7 +86,9 @@ def describe_settings_error(exc: Exception) -> str:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        lines.append(f"MLCP_{field.upper()}: {error['msg']} (got {error.get('input')!r})")
+        # URLs can carry credentials (the DSN's password, a webhook key): never echo them.
+        shown = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
+        lines.append(f"MLCP_{field.upper()}: {error['msg']}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
