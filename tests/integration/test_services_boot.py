@@ -4,6 +4,7 @@ ready, exposes its metrics, stops cleanly on SIGTERM, and refuses a bad configur
 from __future__ import annotations
 
 import signal
+import socket
 from typing import Any
 
 import httpx
@@ -89,3 +90,16 @@ async def test_bad_configuration_exits_2_naming_the_variable(
     assert names in output
     assert "Traceback" not in output
     assert "y@" not in output, "the database password is never printed"
+
+
+async def test_taken_port_exits_2_before_connecting(infra: Infra, spawn: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        proc = spawn(["-m", "mlcp.trainer"], service_env(infra, MLCP_HTTP_PORT=str(port)), "taken")
+        assert await proc.wait_exit(timeout=60) == 2, proc.output()
+    output = proc.output()
+    assert f"cannot listen on 127.0.0.1:{port}" in output
+    assert "Traceback" not in output
+    assert "applied migrations" not in output, "the port is checked before anything else"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from mlcp.cli.emit import file_facts, local_path, publish
 from mlcp.cli.tail import tail
+from mlcp.cli.up import SERVICES, default_config, run_services
 from mlcp.contracts import DataArrived
 from mlcp.devstack.cli import app as dev_app
 from mlcp.runtime.settings import ConfigurationError, Settings, load_settings
@@ -88,6 +92,44 @@ def emit_data_arrived(
         raise typer.Exit(2) from None
     event = asyncio.run(publish(settings, data, source="mlcp/cli", correlationid=correlation_id))
     out.print(f"published {event.type} id={event.id} dataset={dataset} rows={rows}")
+
+
+@app.command()
+def up(
+    config: Annotated[
+        Path | None, typer.Option(help="Platform YAML (default: MLCP_CONFIG or the example)")
+    ] = None,
+) -> None:
+    """Start the dev stack and the five services with prefixed logs; Ctrl-C stops them."""
+    from mlcp.devstack import DevstackError
+    from mlcp.devstack import up as stack_up
+
+    try:
+        info = stack_up(lambda line: err.print(f"[dim]stack[/] {escape(line)}"))
+    except DevstackError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    env = info.env()
+    chosen = config or (Path(os.environ["MLCP_CONFIG"]) if os.environ.get("MLCP_CONFIG") else None)
+    chosen = chosen or default_config()
+    if chosen is not None:
+        env["MLCP_CONFIG"] = str(chosen.resolve())
+
+    def emit(name: str, color: str, line: str) -> None:
+        out.print(f"[{color}]{name:>10} |[/] {escape(line)}")
+
+    def on_ready(ready: dict[str, bool]) -> None:
+        table = Table(title="mlcp services", show_lines=False)
+        for column in ("service", "ready", "endpoints"):
+            table.add_column(column)
+        for name, port in SERVICES.items():
+            state = "[green]yes[/]" if ready[name] else "[red]no[/]"
+            table.add_row(name, state, f"http://127.0.0.1:{port}/readyz  /metrics")
+        out.print(table)
+        out.print(f"Kafka {info.bootstrap}  PostgreSQL {info.database_url}  config {chosen}")
+        out.print("[dim]Ctrl-C stops the services (the dev stack keeps running: mlcp dev down)[/]")
+
+    asyncio.run(run_services(env, emit, on_ready))
 
 
 @events_app.command("tail")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,10 @@ def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"mlcp-{service}",
+        # FastStream's own handler prints colored text; route it through our formatter instead,
+        # with its per-message lines at DEBUG (the runtime's metrics count messages).
+        logger=logging.getLogger("mlcp.faststream"),
+        log_level=logging.DEBUG,
         acks=DURABLE_PRODUCER_OPTIONS["acks"],
         enable_idempotence=DURABLE_PRODUCER_OPTIONS["enable_idempotence"],
         middlewares=[

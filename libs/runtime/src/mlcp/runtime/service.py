@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -299,31 +300,18 @@ class ServiceRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
+        listener = self._bind_http()  # first: a taken port fails before any connection is made
         try:
             await self.start()
         except BaseException:
+            listener.close()
             await self.stop()
             raise
-        port = self.settings.http_port if self.settings.http_port is not None else self.default_port
         server = _Server(
-            uvicorn.Config(
-                self.http_app(),
-                host=self.settings.http_host,
-                port=port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-            )
+            uvicorn.Config(self.http_app(), log_level="warning", access_log=False, lifespan="off")
         )
-        http = asyncio.create_task(server.serve(), name=f"{self.name}-http")
-        while not server.started and not http.done():
-            await asyncio.sleep(0.01)
-        if not server.started:
-            await self.stop()
-            raise ConfigurationError(
-                f"cannot listen on {self.settings.http_host}:{port} (MLCP_HTTP_HOST/MLCP_HTTP_PORT)"
-            )
-        self.http_port = server.servers[0].sockets[0].getsockname()[1]
+        http = asyncio.create_task(server.serve(sockets=[listener]), name=f"{self.name}-http")
+        self.http_port = listener.getsockname()[1]
         log.info("%s listening on http://%s:%d", self.name, self.settings.http_host, self.http_port)
         stop = asyncio.create_task(self._stopping.wait())
         await asyncio.wait({http, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -332,6 +320,24 @@ class ServiceRuntime:
             await http
         await self.stop()
         log.info("%s stopped", self.name)
+
+    def _bind_http(self) -> socket.socket:
+        # Bound here rather than by uvicorn so that a taken port is a clear configuration error
+        # (uvicorn would sys.exit inside its task) and port 0 tells us the port it got.
+        port = self.settings.http_port if self.settings.http_port is not None else self.default_port
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((self.settings.http_host, port))
+        except OSError as exc:
+            listener.close()
+            raise ConfigurationError(
+                f"cannot listen on {self.settings.http_host}:{port} "
+                f"(MLCP_HTTP_HOST / MLCP_HTTP_PORT): {exc.strerror}"
+            ) from None
+        listener.listen(128)
+        listener.setblocking(False)
+        return listener
 
     def run(self) -> None:
         """Blocking entry point for ``__main__``: logging, tracing, then ``serve``."""

@@ -1,0 +1,82 @@
+"""``mlcp up``: the dev stack plus the five services under a supervisor, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from mlcp.cli.supervise import Supervisor, python_module
+
+SERVICES = {
+    "registry": 8081,
+    "trainer": 8082,
+    "gatekeeper": 8083,
+    "monitor": 8084,
+    "notifier": 8085,
+}
+
+SINK_PORT = 8099
+
+
+def default_config() -> Path | None:
+    """deploy/mlcp.example.yaml when run from a checkout of the repository."""
+    candidate = Path.cwd() / "deploy" / "mlcp.example.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def service_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
+    """A service's environment: the stack's addresses, its port, readable logs."""
+    return {**base, "MLCP_HTTP_PORT": str(port), "MLCP_LOG_FORMAT": "text"}
+
+
+async def wait_ready(ports: dict[str, int], timeout_s: float = 90.0) -> dict[str, bool]:
+    """Poll every service's /readyz until all answer 200 or the deadline passes."""
+    ready = dict.fromkeys(ports, False)
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as client:
+        while not all(ready.values()) and time.monotonic() < deadline:
+            for name, port in ports.items():
+                if ready[name]:
+                    continue
+                try:
+                    response = await client.get(f"http://127.0.0.1:{port}/readyz")
+                    ready[name] = response.status_code == 200
+                except httpx.HTTPError:
+                    pass
+            if not all(ready.values()):
+                await asyncio.sleep(0.25)
+    return ready
+
+
+async def run_services(
+    env: dict[str, str],
+    emit: Callable[[str, str, str], None],
+    on_ready: Callable[[dict[str, bool]], None],
+    *,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Start the services, report readiness, run until SIGINT/SIGTERM (or ``stop``)."""
+    supervisor = Supervisor(emit)
+    env = dict(env)
+    if not (env.get("MLCP_SLACK_WEBHOOK_URL") or env.get("MLCP_WECOM_WEBHOOK_URL")):
+        # No real channel configured: a local recording sink stands in for Slack and WeCom.
+        supervisor.add("sink", python_module("mlcp.notifier.sink", "--port", str(SINK_PORT)))
+        env["MLCP_SLACK_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/slack"
+        env["MLCP_WECOM_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/wecom"
+    for name, port in SERVICES.items():
+        supervisor.add(name, python_module(f"mlcp.{name}"), service_env(env, name, port))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await supervisor.start()
+    try:
+        on_ready(await wait_ready(SERVICES))
+        await stop.wait()
+    finally:
+        await supervisor.stop()
