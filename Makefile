@@ -2,22 +2,25 @@
 UV ?= uv
 UV_VERSION := 0.13.8
 
-.PHONY: install dev up down status test test-unit test-integration lint fmt schemas
+.PHONY: install dev stack up down status test test-unit test-integration lint fmt schemas
 
 install:  ## uv (if missing) and the locked dependencies of every package
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --all-packages
 
-dev: install  ## the dev stack: real Kafka + PostgreSQL on loopback (prints the addresses)
-	$(UV) run mlcp-dev up
+dev: install  ## the main job: dev stack + the five services with prefixed logs (Ctrl-C stops)
+	$(UV) run mlcp up
+
+stack: install  ## only the dev stack: real Kafka + PostgreSQL on loopback (prints the addresses)
+	$(UV) run mlcp dev up
 
 up: dev
 
 down:  ## stop the dev stack
-	$(UV) run mlcp-dev down
+	$(UV) run mlcp dev down
 
 status:
-	$(UV) run mlcp-dev status
+	$(UV) run mlcp dev status
 
 test: install  ## unit, contract, integration and e2e tests (starts the dev stack if needed)
 	$(UV) run pytest
