@@ -138,3 +138,69 @@ def test_bad_durations(bad: str) -> None:
 def test_thresholds(text: str, observed: float, holds: bool) -> None:
     threshold = Threshold.model_validate(text)
     assert threshold.holds(observed) is holds
+
+
+GATE = MODEL % ", gates: [%s]"
+
+
+@pytest.mark.parametrize(
+    ("stage", "expected"),
+    [
+        (
+            '{name: d, kind: data_quality, require: {completnes: ">= 0.9"}}',
+            "stage 'd' of kind data_quality: unknown measure require.completnes",
+        ),
+        (
+            "{name: b, kind: baseline, metric: accuracy, min_absolute_change: -0.1}",
+            "stage 'b': min_absolute_change must be >= 0",
+        ),
+        (
+            "{name: b, kind: baseline, metric: accuracy, min_relative_change: 1.5}",
+            "stage 'b': min_relative_change must be between 0 and 1",
+        ),
+        (
+            "{name: m, kind: manual, timeout: 1h}",
+            "stage 'm' of kind manual does not take 'timeout'",
+        ),
+        ("{name: e, kind: external, expires: 1h}", "stage 'e' of kind external does not take"),
+        ("{name: s, kind: security_scan, metric: x}", "stage 's' of kind security_scan does not"),
+        ("{name: m, kind: metrics, require: {a: '> 1'}, trusted: [x]}", "does not take 'trusted'"),
+        ("{name: e, kind: external, timeout: soon}", "gates[0].timeout"),
+    ],
+)
+def test_gate_stage_fields_are_checked_per_kind(stage: str, expected: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_platform_config(GATE % stage)
+    assert expected in str(info.value)
+
+
+def test_gate_stage_kind_specific_fields_load() -> None:
+    config = parse_platform_config(
+        GATE
+        % (
+            '{name: d, kind: data_quality, require: {completeness: ">= 0.98", rows: ">= 100"}},'
+            " {name: s, kind: security_scan, trusted: [sklearn.tree._tree.Tree]},"
+            " {name: b, kind: baseline, metric: loss, higher_is_better: false,"
+            " min_relative_change: 0.05}"
+        )
+    )
+    d, s, b = config.model("churn").gates
+    assert set(d.require) == {"completeness", "rows"}
+    assert s.trusted == ["sklearn.tree._tree.Tree"]
+    assert (b.higher_is_better, b.min_relative_change) == (False, 0.05)
+
+
+def test_gate_stage_round_trips_through_its_json_dump() -> None:
+    """A stored DAG (the gatekeeper keeps it per candidate) loads back as the same stages."""
+    from mlcp.runtime.platform import GateStage
+
+    stages = (
+        parse_platform_config(
+            GATE % "{name: r, kind: external, timeout: 2h},"
+            " {name: m, kind: metrics, require: {a: '> 1'}}"
+        )
+        .model("churn")
+        .gates
+    )
+    for stage in stages:
+        assert GateStage.model_validate(stage.model_dump(mode="json")) == stage

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class ServiceRuntime:
         )
         self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
         self._batches: list[tuple[BatchConsumer, AssignmentTracker, dict[str, Any]]] = []
+        self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
@@ -117,6 +118,11 @@ class ServiceRuntime:
         tracker = AssignmentTracker(before_revoke=consumer.commit)
         options = {"max_records": max_records, "batch_timeout_ms": batch_timeout_ms}
         self._batches.append((consumer, tracker, options))
+
+    def background(self, name: str, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``task()`` beside the consumers once the service has started (a periodic sweep,
+        a delivery loop); it is cancelled at stop. It must catch its own errors and go on."""
+        self._background.append((name, task))
 
     def mount(self, path: str, app: ASGIApp) -> None:
         """Serve an extra ASGI app (for example the registry's API) beside /healthz."""
@@ -179,6 +185,8 @@ class ServiceRuntime:
             await self.broker.start()
         for consumer in consumers:
             self._tasks.append(asyncio.create_task(consumer.run_commit_timer()))
+        for name, task in self._background:
+            self._tasks.append(asyncio.create_task(task(), name=f"{self.name}-{name}"))
         log.info("%s started: consuming %s", self.name, ", ".join(self._all_topics()) or "nothing")
 
     def _subscribe_all(self) -> list[DurableConsumer]:

@@ -7,6 +7,7 @@ same thing in every service, the CLI, docker-compose and the tests.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,7 +78,7 @@ class ConfigurationError(RuntimeError):
     """The process cannot start with the configuration it was given."""
 
 
-def describe_settings_error(exc: Exception) -> str:
+def describe_settings_error(exc: Exception, *, env_prefix: str = "MLCP_") -> str:
     """One line per invalid setting, naming its environment variable."""
     from pydantic import ValidationError
 
@@ -88,13 +89,22 @@ def describe_settings_error(exc: Exception) -> str:
         field = str(error["loc"][0]) if error["loc"] else "?"
         # URLs can carry credentials (the DSN's password, a webhook key): never echo them.
         shown = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
-        lines.append(f"MLCP_{field.upper()}: {error['msg']}{shown}")
+        lines.append(f"{env_prefix}{field.upper()}: {error['msg']}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 def load_settings() -> Settings:
     """Settings from the environment, or ``ConfigurationError`` naming the bad variables."""
+    return load_env_settings(Settings)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_env_settings(cls: type[S]) -> S:
+    """A service's own ``BaseSettings`` (``MLCP_GATEKEEPER_*`` …), with the same clear errors."""
     try:
-        return Settings()
+        return cls()
     except Exception as exc:
-        raise ConfigurationError(describe_settings_error(exc)) from None
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        raise ConfigurationError(describe_settings_error(exc, env_prefix=prefix)) from None

@@ -1,0 +1,182 @@
+"""Candidate registered → GatePassed for an all-automatic DAG of four stages, end to end.
+
+A real gatekeeper (in this process) consumes ModelVersionRegistered from real Kafka, runs
+metrics → baseline and data_quality, joins them into a security_scan that re-hashes and audits a
+real skops artifact, writes the DAG state to PostgreSQL and publishes CheckPassed ×4 + GatePassed
+through its outbox. The clock runs from the producer's send to the consumer's receipt of
+GatePassed, one candidate at a time (concurrency 1). Target from issue 5: p95 ≤ 500 ms.
+
+    uv run python bench/gatekeeper_dag.py [--quick]
+
+Uses MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL (default: the dev stack); its topics and schema are
+prefixed with a random token, and the schema is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+import skops.io as sio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from sklearn.linear_model import LogisticRegression
+
+from mlcp.contracts import GatePassed, ModelVersionRegistered, decode_event, encode_event, new_event
+from mlcp.gatekeeper.app import GatekeeperSettings, build
+from mlcp.runtime import Settings
+
+CONFIG = """models:
+  bench:
+    dataset: d
+    label: y
+    train: "m:f"
+    gates:
+      - {name: quality, kind: metrics, require: {accuracy: ">= 0.92", latency_p95_ms: "<= 200"}}
+      - {name: data, kind: data_quality, require: {completeness: ">= 0.98", rows: ">= 1000"}}
+      - {name: baseline, kind: baseline, depends_on: [quality], metric: accuracy}
+      - {name: scan, kind: security_scan, depends_on: [baseline, data]}
+"""
+TARGET_P95_MS = 500.0
+
+
+def registration(version: str, artifact: dict[str, str]) -> ModelVersionRegistered:
+    return ModelVersionRegistered.model_validate(
+        {
+            "model": "bench",
+            "version": version,
+            "run_id": f"run-{version}",
+            "metrics": {"accuracy": 0.95, "latency_p95_ms": 120.0},
+            "params": {"C": 1.0},
+            "baseline": {"version": "0.1.0", "metrics": {"accuracy": 0.93}},
+            "artifact": artifact,
+            "reference_profile": {
+                "rows": 10,
+                "features": {
+                    "x": {
+                        "kind": "numeric",
+                        "count": 10,
+                        "bin_edges": [0, 1],
+                        "bin_proportions": [1],
+                    }
+                },
+            },
+            "feature_schema": [{"name": "x", "dtype": "float64"}],
+            "datasets": [
+                {
+                    "dataset": "d",
+                    "batch_ids": ["b1"],
+                    "sha256": "c" * 64,
+                    "rows": 5000,
+                    "completeness": 0.99,
+                }
+            ],
+        }
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def main(quick: bool) -> None:
+    logging.getLogger("faststream").setLevel(logging.WARNING)  # one line per record otherwise
+    n, warmup = (20, 3) if quick else (200, 10)
+    token = uuid.uuid4().hex[:8]
+    work = Path(tempfile.mkdtemp(prefix="gk-bench-"))
+    (work / "mlcp.yaml").write_text(CONFIG)
+    rng = np.random.default_rng(1)
+    x = rng.random((200, 4))
+    model_path = work / "model.skops"
+    sio.dump(LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int)), model_path)
+    artifact = {
+        "uri": model_path.as_uri(),
+        "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "format": "skops",
+    }
+    base = Settings()
+    settings = Settings(
+        kafka_bootstrap=base.kafka_bootstrap,
+        database_url=base.database_url,
+        topic_prefix=f"bench{token}.",
+        db_schema=f"gatekeeper_bench_{token}",
+        http_port=0,
+        config=work / "mlcp.yaml",
+        artifact_root=work,
+        log_level="WARNING",
+    )
+    passed_topic = settings.topic(GatePassed.TYPE)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(passed_topic, 1, 1)])
+    finally:
+        await admin.close()
+
+    runtime = build(settings, gatekeeper=GatekeeperSettings(sweep_interval_s=60))
+    await runtime.start()
+    consumer = AIOKafkaConsumer(
+        passed_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await consumer.start()
+    await producer.start()
+    latencies: list[float] = []
+    decided: list[float] = []  # send → GatePassed created in the handler's transaction
+    delivered: list[float] = []  # GatePassed created → received (commit, outbox relay, Kafka)
+    try:
+        for i in range(warmup + n):
+            version = f"1.0.{i}"
+            event = new_event(registration(version, artifact), source="bench/registry")
+            started, wall = time.perf_counter(), time.time()
+            await producer.send_and_wait(
+                settings.topic(event.type), encode_event(event), key=b"bench"
+            )
+            while True:
+                record = await asyncio.wait_for(consumer.getone(), timeout=30)
+                passed = decode_event(record.value, expected_type=GatePassed.TYPE)
+                if passed.data.version == version:
+                    break
+            if i >= warmup:
+                latencies.append((time.perf_counter() - started) * 1000)
+                created = passed.time.timestamp()
+                decided.append((created - wall) * 1000)
+                delivered.append((time.time() - created) * 1000)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+        await runtime.stop()
+        conn = await asyncpg.connect(settings.database_url)
+        await conn.execute(f"DROP SCHEMA IF EXISTS {settings.db_schema} CASCADE")
+        await conn.close()
+
+    p95 = percentile(latencies, 0.95)
+    print(f"gatekeeper: registered → GatePassed, 4 automatic stages, n={n}, concurrency 1")
+    print(f"{'ms':<34}{'p50':>8}{'p95':>8}{'max':>8}")
+    for label, values in (
+        ("end to end (send → received)", latencies),
+        ("  send → decided (in handler)", decided),
+        ("  decided → received (outbox)", delivered),
+    ):
+        row = (statistics.median(values), percentile(values, 0.95), max(values))
+        print(f"{label:<34}" + "".join(f"{v:>8.1f}" for v in row))
+    verdict = "meets" if p95 <= TARGET_P95_MS else "MISSES"
+    print(f"target: end-to-end p95 <= {TARGET_P95_MS:.0f} ms: {verdict} it ({p95:.1f} ms)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 candidates instead of 200")
+    asyncio.run(main(parser.parse_args().quick))
