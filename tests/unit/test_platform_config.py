@@ -204,3 +204,14 @@ def test_gate_stage_round_trips_through_its_json_dump() -> None:
     )
     for stage in stages:
         assert GateStage.model_validate(stage.model_dump(mode="json")) == stage
+
+
+def test_wecom_channel_message_type() -> None:
+    text = "notifications: {channels: {w: {kind: wecom, url_env: W, msgtype: text}}}"
+    assert parse_platform_config(text).notifications.channels["w"].msgtype == "text"
+    default = "notifications: {channels: {w: {kind: wecom, url_env: W}}}"
+    assert parse_platform_config(default).notifications.channels["w"].msgtype is None
+    with pytest.raises(ConfigurationError, match="msgtype is for wecom channels, not slack"):
+        parse_platform_config(
+            "notifications: {channels: {s: {kind: slack, url_env: S, msgtype: text}}}"
+        )

@@ -274,6 +274,15 @@ class Channel(_Strict):
     rate_per_minute: float | None = Field(None, gt=0)
     """Overrides the channel kind's default (Slack 60, WeCom 20)."""
     language: Literal["en", "zh"] = "en"
+    msgtype: Literal["markdown", "text"] | None = None
+    """wecom: the group robot's message type, ``markdown`` (≤ 4096 bytes, the default) or
+    ``text`` (≤ 2048 bytes; shown by every client, including WeChat)."""
+
+    @model_validator(mode="after")
+    def _wecom_only(self) -> Self:
+        if self.msgtype is not None and self.kind != "wecom":
+            raise ValueError(f"msgtype is for wecom channels, not {self.kind}")
+        return self
 
 
 class Route(_Strict):

@@ -15,6 +15,7 @@ import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,20 @@ class _Server(uvicorn.Server):
         yield
 
 
+@dataclass(frozen=True)
+class _Background:
+    name: str
+    task: Callable[[], Coroutine[Any, Any, None]]
+    stop: Callable[[], None] | None
+    grace_s: float
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    # A background loop is supposed to survive its own errors; if it dies, say so loudly.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s died", task.get_name(), exc_info=task.exception())
+
+
 class ServiceRuntime:
     """Shared plumbing of one mlcp service process."""
 
@@ -80,7 +95,9 @@ class ServiceRuntime:
         )
         self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
         self._batches: list[tuple[BatchConsumer, AssignmentTracker, dict[str, Any]]] = []
-        self._background: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self._background: list[_Background] = []
+        self._background_tasks: list[tuple[_Background, asyncio.Task[None]]] = []
+        self._shutdown: list[Callable[[], Awaitable[None]]] = []
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self.relay: OutboxRelay | None = None
@@ -119,10 +136,23 @@ class ServiceRuntime:
         options = {"max_records": max_records, "batch_timeout_ms": batch_timeout_ms}
         self._batches.append((consumer, tracker, options))
 
-    def background(self, name: str, task: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def background(
+        self,
+        name: str,
+        task: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        stop: Callable[[], None] | None = None,
+        grace_s: float = 10.0,
+    ) -> None:
         """Run ``task()`` beside the consumers once the service has started (a periodic sweep,
-        a delivery loop); it is cancelled at stop. It must catch its own errors and go on."""
-        self._background.append((name, task))
+        a delivery loop). It must catch its own errors and go on. At stop, ``stop()`` (if given)
+        asks it to finish and it gets ``grace_s`` seconds before it is cancelled; the database
+        pool and producer are still open meanwhile."""
+        self._background.append(_Background(name, task, stop, grace_s))
+
+    def on_shutdown(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback()`` after everything else stopped (close an HTTP client …)."""
+        self._shutdown.append(callback)
 
     def mount(self, path: str, app: ASGIApp) -> None:
         """Serve an extra ASGI app (for example the registry's API) beside /healthz."""
@@ -185,8 +215,10 @@ class ServiceRuntime:
             await self.broker.start()
         for consumer in consumers:
             self._tasks.append(asyncio.create_task(consumer.run_commit_timer()))
-        for name, task in self._background:
-            self._tasks.append(asyncio.create_task(task(), name=f"{self.name}-{name}"))
+        for job in self._background:
+            task = asyncio.create_task(job.task(), name=f"{self.name}-{job.name}")
+            task.add_done_callback(_report_crash)
+            self._background_tasks.append((job, task))
         log.info("%s started: consuming %s", self.name, ", ".join(self._all_topics()) or "nothing")
 
     def _subscribe_all(self) -> list[DurableConsumer]:
@@ -267,6 +299,7 @@ class ServiceRuntime:
             for batch, _, _ in self._batches:
                 await batch.commit()
             await self.broker.stop()
+        await self._stop_background()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -279,6 +312,27 @@ class ServiceRuntime:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        for callback in self._shutdown:
+            try:
+                await callback()
+            except Exception:
+                log.exception("shutdown callback failed")
+        self._shutdown.clear()
+
+    async def _stop_background(self) -> None:
+        for job, task in self._background_tasks:
+            if job.stop is not None and not task.done():
+                job.stop()
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), job.grace_s)
+                except TimeoutError:
+                    log.warning("%s did not finish in %.0fs; cancelling", job.name, job.grace_s)
+                except Exception:
+                    log.exception("%s failed while stopping", job.name)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._background_tasks.clear()
 
     async def _database_ok(self) -> bool:
         async with self.pool.acquire() as conn:
