@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,8 +14,6 @@ from mlcp.notifier.handlers import alert_handler
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.platform import load_platform_config
 from mlcp.runtime.settings import ConfigurationError, load_env_settings
-
-log = logging.getLogger(__name__)
 
 SERVICE = "notifier"
 DEFAULT_PORT = 8085
