@@ -4,6 +4,7 @@ The limits keep one event well under ``MAX_EVENT_BYTES`` in ordinary use and sto
 producer from flooding consumers; a breaking change to any of them is a new ``.v2`` type.
 """
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -64,8 +65,14 @@ SEMVER_PATTERN = (
 """The official semver.org 2.0.0 regular expression (published in the schemas only)."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _valid_semver(value: str) -> bool:
+    # A handful of versions recur in every prediction: parse each once, not per event.
+    return bool(semver.Version.is_valid(value))
+
+
 def _check_semver(value: str) -> str:
-    if not semver.Version.is_valid(value):
+    if not _valid_semver(value):
         raise ValueError(f"{value!r} is not a SemVer 2.0.0 version such as '1.4.0'")
     return value
 

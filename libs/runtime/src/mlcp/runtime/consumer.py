@@ -65,14 +65,26 @@ class Tx:
         self._settings = settings
         self.emitted: list[CloudEvent[Any]] = []
 
-    async def emit(self, data: BaseModel, *, subject: str | None = None) -> CloudEvent[Any]:
-        """Write an event to the outbox; it is published only if the transaction commits."""
+    async def emit(
+        self,
+        data: BaseModel,
+        *,
+        subject: str | None = None,
+        cause: CloudEvent[Any] | None = None,
+        correlationid: str | None = None,
+    ) -> CloudEvent[Any]:
+        """Write an event to the outbox; it is published only if the transaction commits.
+
+        ``cause`` / ``correlationid`` override the defaults (the event being handled): a batch
+        handler names which event of its batch caused a decision, a service that keeps a
+        lifecycle's correlation id in its state passes it on.
+        """
         event = outbox.new_outgoing(
             data,
             service=self._service,
-            cause=self.cause,
+            cause=cause or self.cause,
             subject=subject,
-            correlationid=self._correlationid,
+            correlationid=correlationid or self._correlationid,
         )
         await outbox.enqueue(self.conn, self._schema, event, topic=self._settings.topic(event.type))
         self.emitted.append(event)

@@ -1,0 +1,215 @@
+"""Pure decisions of the monitor: window boundaries, canary and rollback-window verdicts.
+
+No Kafka, no SQL: functions take plain values (arrays, policies, measured statistics) and return
+what to do. The handlers persist and emit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import numpy.typing as npt
+
+from mlcp.contracts import Evidence
+from mlcp.runtime.platform import RolloutPolicy, Threshold
+
+# --- drift windows -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """The window of a version currently filling up."""
+
+    seq: int
+    size: int = 0
+    started_at: datetime | None = None  # ts of its first prediction
+    ended_at: datetime | None = None  # ts of its latest prediction
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows ``start:stop`` of a batch that belong to window ``seq``."""
+
+    seq: int
+    start: int
+    stop: int
+    closes: bool
+    """The window is complete after these rows (by count, or by age at the next row)."""
+    window: OpenWindow
+    """The window's state once these rows are added."""
+
+
+def split_windows(
+    state: OpenWindow,
+    ts: npt.NDArray[np.datetime64],
+    *,
+    size: int,
+    max_age: timedelta,
+) -> tuple[list[Segment], OpenWindow]:
+    """Cut a batch (in arrival order) into windows of at most ``size`` rows and ``max_age``.
+
+    A window closes when it holds ``size`` rows, or when a row arrives ``max_age`` or more after
+    the window's first row (that row opens the next window): closing is driven by traffic, not by
+    a clock. Loops once per window touched, never per row. Returns the segments and the state
+    of the window left open.
+    """
+    age = np.timedelta64(int(max_age.total_seconds() * 1_000_000), "us")
+    segments: list[Segment] = []
+    i, n = 0, len(ts)
+    while i < n:
+        first = state.started_at
+        start64 = to_datetime64([first])[0] if first else ts[i]
+        room = max(size - state.size, 0)  # ≤ 0 when window_size was lowered mid-window
+        chunk = ts[i : i + room]
+        late = np.flatnonzero(chunk - start64 >= age)
+        stop = i + (int(late[0]) if late.size else len(chunk))
+        if stop > i:
+            state = OpenWindow(
+                seq=state.seq,
+                size=state.size + (stop - i),
+                started_at=first or _to_dt(ts[i]),
+                ended_at=_max_dt(state.ended_at, _to_dt(ts[i:stop].max())),
+            )
+        closes = state.size >= size or late.size > 0
+        if stop > i or closes:
+            segments.append(Segment(state.seq, i, stop, closes, state))
+        if closes:
+            state = OpenWindow(seq=state.seq + 1)
+        i = stop
+    return segments, state
+
+
+def to_datetime64(values: list[datetime]) -> npt.NDArray[np.datetime64]:
+    """Aware datetimes → numpy microseconds since the epoch (UTC)."""
+    micros = np.fromiter(
+        ((v - EPOCH) // ONE_MICROSECOND for v in values), np.int64, count=len(values)
+    )
+    return micros.astype("datetime64[us]")
+
+
+def _to_dt(value: np.datetime64) -> datetime:
+    micros = value.astype("datetime64[us]").astype(np.int64)
+    return EPOCH + timedelta(microseconds=int(micros))
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def _max_dt(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+# --- canary and rollback-window verdicts ---------------------------------------------------------
+
+LIMIT_METRICS = ("error_rate", "latency_p95_ms", "accuracy", "accuracy_drop", "drift_share")
+"""The keys ``rollout.degrade_if`` may use."""
+
+
+def unknown_limits(policy: RolloutPolicy) -> list[str]:
+    """degrade_if keys the monitor cannot measure (a configuration error)."""
+    return sorted(set(policy.degrade_if) - set(LIMIT_METRICS))
+
+
+@dataclass(frozen=True)
+class TrafficStats:
+    """What a version's predictions in a period measured."""
+
+    count: int
+    errors: int = 0
+    latency_p95_ms: float | None = None
+    labelled: int = 0
+    correct: int = 0
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.count if self.count else None
+
+    @property
+    def accuracy(self) -> float | None:
+        """Live accuracy over the predictions that received feedback."""
+        return self.correct / self.labelled if self.labelled else None
+
+
+def measures(
+    subject: TrafficStats,
+    *,
+    baseline_accuracy: float | None,
+    drift_share: float | None,
+) -> dict[str, float | None]:
+    """The values the degrade_if limits are compared with (None: not measurable)."""
+    accuracy = subject.accuracy
+    drop = None
+    if accuracy is not None and baseline_accuracy is not None:
+        drop = baseline_accuracy - accuracy
+    return {
+        "error_rate": subject.error_rate,
+        "latency_p95_ms": subject.latency_p95_ms,
+        "accuracy": accuracy,
+        "accuracy_drop": drop,
+        "drift_share": drift_share,
+    }
+
+
+def check_limits(limits: dict[str, Threshold], observed: dict[str, float | None]) -> list[Evidence]:
+    """One Evidence per limit; ``satisfied`` = the degradation condition holds (limit crossed).
+
+    A value that could not be measured (no feedback yet, no drift window) never crosses a limit.
+    """
+    return [
+        Evidence.evaluate(name, observed.get(name), limit.operator, limit.value)
+        for name, limit in sorted(limits.items())
+    ]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A decision about a watched version."""
+
+    healthy: bool
+    evidence: list[Evidence]
+
+
+def judge_canary(
+    policy: RolloutPolicy,
+    stats: TrafficStats,
+    observed: dict[str, float | None],
+    elapsed: timedelta,
+) -> Verdict | None:
+    """Healthy / degraded once the bake is over; None while it goes on.
+
+    The bake is over when the canary served ``bake.min_predictions``; then any crossed limit
+    means degraded. If ``bake.max_duration`` passes first, the canary did not get enough
+    traffic to be judged: degraded (the safe side — production keeps serving).
+    """
+    if stats.count >= policy.bake.min_predictions:
+        evidence = check_limits(policy.degrade_if, observed)
+        return Verdict(not any(e.satisfied for e in evidence), evidence)
+    if elapsed >= policy.bake.max_duration:
+        starved = Evidence.evaluate(
+            "predictions", float(stats.count), "<", float(policy.bake.min_predictions)
+        )
+        return Verdict(False, [starved, *check_limits(policy.degrade_if, observed)])
+    return None
+
+
+def judge_production_window(policy: RolloutPolicy, observed: dict[str, float | None]) -> Verdict:
+    """A freshly promoted production version, one window of ``bake.min_predictions``."""
+    evidence = check_limits(policy.degrade_if, observed)
+    return Verdict(not any(e.satisfied for e in evidence), evidence)
+
+
+def production_windows_due(served: int, window: int, next_seq: int) -> list[int]:
+    """Watch windows (1-based) completed by ``served`` predictions, from ``next_seq`` on."""
+    return list(range(next_seq, served // window + 1))
+
+
+def label_key(value: object) -> str:
+    """The comparable form of a prediction or a label: 1, 1.0 and '1' agree; True is 'true'."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,472 @@
+"""Event handlers of the monitor: event → domain → store + outbox, in the inbox transaction.
+
+Predictions and feedback arrive in batches (one transaction per Kafka batch); registrations,
+promotions and rollbacks one at a time. Every decision is recorded under a unique key before
+its event is emitted, so a redelivered batch or a restart never decides twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from mlcp.contracts import (
+    CanaryHealthy,
+    CloudEvent,
+    DriftDetected,
+    FeatureDrift,
+    FeedbackReceived,
+    ModelDegraded,
+    ModelPromoted,
+    ModelRolledBack,
+    ModelVersionRegistered,
+    PredictionLogged,
+    ReferenceProfile,
+    Window,
+)
+from mlcp.monitor import domain, store
+from mlcp.monitor.drift import DriftReport, Encoded, Layout, evaluate_window
+from mlcp.monitor.metrics import MonitorMetrics
+from mlcp.runtime import Tx
+from mlcp.runtime.platform import DriftPolicy, PlatformConfig, RolloutPolicy
+
+log = logging.getLogger(__name__)
+
+CANARY, PRODUCTION = "canary", "production"
+
+
+class Monitor:
+    """The monitor's handlers, with its configuration, metrics and a cache of profiles."""
+
+    def __init__(self, config: PlatformConfig, metrics: MonitorMetrics) -> None:
+        self._config = config
+        self._metrics = metrics
+        # Versions are immutable once registered: their parsed profiles can be cached forever.
+        self._versions: dict[tuple[str, str], tuple[Layout, dict[str, float]]] = {}
+
+    def drift_policy(self, model: str) -> DriftPolicy:
+        """The model's drift policy (defaults for a model the config does not list)."""
+        found = self._config.models.get(model)
+        return found.drift if found else DriftPolicy()
+
+    def rollout_policy(self, model: str) -> RolloutPolicy:
+        """The model's rollout policy (defaults for a model the config does not list)."""
+        found = self._config.models.get(model)
+        return found.rollout if found else RolloutPolicy()
+
+    async def _version(
+        self, tx: Tx, model: str, version: str
+    ) -> tuple[Layout, dict[str, float]] | None:
+        key = (model, version)
+        if key not in self._versions:
+            info = await store.version_info(tx.conn, model, version)
+            if info is None:
+                return None
+            profile = ReferenceProfile.model_validate(info[0])
+            self._versions[key] = (Layout(profile), info[1])
+        return self._versions[key]
+
+    # -- projections ------------------------------------------------------------------------
+
+    async def on_version_registered(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Keep the version's reference profile and offline metrics."""
+        data: ModelVersionRegistered = event.data
+        await store.add_version(
+            tx.conn,
+            data.model,
+            data.version,
+            data.reference_profile.model_dump(mode="json"),
+            dict(data.metrics),
+            event.time,
+        )
+
+    async def on_model_promoted(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Follow the alias; a canary starts its bake, a production version its rollback window."""
+        data: ModelPromoted = event.data
+        model, version, at = data.model, data.version, event.time
+        await store.set_alias(tx.conn, model, data.alias, version, at)
+        if data.alias == CANARY:
+            baseline = await store.alias_version(tx.conn, model, PRODUCTION)
+            served = await self._lock_served(tx, model, {version, baseline})
+            await store.end_watches(tx.conn, model, CANARY, "superseded", at)
+            await store.start_watch(
+                tx.conn,
+                model=model,
+                version=version,
+                alias=CANARY,
+                baseline_version=baseline if baseline != version else None,
+                started_at=at,
+                until=None,
+                served_from=served[version],
+                baseline_from=served.get(baseline) if baseline else None,
+            )
+        elif data.alias == PRODUCTION:
+            if await store.alias_version(tx.conn, model, CANARY) == version:
+                await store.drop_alias(tx.conn, model, CANARY, version)
+            await store.end_watches(tx.conn, model, CANARY, "promoted", at, version=version)
+            served = await self._lock_served(tx, model, {version})
+            await store.end_watches(tx.conn, model, PRODUCTION, "superseded", at)
+            await store.start_watch(
+                tx.conn,
+                model=model,
+                version=version,
+                alias=PRODUCTION,
+                baseline_version=data.previous_version,
+                started_at=at,
+                until=at + self.rollout_policy(model).rollback_window,
+                served_from=served[version],
+                baseline_from=None,
+            )
+        await store.prune_predictions(tx.conn, model)
+
+    async def on_model_rolled_back(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Follow the alias back; the watch of the version taken out ends."""
+        data: ModelRolledBack = event.data
+        if data.to_version is not None:
+            await store.set_alias(tx.conn, data.model, data.alias, data.to_version, event.time)
+        else:
+            await store.drop_alias(tx.conn, data.model, data.alias, data.from_version)
+        await store.end_watches(
+            tx.conn, data.model, data.alias, "rolled_back", event.time, version=data.from_version
+        )
+        await store.prune_predictions(tx.conn, data.model)
+
+    async def _lock_served(self, tx: Tx, model: str, versions: set[str | None]) -> dict[str, int]:
+        # Traffic rows are always locked before watches, in version order: no deadlock cycles.
+        return {
+            v: (await store.lock_traffic(tx.conn, model, v)).served
+            for v in sorted(x for x in versions if x)
+        }
+
+    # -- feedback ---------------------------------------------------------------------------
+
+    async def on_feedback(self, events: list[CloudEvent[Any]], tx: Tx) -> None:
+        """Store true labels; live accuracy joins them to predictions when a verdict is due."""
+        by_model: dict[str, list[FeedbackReceived]] = defaultdict(list)
+        for event in events:
+            by_model[event.data.model].append(event.data)
+        for model, items in sorted(by_model.items()):
+            await store.add_feedback(
+                tx.conn,
+                model,
+                [f.request_id for f in items],
+                [domain.label_key(f.label) for f in items],
+                [f.ts for f in items],
+            )
+            self._metrics.feedback.labels(model).inc(len(items))
+
+    # -- predictions ------------------------------------------------------------------------
+
+    async def on_predictions(self, events: list[CloudEvent[Any]], tx: Tx) -> None:
+        """Fill each version's drift window (deciding the windows that close) and the stats of
+        watched versions, then judge the model's canary / rollback-window watches."""
+        groups: dict[str, dict[str, list[PredictionLogged]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        for event in events:
+            data: PredictionLogged = event.data
+            groups[data.model][data.version].append(data)
+        for model, versions in sorted(groups.items()):
+            known: dict[str, tuple[Layout, dict[str, float]]] = {}
+            for version, preds in sorted(versions.items()):
+                found = await self._version(tx, model, version)
+                if found is None:
+                    await self._unknown_version(tx, model, version, len(preds))
+                else:
+                    known[version] = found
+            traffic = {v: await store.lock_traffic(tx.conn, model, v) for v in sorted(known)}
+            watches = await store.open_watches(tx.conn, model)
+            watched = {v for w in watches for v in (w.version, w.baseline_version) if v}
+            for version in sorted(known):
+                traffic[version] = await self._ingest(
+                    tx,
+                    model,
+                    version,
+                    versions[version],
+                    known[version][0],
+                    traffic[version],
+                    store_rows=version in watched,
+                )
+            if watches:
+                latest = max(p.ts for preds in versions.values() for p in preds)
+                await self._judge(tx, model, watches, latest)
+
+    async def _unknown_version(self, tx: Tx, model: str, version: str, count: int) -> None:
+        log.warning("%d predictions for unregistered version %s %s ignored", count, model, version)
+        self._metrics.issues.labels(model, version, "unknown_version").inc(count)
+        await store.add_issue(tx.conn, model, version, "unknown_version", count)
+
+    async def _ingest(
+        self,
+        tx: Tx,
+        model: str,
+        version: str,
+        preds: list[PredictionLogged],
+        layout: Layout,
+        traffic: store.Traffic,
+        *,
+        store_rows: bool,
+    ) -> store.Traffic:
+        n = len(preds)
+        ts = [p.ts for p in preds]
+        latency = np.fromiter((p.latency_ms for p in preds), np.float64, count=n)
+        error = np.fromiter((p.error for p in preds), np.bool_, count=n)
+        encoded = layout.encode([p.features for p in preds])
+        self._count(model, version, layout, encoded, latency, error)
+        await self._count_issues(tx, model, version, encoded)
+
+        policy = self.drift_policy(model)
+        segments, open_window = domain.split_windows(
+            traffic.window,
+            domain.to_datetime64(ts),
+            size=policy.window_size,
+            max_age=policy.window_max_age,
+        )
+        for seg in segments:
+            part = encoded.slice(seg.start, seg.stop)
+            if seg.closes:
+                chunks = await store.take_chunks(tx.conn, model, version, seg.seq)
+                rows = Encoded.from_chunks([*chunks, (part.rows, *part.to_bytes())], layout)
+                await self._decide_drift(tx, model, version, seg.window, layout, rows, policy)
+            elif part.rows:
+                await store.add_chunk(tx.conn, model, version, seg.seq, part.rows, *part.to_bytes())
+        if store_rows:
+            await store.add_predictions(
+                tx.conn,
+                model,
+                version,
+                traffic.served + 1,
+                [p.request_id for p in preds],
+                ts,
+                latency,
+                error,
+                [None if p.prediction is None else domain.label_key(p.prediction) for p in preds],
+            )
+        updated = store.Traffic(served=traffic.served + n, window=open_window)
+        await store.save_traffic(tx.conn, model, version, updated)
+        return updated
+
+    def _count(
+        self,
+        model: str,
+        version: str,
+        layout: Layout,
+        encoded: Encoded,
+        latency: np.ndarray[Any, Any],
+        error: np.ndarray[Any, Any],
+    ) -> None:
+        errors = int(error.sum())
+        self._metrics.predictions.labels(model, version, "ok").inc(len(error) - errors)
+        if errors:
+            self._metrics.predictions.labels(model, version, "error").inc(errors)
+        self._metrics.latency.observe_many(model, version, latency)
+        for name, missing in zip(layout.names, encoded.missing_per_feature(), strict=True):
+            if missing:
+                self._metrics.missing.labels(model, version, name).inc(int(missing))
+
+    async def _count_issues(self, tx: Tx, model: str, version: str, encoded: Encoded) -> None:
+        for reason, count in (
+            ("missing_features", encoded.rows_with_missing()),
+            ("bad_value", encoded.bad_values),
+        ):
+            if count:
+                self._metrics.issues.labels(model, version, reason).inc(count)
+                await store.add_issue(tx.conn, model, version, reason, count)
+
+    async def _decide_drift(
+        self,
+        tx: Tx,
+        model: str,
+        version: str,
+        window: domain.OpenWindow,
+        layout: Layout,
+        rows: Encoded,
+        policy: DriftPolicy,
+    ) -> None:
+        if window.started_at is None or window.ended_at is None or rows.rows == 0:
+            return
+        report = evaluate_window(layout, rows, policy)
+        span = Window(start=window.started_at, end=window.ended_at, size=rows.rows)
+        aliases = await store.aliases_of(tx.conn, model, version)
+        payload = {
+            "window": span.model_dump(mode="json"),
+            "share_drifted": report.share_drifted,
+            "detected": report.detected,
+            "tests": [t.__dict__ for t in report.tests],
+        }
+        first = await store.record_decision(
+            tx.conn,
+            model,
+            version,
+            f"drift-{window.seq}",
+            "drift",
+            emitted=report.detected,
+            payload=payload,
+        )
+        if not first:
+            return
+        self._record_scores(model, version, report)
+        outcome = "drifted" if report.detected else "stable"
+        self._metrics.decisions.labels(model, version, "drift", outcome).inc()
+        if report.detected:
+            await tx.emit(
+                DriftDetected(
+                    model=model,
+                    version=version,
+                    alias=aliases[0] if aliases else None,
+                    features=tuple(
+                        FeatureDrift(
+                            name=t.name,
+                            method=t.method,
+                            score=t.score,
+                            threshold=t.threshold,
+                            drifted=t.drifted,
+                            statistic=t.statistic,
+                        )
+                        for t in report.tests
+                    ),
+                    window=span,
+                    share_drifted=report.share_drifted,
+                    share_threshold=report.share_threshold,
+                )
+            )
+
+    def _record_scores(self, model: str, version: str, report: DriftReport) -> None:
+        for test in report.tests:
+            self._metrics.drift_score.labels(model, version, test.name, test.method).set(test.score)
+        self._metrics.share_drifted.labels(model, version).set(report.share_drifted)
+
+    # -- canary bake and rollback window ----------------------------------------------------
+
+    async def _judge(
+        self, tx: Tx, model: str, watches: list[store.Watch], latest: datetime
+    ) -> None:
+        policy = self.rollout_policy(model)
+        ended = False
+        for watch in watches:
+            served = await store.served(tx.conn, model, watch.version)
+            if watch.alias == CANARY:
+                ended |= await self._judge_canary(tx, watch, policy, served, latest)
+            elif watch.alias == PRODUCTION:
+                ended |= await self._judge_production(tx, watch, policy, served, latest)
+        if ended:
+            await store.prune_predictions(tx.conn, model)
+
+    async def _baseline_accuracy(self, tx: Tx, watch: store.Watch) -> float | None:
+        # Production's live accuracy over the same period when labels exist; otherwise the
+        # accuracy the version itself showed on its holdout at registration.
+        if watch.baseline_version and watch.baseline_from is not None:
+            base = await store.traffic_stats(
+                tx.conn, watch.model, watch.baseline_version, watch.baseline_from
+            )
+            if base.accuracy is not None:
+                return base.accuracy
+        found = await self._version(tx, watch.model, watch.version)
+        return found[1].get("accuracy") if found else None
+
+    async def _judge_canary(
+        self, tx: Tx, watch: store.Watch, policy: RolloutPolicy, served: int, latest: datetime
+    ) -> bool:
+        elapsed = latest - watch.started_at
+        if served - watch.served_from < policy.bake.min_predictions and (
+            elapsed < policy.bake.max_duration
+        ):
+            return False  # still baking: no query needed
+        stats = await store.traffic_stats(tx.conn, watch.model, watch.version, watch.served_from)
+        observed = domain.measures(
+            stats,
+            baseline_accuracy=await self._baseline_accuracy(tx, watch),
+            drift_share=await store.latest_drift_share(
+                tx.conn, watch.model, watch.version, watch.started_at
+            ),
+        )
+        verdict = domain.judge_canary(policy, stats, observed, elapsed)
+        if verdict is None:
+            return False
+        await self._conclude(tx, watch, verdict, stats.count, latest, f"watch-{watch.id}", CANARY)
+        return True
+
+    async def _judge_production(
+        self, tx: Tx, watch: store.Watch, policy: RolloutPolicy, served: int, latest: datetime
+    ) -> bool:
+        size = policy.bake.min_predictions
+        for k in domain.production_windows_due(served - watch.served_from, size, watch.next_window):
+            start = watch.served_from + (k - 1) * size
+            stats = await store.traffic_stats(
+                tx.conn, watch.model, watch.version, start, start + size
+            )
+            observed = domain.measures(
+                stats,
+                baseline_accuracy=await self._baseline_accuracy(tx, watch),
+                drift_share=await store.latest_drift_share(
+                    tx.conn, watch.model, watch.version, watch.started_at
+                ),
+            )
+            verdict = domain.judge_production_window(policy, observed)
+            window_id = f"watch-{watch.id}-{k}"
+            if not verdict.healthy:
+                await self._conclude(tx, watch, verdict, stats.count, latest, window_id, PRODUCTION)
+                return True
+            await store.record_decision(
+                tx.conn,
+                watch.model,
+                watch.version,
+                window_id,
+                PRODUCTION,
+                emitted=False,
+                payload={"healthy": True, "count": stats.count},
+            )
+            await store.advance_watch(tx.conn, watch.id, k + 1)
+        if watch.until is not None and latest >= watch.until:
+            await store.end_watch(tx.conn, watch.id, "passed", latest)
+            return True
+        return False
+
+    async def _conclude(
+        self,
+        tx: Tx,
+        watch: store.Watch,
+        verdict: domain.Verdict,
+        count: int,
+        latest: datetime,
+        window_id: str,
+        kind: str,
+    ) -> None:
+        span = Window(start=watch.started_at, end=max(latest, watch.started_at), size=count)
+        evidence = tuple(verdict.evidence)
+        event: CanaryHealthy | ModelDegraded
+        if verdict.healthy:
+            event = CanaryHealthy(
+                model=watch.model,
+                version=watch.version,
+                window=span,
+                evidence=evidence,
+                baseline_version=watch.baseline_version,
+            )
+        else:
+            event = ModelDegraded(
+                model=watch.model,
+                version=watch.version,
+                alias=watch.alias,
+                evidence=evidence,
+                window=span,
+                baseline_version=watch.baseline_version,
+            )
+        first = await store.record_decision(
+            tx.conn,
+            watch.model,
+            watch.version,
+            window_id,
+            kind,
+            emitted=True,
+            payload=event.model_dump(mode="json"),
+        )
+        outcome = "healthy" if verdict.healthy else "degraded"
+        await store.end_watch(tx.conn, watch.id, outcome, latest)
+        if first:
+            self._metrics.decisions.labels(watch.model, watch.version, kind, outcome).inc()
+            await tx.emit(event)

@@ -1,0 +1,442 @@
+"""The monitor against real Kafka and PostgreSQL, run in-process: drift, canary verdicts,
+restarts mid-window and bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from mlcp.contracts import (
+    ArtifactRef,
+    CanaryHealthy,
+    DatasetRef,
+    DriftDetected,
+    EventData,
+    FeatureSpec,
+    FeedbackReceived,
+    ModelDegraded,
+    ModelPromoted,
+    ModelVersionRegistered,
+    PredictionLogged,
+    decode_event,
+    dlq_topic,
+    encode_event,
+    new_event,
+)
+from mlcp.monitor.app import build
+from mlcp.monitor.reference import profile_from_columns
+from mlcp.runtime import ServiceRuntime, Settings
+from tests.conftest import Infra, wait_for
+from tests.integration.kafka_tools import read_all
+
+pytestmark = pytest.mark.integration
+
+MODEL = "churn"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+CONFIG = """
+models:
+  churn:
+    dataset: churn-events
+    label: churned
+    train: mlcp.examples.sklearn:train_logistic
+    drift: {psi: 0.2, ks_pvalue: 0.01, share_of_features: 0.5, window_size: 200, window_max_age: 1h}
+    rollout:
+      bake: {min_predictions: 100, max_duration: 30m}
+      degrade_if: {error_rate: "> 0.05", latency_p95_ms: "> 250", accuracy_drop: "> 0.1"}
+      rollback_window: 24h
+"""
+RNG = np.random.default_rng(11)
+REFERENCE = {"x": RNG.normal(0, 1, 3000), "y": RNG.normal(5, 2, 3000)}
+
+
+def registered(version: str) -> ModelVersionRegistered:
+    return ModelVersionRegistered(
+        model=MODEL,
+        version=version,
+        run_id=f"run-{version}",
+        metrics={"accuracy": 0.9},
+        params={},
+        artifact=ArtifactRef(uri=f"file:///a/{version}", sha256="a" * 64, format="skops"),
+        reference_profile=profile_from_columns(REFERENCE),
+        feature_schema=(
+            FeatureSpec(name="x", dtype="float64"),
+            FeatureSpec(name="y", dtype="float64"),
+        ),
+        datasets=(DatasetRef(dataset="churn-events", batch_ids=("b1",), sha256="b" * 64),),
+    )
+
+
+def promoted(version: str, alias: str, previous: str | None = None) -> ModelPromoted:
+    return ModelPromoted(
+        model=MODEL,
+        version=version,
+        alias=alias,
+        traffic_percent=10 if alias == "canary" else 100,
+        previous_version=previous,
+        cause="gate_passed" if alias == "canary" else "canary_healthy",
+    )
+
+
+def predictions(
+    version: str,
+    count: int,
+    *,
+    shift: float = 0.0,
+    error_every: int = 0,
+    latency: float = 20.0,
+    start: int = 0,
+    prefix: str = "",
+) -> list[PredictionLogged]:
+    xs = RNG.normal(shift, 1, count)
+    ys = RNG.normal(5 + 2 * shift, 2, count)
+    return [
+        PredictionLogged(
+            model=MODEL,
+            version=version,
+            request_id=f"{prefix}{version}-{start + i}",
+            features={"x": float(xs[i]), "y": float(ys[i])},
+            prediction=None if error_every and i % error_every == 0 else 1,
+            error=bool(error_every and i % error_every == 0),
+            latency_ms=latency,
+            ts=T0 + timedelta(seconds=start + i),
+        )
+        for i in range(count)
+    ]
+
+
+class Harness:
+    """One monitor instance in this test's event loop, isolated by topic prefix and schema."""
+
+    def __init__(self, infra: Infra, unique: str, config: Path) -> None:
+        self.infra = infra
+        self.prefix = f"t{unique}."
+        self.schema = f"monitor_{unique}"
+        self.config = config
+        self.runtime: ServiceRuntime | None = None
+
+    def settings(self) -> Settings:
+        return Settings(
+            kafka_bootstrap=self.infra.kafka_bootstrap,
+            database_url=self.infra.database_url,
+            topic_prefix=self.prefix,
+            db_schema=self.schema,
+            http_port=0,
+            config=self.config,
+            retry_initial_backoff_s=0.05,
+            consumer_session_timeout_ms=6000,
+        )
+
+    async def start(self) -> ServiceRuntime:
+        self.runtime = build(self.settings())
+        await self.runtime.start()
+        return self.runtime
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.stop()
+            self.runtime = None
+
+    async def send(self, items: Sequence[EventData | bytes], topic_type: str | None = None) -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.infra.kafka_bootstrap, acks="all", enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            futures = []
+            for item in items:
+                if isinstance(item, bytes):
+                    assert topic_type is not None
+                    topic, value = f"{self.prefix}{topic_type}", item
+                else:
+                    topic = f"{self.prefix}{item.TYPE}"
+                    value = encode_event(new_event(item, source="test/inference"))
+                futures.append(await producer.send(topic, value=value, key=MODEL.encode()))
+            for future in futures:
+                await future
+        finally:
+            await producer.stop()
+
+    async def query(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.infra.database_url)
+        try:
+            await conn.execute(f"SET search_path TO {self.schema}")
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    async def emitted(self, event_type: str) -> list[Any]:
+        rows = await self.query(
+            "SELECT payload FROM mlcp_outbox WHERE topic = $1 ORDER BY id",
+            f"{self.prefix}{event_type}",
+        )
+        return [decode_event(bytes(r["payload"]), expected_type=event_type).data for r in rows]
+
+    async def wait_emitted(self, event_type: str, count: int, what: str) -> list[Any]:
+        async def enough() -> list[Any] | None:
+            found = await self.emitted(event_type)
+            return found if len(found) >= count else None
+
+        return await wait_for(enough, timeout=60, what=what)  # type: ignore[no-any-return]
+
+    async def wait_served(self, version: str, served: int) -> None:
+        async def done() -> bool:
+            try:
+                rows = await self.query("SELECT served FROM traffic WHERE version = $1", version)
+            except asyncpg.UndefinedTableError:
+                return False
+            return bool(rows) and rows[0]["served"] >= served
+
+        await wait_for(done, timeout=60, what=f"{served} predictions of {version} ingested")
+
+
+@pytest.fixture
+async def harness(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    config = tmp_path / "mlcp.yaml"
+    config.write_text(CONFIG)
+    h = Harness(infra, unique, config)
+    yield h
+    await h.stop()
+    conn = await asyncpg.connect(infra.database_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {h.schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+async def wait_versions(h: Harness, count: int) -> None:
+    async def known() -> bool:
+        try:
+            return len(await h.query("SELECT 1 FROM versions")) >= count
+        except asyncpg.UndefinedTableError:
+            return False
+
+    await wait_for(known, timeout=60, what=f"{count} versions registered")
+
+
+async def test_drifted_traffic_emits_drift_detected_once_for_its_window(harness: Harness) -> None:
+    await harness.send([registered("1.0.0")])
+    await harness.start()
+    await wait_versions(harness, 1)
+    await harness.send(predictions("1.0.0", 200, shift=1.5))  # window 1: drifted
+    await harness.send(predictions("1.0.0", 200, start=200))  # window 2: like the reference
+    await harness.wait_served("1.0.0", 400)
+
+    (drift,) = await harness.wait_emitted(DriftDetected.TYPE, 1, "DriftDetected")
+    assert drift.version == "1.0.0"
+    assert drift.window.size == 200
+    assert drift.window.start == T0
+    assert drift.window.end == T0 + timedelta(seconds=199)
+    assert drift.share_drifted == 1.0
+    assert {(f.name, f.method) for f in drift.features} == {
+        ("x", "psi"),
+        ("x", "ks"),
+        ("y", "psi"),
+        ("y", "ks"),
+    }
+    decisions = await harness.query(
+        "SELECT window_id, emitted FROM decisions WHERE kind = 'drift' ORDER BY window_id"
+    )
+    assert [(r["window_id"], r["emitted"]) for r in decisions] == [
+        ("drift-1", True),
+        ("drift-2", False),
+    ]
+    assert len(await harness.emitted(DriftDetected.TYPE)) == 1
+    assert harness.runtime is not None
+    text = _metrics(harness.runtime)
+    labels = 'model="churn",outcome="drifted",version="1.0.0"'
+    assert f'mlcp_monitor_decisions_total{{kind="drift",{labels}}} 1.0' in text
+    assert (
+        'mlcp_monitor_drift_score{feature="x",method="psi",model="churn",version="1.0.0"}' in text
+    )
+
+    # The event reaches Kafka through the outbox relay.
+    async def on_topic() -> bool:
+        records = await read_all(
+            harness.infra.kafka_bootstrap, f"{harness.prefix}{DriftDetected.TYPE}"
+        )
+        return len(records) == 1
+
+    await wait_for(on_topic, timeout=30, what="DriftDetected on Kafka")
+
+
+async def test_restart_mid_window_neither_loses_nor_double_counts(harness: Harness) -> None:
+    await harness.send([registered("1.0.0")])
+    await harness.start()
+    await wait_versions(harness, 1)
+    await harness.send(predictions("1.0.0", 120, shift=1.5))
+    await harness.wait_served("1.0.0", 120)
+    await harness.stop()  # mid-window: 120 of 200 rows are persisted
+
+    await harness.send(predictions("1.0.0", 80, shift=1.5, start=120))
+    await harness.start()
+    await harness.wait_served("1.0.0", 200)
+    (drift,) = await harness.wait_emitted(DriftDetected.TYPE, 1, "DriftDetected after restart")
+    assert drift.window.size == 200, "the rows before the restart count, once"
+    assert drift.window.start == T0
+    assert (await harness.query("SELECT count(*) AS n FROM window_chunks"))[0]["n"] == 0
+    traffic = await harness.query("SELECT served, window_seq, window_size FROM traffic")
+    assert [tuple(r) for r in traffic] == [(200, 2, 0)]
+
+
+async def _canary_setup(h: Harness) -> None:
+    await h.send([registered("1.0.0"), registered("1.1.0")])
+    await h.start()
+    await wait_versions(h, 2)
+    await h.send([promoted("1.0.0", "production")])
+    await h.send([promoted("1.1.0", "canary")])
+
+    async def watching() -> bool:
+        rows = await h.query(
+            "SELECT alias FROM watches WHERE ended_at IS NULL AND alias = 'canary'"
+        )
+        return bool(rows)
+
+    await wait_for(watching, timeout=60, what="the canary watch")
+
+
+async def test_a_healthy_canary_emits_canary_healthy(harness: Harness) -> None:
+    await _canary_setup(harness)
+    prod = predictions("1.0.0", 150, start=0)
+    canary = predictions("1.1.0", 100, start=0)
+    labels = [
+        FeedbackReceived(model=MODEL, request_id=p.request_id, label=1, ts=T0)
+        for p in prod + canary
+    ]
+    await harness.send(labels)  # labels before their predictions: joined at verdict time
+    await harness.send(prod)
+    await harness.send(canary)
+
+    (healthy,) = await harness.wait_emitted(CanaryHealthy.TYPE, 1, "CanaryHealthy")
+    assert healthy.version == "1.1.0"
+    assert healthy.baseline_version == "1.0.0"
+    assert healthy.window.size == 100
+    measured = {e.metric: e for e in healthy.evidence}
+    assert measured["error_rate"].observed == 0.0
+    assert measured["latency_p95_ms"].observed == pytest.approx(20.0)
+    assert measured["accuracy_drop"].observed == pytest.approx(0.0)
+    assert not any(e.satisfied for e in healthy.evidence)
+    assert await harness.emitted(ModelDegraded.TYPE) == []
+    # More canary traffic after the verdict decides nothing again.
+    await harness.send(predictions("1.1.0", 100, start=100))
+    await harness.wait_served("1.1.0", 200)
+    assert len(await harness.emitted(CanaryHealthy.TYPE)) == 1
+
+
+async def test_restart_mid_bake_decides_the_canary_once(harness: Harness) -> None:
+    await _canary_setup(harness)
+    await harness.send(predictions("1.1.0", 60))
+    await harness.wait_served("1.1.0", 60)
+    await harness.stop()  # 60 of the 100 bake predictions are persisted
+    await harness.send(predictions("1.1.0", 40, start=60))
+    await harness.start()
+    (healthy,) = await harness.wait_emitted(CanaryHealthy.TYPE, 1, "CanaryHealthy after restart")
+    assert healthy.window.size == 100, "the predictions before the restart count, once"
+    rows = await harness.query("SELECT window_id, kind FROM decisions WHERE kind = 'canary'")
+    assert len(rows) == 1
+
+
+async def test_a_degraded_canary_emits_model_degraded(harness: Harness) -> None:
+    await _canary_setup(harness)
+    await harness.send(predictions("1.1.0", 100, error_every=5, latency=400.0))
+
+    (degraded,) = await harness.wait_emitted(ModelDegraded.TYPE, 1, "ModelDegraded")
+    assert degraded.version == "1.1.0"
+    assert degraded.alias == "canary"
+    crossed = {e.metric: e.observed for e in degraded.evidence if e.satisfied}
+    assert crossed == {"error_rate": pytest.approx(0.2), "latency_p95_ms": pytest.approx(400.0)}
+    assert await harness.emitted(CanaryHealthy.TYPE) == []
+    watch = await harness.query("SELECT outcome FROM watches WHERE alias = 'canary'")
+    assert [r["outcome"] for r in watch] == ["degraded"]
+
+
+async def test_a_fresh_production_version_is_watched_during_its_rollback_window(
+    harness: Harness,
+) -> None:
+    await harness.send([registered("1.0.0"), registered("1.1.0")])
+    await harness.start()
+    await wait_versions(harness, 2)
+    await harness.send([promoted("1.1.0", "production", previous="1.0.0")])
+    await harness.send(predictions("1.1.0", 100))  # window 1: fine
+    await harness.send(predictions("1.1.0", 100, start=100, error_every=2))  # window 2: errors
+
+    (degraded,) = await harness.wait_emitted(ModelDegraded.TYPE, 1, "ModelDegraded")
+    assert degraded.alias == "production"
+    assert degraded.baseline_version == "1.0.0"
+    decisions = await harness.query(
+        "SELECT window_id, emitted FROM decisions WHERE kind = 'production' ORDER BY window_id"
+    )
+    assert [(r["window_id"].rsplit("-", 1)[1], r["emitted"]) for r in decisions] == [
+        ("1", False),
+        ("2", True),
+    ]
+
+
+async def test_bad_input_is_counted_and_reported_never_a_crash(harness: Harness) -> None:
+    await harness.send([registered("1.0.0")])
+    runtime = await harness.start()
+    await wait_versions(harness, 1)
+    unknown = predictions("9.9.9", 5)
+    missing = [
+        PredictionLogged(
+            model=MODEL,
+            version="1.0.0",
+            request_id=f"m{i}",
+            features={"x": 0.1},
+            prediction=0,
+            latency_ms=1.0,
+            ts=T0,
+        )
+        for i in range(3)
+    ]
+    nan = json.loads(encode_event(new_event(predictions("1.0.0", 1, prefix="nan")[0], source="t")))
+    nan_bytes = json.dumps(nan).replace('"x":', '"x": NaN, "_x":', 1).encode()
+    await harness.send(unknown + missing)
+    await harness.send([nan_bytes], topic_type=PredictionLogged.TYPE)
+    await harness.send(predictions("1.0.0", 10, start=100))
+    await harness.wait_served("1.0.0", 13)
+
+    issues = await harness.query(
+        "SELECT version, reason, count FROM ingest_issues ORDER BY version, reason"
+    )
+    assert [tuple(r) for r in issues] == [
+        ("1.0.0", "missing_features", 3),
+        ("9.9.9", "unknown_version", 5),
+    ]
+
+    async def dead_lettered() -> bool:
+        topic = dlq_topic(f"{harness.prefix}{PredictionLogged.TYPE}")
+        return len(await read_all(harness.infra.kafka_bootstrap, topic)) == 1
+
+    await wait_for(dead_lettered, timeout=30, what="the NaN record in the DLQ")
+    text = _metrics(runtime)
+    assert (
+        'mlcp_monitor_ingest_issues_total{model="churn",reason="unknown_version",'
+        'version="9.9.9"} 5.0' in text
+    )
+    assert (
+        'mlcp_monitor_missing_values_total{feature="y",model="churn",version="1.0.0"} 3.0' in text
+    )
+    assert 'mlcp_monitor_predictions_total{model="churn",outcome="ok",version="1.0.0"} 13.0' in text
+    assert 'mlcp_monitor_prediction_latency_ms_count{model="churn",version="1.0.0"} 13.0' in text
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=runtime.http_app())) as client:
+        status = (await client.get("http://monitor/models/churn")).json()
+        assert {(i["version"], i["reason"]) for i in status["issues"]} == {
+            ("1.0.0", "missing_features"),
+            ("9.9.9", "unknown_version"),
+        }
+        assert (await client.get("http://monitor/models/nope")).status_code == 404
+
+
+def _metrics(runtime: ServiceRuntime) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(runtime.metrics.registry).decode()
