@@ -569,3 +569,37 @@ def test_run_service_runs_what_build_returns(clean_env: pytest.MonkeyPatch) -> N
 
     run_service(lambda _settings: FakeRuntime())  # type: ignore[arg-type,return-value]
     assert ran == ["run"]
+
+
+def test_http_listener_is_a_tcp_socket_so_asyncio_sets_nodelay() -> None:
+    """asyncio enables TCP_NODELAY only when sock.proto is IPPROTO_TCP; without it every
+    keep-alive response stalls ~40 ms on the client's delayed ACK."""
+    import socket
+
+    from mlcp.runtime.service import ServiceRuntime
+
+    runtime = ServiceRuntime("nodelay", default_port=0, settings=Settings(http_port=0))
+    listener = runtime._bind_http()
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+    finally:
+        listener.close()
+
+
+def test_secret_like_values_are_never_echoed_in_configuration_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import Field, SecretStr
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    from mlcp.runtime.settings import load_env_settings
+
+    class Knobs(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="MLCP_TEST_")
+        bootstrap_token: SecretStr = Field(min_length=32)
+
+    monkeypatch.setenv("MLCP_TEST_BOOTSTRAP_TOKEN", "short-secret-value")
+    with pytest.raises(ConfigurationError) as caught:
+        load_env_settings(Knobs)
+    assert "MLCP_TEST_BOOTSTRAP_TOKEN" in str(caught.value)
+    assert "short-secret-value" not in str(caught.value)

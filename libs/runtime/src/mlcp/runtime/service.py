@@ -387,7 +387,9 @@ class ServiceRuntime:
         # Bound here rather than by uvicorn so that a taken port is a clear configuration error
         # (uvicorn would sys.exit inside its task) and port 0 tells us the port it got.
         port = self.settings.http_port if self.settings.http_port is not None else self.default_port
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+        # and without it every keep-alive response waits ~40 ms for the client's delayed ACK.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             listener.bind((self.settings.http_host, port))

@@ -6,6 +6,7 @@ same thing in every service, the CLI, docker-compose and the tests.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,7 +72,8 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{event_type}"
 
 
-_SECRET_FIELDS = {"database_url", "slack_webhook_url", "wecom_webhook_url"}
+# Values that can carry credentials (a DSN's password, a webhook key, a token) are never echoed.
+_SECRET_NAME = re.compile(r"(url|token|secret|password|key)", re.IGNORECASE)
 
 
 class ConfigurationError(RuntimeError):
@@ -88,7 +90,7 @@ def describe_settings_error(exc: Exception, *, env_prefix: str = "MLCP_") -> str
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
         # URLs can carry credentials (the DSN's password, a webhook key): never echo them.
-        shown = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
+        shown = "" if _SECRET_NAME.search(field) else f" (got {error.get('input')!r})"
         lines.append(f"{env_prefix}{field.upper()}: {error['msg']}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 

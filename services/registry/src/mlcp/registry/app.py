@@ -1,18 +1,46 @@
-"""Composition root of the registry service: settings, runtime, handlers, HTTP."""
+"""Composition root of the registry service: settings, runtime, handlers, HTTP API."""
 
 from __future__ import annotations
 
+from mlcp.contracts import CanaryHealthy, GateFailed, GatePassed, ModelDegraded, RunFinished
+from mlcp.registry.api import create_api
+from mlcp.registry.auth import Authenticator, RegistrySettings
+from mlcp.registry.handlers import Handlers
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
+from mlcp.runtime.platform import load_platform_config
+from mlcp.runtime.settings import ConfigurationError
 
 SERVICE = "registry"
 DEFAULT_PORT = 8081
 
 
-def build(settings: Settings | None = None) -> ServiceRuntime:
-    """Wire the registry service (its handlers arrive with its own issue)."""
-    return ServiceRuntime(
+def build(
+    settings: Settings | None = None, registry_settings: RegistrySettings | None = None
+) -> ServiceRuntime:
+    """Wire the registry: its five subscribers and its HTTP API beside /healthz."""
+    settings = settings or Settings()
+    config = load_platform_config(settings.config)
+    try:
+        own = registry_settings or RegistrySettings()
+    except ValueError:
+        # Never echo the value: it is a secret.
+        raise ConfigurationError(
+            "MLCP_REGISTRY_BOOTSTRAP_TOKEN: must be at least 32 characters"
+        ) from None
+    runtime = ServiceRuntime(
         SERVICE,
         default_port=DEFAULT_PORT,
         migrations_dir=service_migrations_dir(__file__),
         settings=settings,
     )
+    handlers = Handlers(config)
+    runtime.on(RunFinished.TYPE, handlers.on_run_finished)
+    runtime.on(GatePassed.TYPE, handlers.on_gate_passed)
+    runtime.on(GateFailed.TYPE, handlers.on_gate_failed)
+    runtime.on(CanaryHealthy.TYPE, handlers.on_canary_healthy)
+    runtime.on(ModelDegraded.TYPE, handlers.on_model_degraded)
+    auth = Authenticator(
+        bootstrap_token=own.bootstrap_token.get_secret_value() if own.bootstrap_token else None
+    )
+    runtime.mount("/", create_api(runtime, auth, config))
+    return runtime

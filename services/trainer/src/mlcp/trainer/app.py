@@ -1,18 +1,67 @@
-"""Composition root of the trainer service: settings, runtime, handlers, HTTP."""
+"""Composition root of the trainer service: settings, runtime, handlers, training workers."""
 
 from __future__ import annotations
 
+from mlcp.contracts import (
+    DataArrived,
+    DriftDetected,
+    ModelPromoted,
+    ModelRolledBack,
+    ModelVersionRegistered,
+    TrainingRequested,
+)
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
+from mlcp.runtime.platform import PlatformConfig, load_platform_config
+from mlcp.runtime.settings import load_env_settings
+from mlcp.trainer.handlers import TrainerHandlers
+from mlcp.trainer.worker import Worker, WorkerSettings
 
 SERVICE = "trainer"
 DEFAULT_PORT = 8082
 
 
-def build(settings: Settings | None = None) -> ServiceRuntime:
-    """Wire the trainer service (its handlers arrive with its own issue)."""
-    return ServiceRuntime(
-        SERVICE,
-        default_port=DEFAULT_PORT,
-        migrations_dir=service_migrations_dir(__file__),
-        settings=settings,
-    )
+class TrainerRuntime(ServiceRuntime):
+    """The shared runtime plus the training workers (background tasks) and the manual trigger."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: PlatformConfig,
+        worker_settings: WorkerSettings,
+    ) -> None:
+        super().__init__(
+            SERVICE,
+            default_port=DEFAULT_PORT,
+            migrations_dir=service_migrations_dir(__file__),
+            settings=settings,
+        )
+        self.config = config
+        self.worker_settings = worker_settings
+        self.handlers = TrainerHandlers(config, service=SERVICE, settings=self.settings)
+        for i in range(worker_settings.workers):
+            # Cancelled at stop: a worker kills its training child and hands the run back.
+            self.background(f"worker-{i}", Worker(self, config, worker_settings).run)
+
+    async def request_training(self, model: str, *, requested_by: str) -> str:
+        """Manual trigger (for the CLI): emit TrainingRequested(reason=manual); its event id."""
+        async with self.transaction() as tx:
+            return await self.handlers.request_manual(tx, model, requested_by=requested_by)
+
+
+def build(
+    settings: Settings | None = None, worker_settings: WorkerSettings | None = None
+) -> TrainerRuntime:
+    """Wire the trainer: ledger and triggers, the run queue, the production projection."""
+    settings = settings or Settings()
+    config = load_platform_config(settings.config)
+    worker_settings = worker_settings or load_env_settings(WorkerSettings)
+    runtime = TrainerRuntime(settings, config, worker_settings)
+    h = runtime.handlers
+    # Pipelines can send DataArrived in bursts: one transaction per Kafka batch keeps up.
+    runtime.on_batch(DataArrived.TYPE, h.on_data_arrived_batch)
+    runtime.on(DriftDetected.TYPE, h.on_drift_detected)
+    runtime.on(TrainingRequested.TYPE, h.on_training_requested)
+    runtime.on(ModelVersionRegistered.TYPE, h.on_model_registered)
+    runtime.on(ModelPromoted.TYPE, h.on_model_promoted)
+    runtime.on(ModelRolledBack.TYPE, h.on_model_rolled_back)
+    return runtime

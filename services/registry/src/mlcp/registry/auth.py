@@ -1,0 +1,120 @@
+"""Bearer tokens of the registry API: issuing, hashing, verifying, and who a caller is.
+
+A token is ``mlcp_<id>_<secret>``: the id finds the row, the 256-bit secret is checked against
+its scrypt hash (per-token salt), so a copy of the database reveals no usable token. scrypt is
+deliberately slow (~50 ms); a verified token is remembered in process memory by the sha256 of
+the whole token, so each token pays that once per process and an inference service polling an
+alias pays one indexed query. Revocation and grant expiry are read from the database on every
+request, so they take effect at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlcp.registry import domain, store
+from mlcp.runtime.db import Conn
+
+BOOTSTRAP_PRINCIPAL = "bootstrap-admin"
+_TOKEN = re.compile(r"^mlcp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+_CACHE_LIMIT = 10_000
+
+
+class RegistrySettings(BaseSettings):
+    """Environment settings only the registry reads (prefix ``MLCP_REGISTRY_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLCP_REGISTRY_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
+
+    bootstrap_token: SecretStr | None = Field(None, min_length=32)
+    """An admin token for the first start (create real tokens with it, then unset it)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: who, and the roles of their live grants."""
+
+    principal: str
+    roles: tuple[str, ...]
+    token_id: str | None
+
+
+class Unauthenticated(Exception):
+    """No token, a malformed or unknown token, or a revoked one (HTTP 401)."""
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    """``scrypt$<salt hex>$<digest hex>`` of a token secret."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    """Whether ``secret`` matches a ``hash_secret`` value (constant-time comparison)."""
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    try:
+        expected = hash_secret(secret, bytes.fromhex(salt_hex))
+    except ValueError:
+        return False
+    return hmac.compare_digest(expected.split("$")[2], digest_hex)
+
+
+def new_token() -> tuple[str, str, str]:
+    """A fresh token: (id, the full token shown once to its owner, the hash to store)."""
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return token_id, f"mlcp_{token_id}_{secret}", hash_secret(secret)
+
+
+class Authenticator:
+    """Turns a presented bearer token into a ``Caller``."""
+
+    def __init__(self, *, bootstrap_token: str | None = None) -> None:
+        self._bootstrap = bootstrap_token
+        self._verified: dict[str, str] = {}  # sha256(token) → token id
+
+    async def caller(self, conn: Conn, presented: str | None) -> Caller:
+        """The caller behind ``presented``; ``Unauthenticated`` when it proves nothing."""
+        if not presented:
+            raise Unauthenticated("missing bearer token")
+        if self._bootstrap is not None and hmac.compare_digest(
+            presented.encode(), self._bootstrap.encode()
+        ):
+            return Caller(BOOTSTRAP_PRINCIPAL, ("admin",), None)
+        match = _TOKEN.match(presented)
+        if match is None:
+            raise Unauthenticated("malformed bearer token")
+        token_id, secret = match.groups()
+        row = await store.token_auth(conn, token_id)
+        if row is None:
+            raise Unauthenticated("unknown token")
+        if row["revoked_at"] is not None:
+            raise Unauthenticated("token revoked")
+        fingerprint = hashlib.sha256(presented.encode()).hexdigest()
+        if self._verified.get(fingerprint) != token_id:
+            ok = await asyncio.to_thread(verify_secret, secret, row["secret_hash"])
+            if not ok:
+                raise Unauthenticated("unknown token")
+            if len(self._verified) >= _CACHE_LIMIT:
+                self._verified.clear()
+            self._verified[fingerprint] = token_id
+        grants = list(zip(row["roles"], row["expires"], row["revoked"], strict=True))
+        roles = domain.active_roles(grants, datetime.now(UTC))
+        return Caller(row["principal"], tuple(roles), token_id)

@@ -1,0 +1,247 @@
+"""Event handlers of the trainer (thin: event → domain decision → store + outbox).
+
+Each runs inside the runtime's inbox transaction, so the ledger row, the trigger state and the
+TrainingRequested outbox row commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from mlcp.contracts import (
+    CloudEvent,
+    DataArrived,
+    DriftDetected,
+    ModelPromoted,
+    ModelRolledBack,
+    ModelVersionRegistered,
+    RunFailed,
+    TrainingRequested,
+    encode_event,
+)
+from mlcp.contracts.types import MAX_TRIGGERS
+from mlcp.runtime import Settings, Tx
+from mlcp.runtime.platform import ModelConfig, PlatformConfig
+from mlcp.trainer import domain, store
+from mlcp.trainer.batches import local_path, reachable_sha256
+
+
+def run_id_for(request_id: str) -> str:
+    """The run of a TrainingRequested: one per request id, so a redelivery finds it."""
+    return f"run-{request_id}"
+
+
+class TrainerHandlers:
+    """The trainer's subscribers, bound to the platform config."""
+
+    def __init__(self, config: PlatformConfig, *, service: str, settings: Settings) -> None:
+        self.config = config
+        self._service = service
+        self._settings = settings
+
+    def _model(self, name: str) -> ModelConfig:
+        try:
+            return self.config.model(name)
+        except KeyError as exc:
+            raise domain.UnknownModel(exc.args[0]) from None
+
+    def _tx(self, tx: Tx, cause: CloudEvent[Any]) -> Tx:
+        # One Tx per event on the shared connection: what it emits is chained to that event.
+        return Tx(tx.conn, service=self._service, settings=self._settings, cause=cause)
+
+    async def on_data_arrived(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Add the batch to its dataset's ledger; request a retrain where a threshold is crossed."""
+        await self.on_data_arrived_batch([event], tx)
+
+    async def on_data_arrived_batch(self, events: list[CloudEvent[Any]], tx: Tx) -> None:
+        """DataArrived in bulk (one transaction per Kafka batch), applied in order.
+
+        Per dataset: lock its head, then its models' trigger states; walk the events in order,
+        accepting new batches, refusing mismatching ones, and requesting a retrain at each
+        crossing; write the ledger rows and the new head once.
+        """
+        actual: dict[str, str | None] = {}
+        for event in events:
+            path = local_path(event.data.uri)
+            # Hash off the event loop; None = not a local file (verified at training instead).
+            exists = path is not None and path.is_file()
+            actual[event.id] = (
+                await asyncio.to_thread(reachable_sha256, event.data.uri) if exists else None
+            )
+        for dataset in sorted({e.data.dataset for e in events}):
+            mine = [e for e in events if e.data.dataset == dataset]
+            await self._apply_dataset(tx, dataset, mine, actual)
+
+    async def _apply_dataset(
+        self,
+        tx: Tx,
+        dataset: str,
+        events: list[CloudEvent[Any]],
+        actual: dict[str, str | None],
+    ) -> None:
+        conn = tx.conn
+        head = await store.lock_dataset(conn, dataset)
+        known = await store.ledger_sha256s(conn, dataset, [e.data.batch_id for e in events])
+        models = self.config.models_fed_by(dataset)
+        triggers = {m: await store.lock_trigger(conn, m, dataset) for m in models}
+        pending: list[store.LedgerEntry] = []
+        for event in events:
+            data: DataArrived = event.data
+            if data.batch_id in known:
+                if known[data.batch_id] != data.sha256:
+                    reason = f"batch id already in the ledger with sha256 {known[data.batch_id]}"
+                    await store.record_rejected(
+                        conn, data, event_id=event.id, actual=actual[event.id], reason=reason
+                    )
+                continue  # a re-sent batch: already counted
+            digest = actual[event.id]
+            if digest is not None and digest != data.sha256:
+                await self._reject(self._tx(tx, event), event, digest, models)
+                continue
+            head = store.DatasetState(dataset, head.last_seq + 1, head.total_rows + data.rows)
+            known[data.batch_id] = data.sha256
+            pending.append(
+                store.LedgerEntry(
+                    event.id, data, head.last_seq, head.total_rows, digest is not None
+                )
+            )
+            for model in models:
+                state = triggers[model]
+                request = domain.threshold_request(
+                    model=model,
+                    dataset=dataset,
+                    rows_since_last_run=head.total_rows - state.consumed_rows,
+                    threshold=self._model(model).retrain.min_new_rows,
+                )
+                if request is None:
+                    continue
+                await store.insert_ledger(conn, pending)  # the ids below read them back
+                pending = []
+                ids = await store.event_ids_after(conn, dataset, state.consumed_seq, MAX_TRIGGERS)
+                request = request.model_copy(update={"trigger_event_ids": tuple(ids)})
+                await self._request(self._tx(tx, event), request, head, event)
+                triggers[model] = replace(
+                    state, consumed_seq=head.last_seq, consumed_rows=head.total_rows
+                )
+        await store.insert_ledger(conn, pending)
+        await store.set_head(conn, head)
+
+    async def _reject(self, tx: Tx, event: CloudEvent[Any], actual: str, models: list[str]) -> None:
+        data: DataArrived = event.data
+        reason = (
+            f"batch {data.batch_id} of dataset {data.dataset} rejected: sha256 mismatch: "
+            f"DataArrived declares {data.sha256}, the file at {data.uri} has {actual}"
+        )
+        await store.record_rejected(tx.conn, data, event_id=event.id, actual=actual, reason=reason)
+        for model in models:
+            await tx.emit(
+                RunFailed(
+                    run_id=f"rejected-batch:{event.id}",
+                    model=model,
+                    reason="data_threshold",
+                    stage="verify_data",
+                    error=reason,
+                    error_type="ChecksumMismatch",
+                )
+            )
+
+    async def _request(
+        self,
+        tx: Tx,
+        request: TrainingRequested,
+        head: store.DatasetState,
+        cause: CloudEvent[Any] | None,
+    ) -> str:
+        emitted = await tx.emit(request)
+        await store.record_request(
+            tx.conn,
+            request_id=emitted.id,
+            request=request,
+            dataset=head,
+            requested_at=cause.time if cause is not None else emitted.time,
+        )
+        return emitted.id
+
+    async def on_drift_detected(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Request a drift retrain unless the model's cool-down absorbs it."""
+        drift: DriftDetected = event.data
+        cfg = self._model(drift.model)
+        head = await store.lock_dataset(tx.conn, cfg.dataset)
+        state = await store.lock_trigger(tx.conn, drift.model, cfg.dataset)
+        request = domain.drift_request(
+            model=drift.model,
+            dataset=cfg.dataset,
+            detected_at=event.time,
+            last_drift_request_at=state.last_drift_request_at,
+            cooldown=cfg.retrain.drift_cooldown,
+            trigger_event_id=event.id,
+        )
+        if request is None:
+            await store.count_suppressed_drift(tx.conn, drift.model)
+            return
+        await self._request(tx, request, head, event)
+
+    async def on_training_requested(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Queue the run of a request (the worker trains it); one run per request id."""
+        request: TrainingRequested = event.data
+        cfg = self._model(request.model)
+        seq = await store.request_seq(tx.conn, event.id)
+        if seq is None:
+            # Requested by someone else (the CLI publishing directly, another tool): the run
+            # covers the ledger as it is now, and the model's counter restarts from here.
+            head = await store.lock_dataset(tx.conn, cfg.dataset)
+            await store.lock_trigger(tx.conn, request.model, cfg.dataset)
+            await store.record_request(
+                tx.conn, request_id=event.id, request=request, dataset=head, requested_at=event.time
+            )
+            seq = head.last_seq
+        await store.insert_run(
+            tx.conn,
+            run_id=run_id_for(event.id),
+            request_id=event.id,
+            request_event=encode_event(event),
+            request=request,
+            dataset=cfg.dataset,
+            ledger_seq=seq,
+        )
+
+    async def on_model_registered(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Remember the version's artifact, to score it as the baseline while it serves."""
+        data: ModelVersionRegistered = event.data
+        await store.record_version(
+            tx.conn,
+            model=data.model,
+            version=data.version,
+            run_id=data.run_id,
+            uri=data.artifact.uri,
+            sha256=data.artifact.sha256,
+            fmt=data.artifact.format,
+        )
+
+    async def on_model_promoted(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Follow the production alias."""
+        data: ModelPromoted = event.data
+        current = await store.production_version(tx.conn, data.model)
+        after = domain.production_after_promotion(current, data)
+        if after != current:
+            await store.set_production(tx.conn, data.model, after, event.id)
+
+    async def on_model_rolled_back(self, event: CloudEvent[Any], tx: Tx) -> None:
+        """Follow the production alias back."""
+        data: ModelRolledBack = event.data
+        current = await store.production_version(tx.conn, data.model)
+        after = domain.production_after_rollback(current, data)
+        if after != current:
+            await store.set_production(tx.conn, data.model, after, event.id)
+
+    async def request_manual(self, tx: Tx, model: str, *, requested_by: str) -> str:
+        """Manual trigger: emit TrainingRequested(reason=manual); returns the request id."""
+        cfg = self._model(model)
+        head = await store.lock_dataset(tx.conn, cfg.dataset)
+        await store.lock_trigger(tx.conn, model, cfg.dataset)
+        request = TrainingRequested(
+            model=model, reason="manual", dataset=cfg.dataset, requested_by=requested_by
+        )
+        return await self._request(tx, request, head, None)
