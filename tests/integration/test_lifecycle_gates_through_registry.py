@@ -1,0 +1,144 @@
+"""Registry and gatekeeper together, through real Kafka and PostgreSQL, no caller in between:
+RunFinished → the registry registers 1.0.0 → the gatekeeper runs the DAG (metrics passes, the
+external review waits) → CI reports the review through the registry API → the gatekeeper asks
+for approval → an approver approves through the registry API → GatePassed → the registry puts
+1.0.0 on `canary` with the rollout's traffic percent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from mlcp.contracts import (
+    ApprovalRequested,
+    GatePassed,
+    ModelPromoted,
+    decode_event,
+    encode_event,
+    new_event,
+)
+from mlcp.gatekeeper.app import build as build_gatekeeper
+from mlcp.registry.app import build as build_registry
+from mlcp.registry.auth import RegistrySettings
+from mlcp.runtime import ServiceRuntime, Settings
+from tests.conftest import Infra, wait_for
+from tests.integration.kafka_tools import produce
+from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def services(
+    infra: Infra, unique: str, tmp_path: Path
+) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
+    config = tmp_path / "mlcp.yaml"
+    config.write_text(CONFIG)
+    base = Settings(
+        kafka_bootstrap=infra.kafka_bootstrap,
+        database_url=infra.database_url,
+        topic_prefix=f"t{unique}.",
+        http_port=0,
+        config=config,
+        consumer_commit_interval_s=0.1,
+        consumer_session_timeout_ms=6000,
+    )
+    schemas = [f"registry_{unique}", f"gatekeeper_{unique}"]
+    registry = build_registry(
+        base.model_copy(update={"db_schema": schemas[0]}),
+        RegistrySettings(bootstrap_token=BOOTSTRAP_TOKEN),
+    )
+    gatekeeper = build_gatekeeper(base.model_copy(update={"db_schema": schemas[1]}))
+    await registry.start()
+    await gatekeeper.start()
+    try:
+        yield registry, gatekeeper
+    finally:
+        await gatekeeper.stop()
+        await registry.stop()
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            for schema in schemas:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        finally:
+            await conn.close()
+
+
+def api(registry: ServiceRuntime, token: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=registry.http_app())
+    return httpx.AsyncClient(
+        transport=transport,
+        base_url="http://registry",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def outbox(runtime: ServiceRuntime, event_type: str) -> list[Any]:
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT payload FROM mlcp_outbox WHERE topic = $1 ORDER BY id",
+            runtime.settings.topic(event_type),
+        )
+    return [decode_event(bytes(r["payload"]), expected_type=event_type).data for r in rows]
+
+
+async def test_approval_and_ci_report_through_the_registry_api_open_the_canary(
+    services: tuple[ServiceRuntime, ServiceRuntime], infra: Infra
+) -> None:
+    registry, gatekeeper = services
+    async with api(registry, BOOTSTRAP_TOKEN) as admin:
+        tokens = {}
+        for role, principal in (("operator", "github-ci"), ("approver", "carol@example.com")):
+            response = await admin.post(
+                "/tokens", json={"principal": principal, "grants": [{"role": role}]}
+            )
+            assert response.status_code == 201, response.text
+            tokens[role] = response.json()["token"]
+
+    run = new_event(run_finished("run-gates-1"), source="mlcp/trainer", correlationid="life-7")
+    await produce(
+        infra.kafka_bootstrap,
+        registry.settings.topic(run.type),
+        [(b"churn", encode_event(run), [])],
+    )
+
+    async def version_known() -> bool:
+        async with api(registry, BOOTSTRAP_TOKEN) as client:
+            return (await client.get("/models/churn/versions/1.0.0")).status_code == 200
+
+    await wait_for(version_known, timeout=60, what="the registry to register 1.0.0")
+
+    async with api(registry, tokens["operator"]) as ci:
+        response = await ci.post(
+            "/models/churn/versions/1.0.0/checks/code-review",
+            json={"status": "passed", "url": "https://ci.example/run/7"},
+        )
+    assert response.status_code == 202, response.text
+
+    async def approval_requested() -> list[Any]:
+        return await outbox(gatekeeper, ApprovalRequested.TYPE)
+
+    [requested] = await wait_for(approval_requested, timeout=60, what="ApprovalRequested")
+    assert (requested.model, requested.version, requested.stage) == ("churn", "1.0.0", "approve")
+
+    async with api(registry, tokens["approver"]) as approver:
+        response = await approver.post(
+            "/models/churn/versions/1.0.0/stages/approve/approve", json={"comment": "ship it"}
+        )
+    assert response.status_code in (200, 202), response.text
+
+    async def canary_promoted() -> list[Any]:
+        return await outbox(registry, ModelPromoted.TYPE)
+
+    [promoted] = await wait_for(canary_promoted, timeout=60, what="ModelPromoted(canary)")
+    assert (promoted.version, promoted.alias, promoted.traffic_percent) == ("1.0.0", "canary", 10)
+    [passed] = await outbox(gatekeeper, GatePassed.TYPE)
+    assert passed.stages == ("quality", "review", "approve")
+    async with api(registry, tokens["approver"]) as reader:
+        alias = (await reader.get("/models/churn/aliases/canary")).json()
+    assert alias["version"] == "1.0.0"
