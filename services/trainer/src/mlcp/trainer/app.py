@@ -57,8 +57,10 @@ def build(
     worker_settings = worker_settings or load_env_settings(WorkerSettings)
     runtime = TrainerRuntime(settings, config, worker_settings)
     h = runtime.handlers
-    # Pipelines can send DataArrived in bursts: one transaction per Kafka batch keeps up.
-    runtime.on_batch(DataArrived.TYPE, h.on_data_arrived_batch)
+    # Pipelines can send DataArrived in bursts: one transaction per Kafka batch keeps up. Under
+    # a steady stream the broker holds a fetch up to 25 ms (or 32 KiB, ~80 events) so that a
+    # batch is more than one or two events.
+    runtime.on_batch(DataArrived.TYPE, h.on_data_arrived_batch, linger_bytes=32_768, linger_ms=25)
     runtime.on(DriftDetected.TYPE, h.on_drift_detected)
     runtime.on(TrainingRequested.TYPE, h.on_training_requested)
     runtime.on(ModelVersionRegistered.TYPE, h.on_model_registered)
