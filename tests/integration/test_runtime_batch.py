@@ -11,9 +11,15 @@ from typing import Any
 import pytest
 
 from mlcp.contracts import DataArrived, dlq_topic, encode_event, new_event
-from tests.conftest import Infra, free_port, wait_for
+from tests.conftest import Infra, free_port
 from tests.integration.kafka_tools import create_topics, lag, produce, read_all
-from tests.integration.test_runtime_crash import arrived, env_for, fetchval, wait_ready
+from tests.integration.test_runtime_crash import (
+    arrived,
+    env_for,
+    fetchval,
+    wait_ready,
+    wait_settled,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +50,9 @@ async def test_batches_apply_valid_events_once_and_dead_letter_the_rest(
     consumer = spawn([APP, "consume-batch"], env, "batch")
     await wait_ready(port, consumer)
 
-    async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
-
-    await wait_for(consumed_all, timeout=90, what="every batch to be settled")
+    await wait_settled(
+        infra, f"{prefix}mlcp-{sink}", topic, timeout=90, what="every batch to be settled"
+    )
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 600, consumer.output()
     assert await fetchval(infra, f"SELECT count(DISTINCT event_id) FROM {sink}.ledger") == 600
     letters = await read_all(infra.kafka_bootstrap, dlq_topic(topic))
@@ -76,9 +81,12 @@ async def test_batch_consumer_killed_before_offset_commit_applies_once(
     consumer = spawn([APP, "consume-batch"], env, "batch")
     await wait_ready(port, consumer)
 
-    async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
-
-    await wait_for(consumed_all, timeout=90, what="the restarted consumer to settle everything")
+    await wait_settled(
+        infra,
+        f"{prefix}mlcp-{sink}",
+        topic,
+        timeout=90,
+        what="the restarted consumer to settle everything",
+    )
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 300
     assert await fetchval(infra, f"SELECT count(DISTINCT event_id) FROM {sink}.ledger") == 300

@@ -62,6 +62,15 @@ async def fetchval(infra: Infra, sql: str, *args: Any) -> Any:
         await conn.close()
 
 
+async def wait_settled(infra: Infra, group: str, topic: str, *, timeout: float, what: str) -> None:
+    """Poll until ``group`` has committed every record of ``topic``."""
+
+    async def consumed_all() -> bool:
+        return await lag(infra.kafka_bootstrap, group, topic) == 0
+
+    await wait_for(consumed_all, timeout=timeout, what=what)
+
+
 async def wait_ready(port: int, proc: Any) -> None:
     async def ready() -> bool:
         assert proc.popen.poll() is None, f"service exited:\n{proc.output()}"
@@ -115,10 +124,9 @@ async def test_outbox_relay_killed_after_publish_is_applied_once(
     )
     await wait_ready(port, consumer)
 
-    async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
-
-    await wait_for(consumed_all, timeout=60, what="the consumer to commit every record")
+    await wait_settled(
+        infra, f"{prefix}mlcp-{sink}", topic, timeout=60, what="the consumer to commit every record"
+    )
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 20, consumer.output()
     assert await fetchval(infra, f"SELECT count(DISTINCT batch_id) FROM {sink}.ledger") == 20
     async with httpx.AsyncClient() as client:
@@ -156,10 +164,13 @@ async def test_consumer_killed_before_offset_commit_applies_once(
     )
     await wait_ready(port, consumer)
 
-    async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
-
-    await wait_for(consumed_all, timeout=60, what="the restarted consumer to commit every record")
+    await wait_settled(
+        infra,
+        f"{prefix}mlcp-{sink}",
+        topic,
+        timeout=60,
+        what="the restarted consumer to commit every record",
+    )
     rows = await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger")
     assert rows == 5, "each event applied exactly once"
     emitted = await fetchval(
@@ -205,10 +216,9 @@ async def test_poison_records_go_to_the_dlq_and_the_partition_flows(
     )
     await wait_ready(port, consumer)
 
-    async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) == 0
-
-    await wait_for(consumed_all, timeout=60, what="every record to be settled")
+    await wait_settled(
+        infra, f"{prefix}mlcp-{sink}", topic, timeout=60, what="every record to be settled"
+    )
     assert await fetchval(infra, f"SELECT array_agg(batch_id) FROM {sink}.ledger") == ["good"]
 
     letters = await read_all(infra.kafka_bootstrap, dlq_topic(topic))

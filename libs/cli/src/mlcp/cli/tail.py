@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 
 from aiokafka import AIOKafkaConsumer
 
@@ -65,7 +65,3 @@ async def tail(
                 emit(render(record.value or b"", record.topic, settings.topic_prefix))
     finally:
         await consumer.stop()
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat()

@@ -29,13 +29,3 @@ def durable_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
 def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
     """Kafka record headers from a str→str mapping."""
     return [(k, v.encode()) for k, v in headers.items()]
-
-
-def decode_headers(headers: Any) -> dict[str, str]:
-    """A str→str mapping from Kafka record headers, keeping undecodable values readable."""
-    out: dict[str, str] = {}
-    for key, value in headers or ():
-        out[key] = (
-            value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
-        )
-    return out

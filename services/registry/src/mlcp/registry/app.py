@@ -8,7 +8,7 @@ from mlcp.registry.auth import Authenticator, RegistrySettings
 from mlcp.registry.handlers import Handlers
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.platform import load_platform_config
-from mlcp.runtime.settings import ConfigurationError
+from mlcp.runtime.settings import load_env_settings
 
 SERVICE = "registry"
 DEFAULT_PORT = 8081
@@ -20,13 +20,7 @@ def build(
     """Wire the registry: its five subscribers and its HTTP API beside /healthz."""
     settings = settings or Settings()
     config = load_platform_config(settings.config)
-    try:
-        own = registry_settings or RegistrySettings()
-    except ValueError:
-        # Never echo the value: it is a secret.
-        raise ConfigurationError(
-            "MLCP_REGISTRY_BOOTSTRAP_TOKEN: must be at least 32 characters"
-        ) from None
+    own = registry_settings or load_env_settings(RegistrySettings)  # never echoes the token
     runtime = ServiceRuntime(
         SERVICE,
         default_port=DEFAULT_PORT,
