@@ -44,14 +44,17 @@ class AssignmentTracker(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, before_revoke: Callable[[], Awaitable[None]] | None = None) -> None:
         self.assigned = False
+        self.partitions: set[Any] = set()
         self._before_revoke = before_revoke
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         # Commit what was settled while the partitions are still ours: fewer redeliveries.
         if self._before_revoke is not None:
             await self._before_revoke()
+        self.partitions -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.partitions |= set(assigned)
         self.assigned = True
 
 
