@@ -63,28 +63,70 @@ def _from_testcontainers(stack: contextlib.ExitStack) -> tuple[str, str] | None:
         return None
 
 
+# Every token handed out by `unique` in this session: the topics and schemas named after them are
+# removed when the session ends, so a long-lived dev stack does not pile up thousands of test
+# topics (a broker with ~12k partitions needs minutes to start). MLCP_TEST_KEEP=1 keeps them.
+_TOKENS: list[str] = []
+
+
+async def _remove_test_leftovers(infra: Infra, tokens: list[str]) -> str:
+    import asyncpg
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap, request_timeout_ms=30000)
+    await admin.start()
+    try:
+        topics = [t for t in await admin.list_topics() if any(tok in t for tok in tokens)]
+        for start in range(0, len(topics), 200):
+            await admin.delete_topics(topics[start : start + 200])
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(infra.database_url, timeout=10)
+    try:
+        names = await conn.fetch("SELECT nspname FROM pg_namespace")
+        schemas = [r["nspname"] for r in names if any(tok in r["nspname"] for tok in tokens)]
+        for schema in schemas:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+    return f"removed {len(topics)} test topics and {len(schemas)} test schemas"
+
+
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
     """Real Kafka and PostgreSQL for the session."""
+    with contextlib.ExitStack() as stack:
+        found = _locate_infra(stack)
+        try:
+            yield found
+        finally:
+            if _TOKENS and os.environ.get("MLCP_TEST_KEEP") != "1":
+                try:
+                    note = asyncio.run(_remove_test_leftovers(found, list(_TOKENS)))
+                    print(f"\n[cleanup] {note}", file=sys.stderr)
+                except Exception as error:  # best effort: never fail the session over cleanup
+                    print(f"\n[cleanup] skipped: {error!r}", file=sys.stderr)
+
+
+def _locate_infra(stack: contextlib.ExitStack) -> Infra:
     kafka = os.environ.get("MLCP_KAFKA_BOOTSTRAP")
     database = os.environ.get("MLCP_DATABASE_URL")
-    with contextlib.ExitStack() as stack:
-        if kafka and database:
-            yield Infra(kafka, database, "environment")
-            return
-        if _docker_answers() and (found := _from_testcontainers(stack)):
-            yield Infra(kafka or found[0], database or found[1], "testcontainers")
-            return
-        from mlcp.devstack import up
+    if kafka and database:
+        return Infra(kafka, database, "environment")
+    if _docker_answers() and (found := _from_testcontainers(stack)):
+        return Infra(kafka or found[0], database or found[1], "testcontainers")
+    from mlcp.devstack import up
 
-        info = up(progress=lambda line: print(f"[devstack] {line}", file=sys.stderr))
-        yield Infra(info.bootstrap, info.database_url, "devstack")
+    info = up(progress=lambda line: print(f"[devstack] {line}", file=sys.stderr))
+    return Infra(info.bootstrap, info.database_url, "devstack")
 
 
 @pytest.fixture
 def unique() -> str:
     """A short unique token for names (schemas, groups, topic prefixes) of one test."""
-    return uuid.uuid4().hex[:10]
+    token = uuid.uuid4().hex[:10]
+    _TOKENS.append(token)
+    return token
 
 
 def free_port() -> int:

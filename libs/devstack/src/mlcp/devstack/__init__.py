@@ -17,6 +17,7 @@ from mlcp.devstack.kafka import KAFKA_VERSION
 from mlcp.devstack.stack import (
     ComponentStatus,
     down,
+    reset,
     restart_kafka,
     restart_postgres,
     start_kafka,
@@ -37,6 +38,7 @@ __all__ = [
     "StackInfo",
     "down",
     "load_settings",
+    "reset",
     "restart_kafka",
     "restart_postgres",
     "start_kafka",

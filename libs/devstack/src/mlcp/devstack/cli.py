@@ -1,4 +1,4 @@
-"""`mlcp-dev up | down | status`.
+"""`mlcp-dev up | down | reset | status`.
 
 Human-readable lines go to stderr and only the `export` lines to stdout, so that
 `eval "$(mlcp-dev up)"` sets the environment of the calling shell.
@@ -82,6 +82,21 @@ def down() -> None:
     except DevstackError as error:
         raise _fail(error) from None
     err.print(f"stopped {', '.join(stopped) or 'nothing (not running)'} in {elapsed():.1f} s")
+
+
+@app.command()
+def reset(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Stop the dev stack and delete its Kafka and PostgreSQL data (topics, schemas, logs)."""
+    if not yes and not typer.confirm("Delete all dev-stack Kafka and PostgreSQL data?"):
+        raise typer.Exit(code=1)
+    say, elapsed = _timed_progress()
+    try:
+        removed = stack.reset(say)
+    except DevstackError as error:
+        raise _fail(error) from None
+    err.print(f"removed {', '.join(removed) or 'nothing'} in {elapsed():.1f} s")
 
 
 @app.command()

@@ -340,9 +340,37 @@ def launch(s: Settings, cmd: list[str], progress: Progress) -> int:
     return pid
 
 
-def wait_ready(s: Settings, pid: int, timeout: float = 90.0) -> None:
+# A broker with many partitions on disk (a long-lived dev stack: every test run creates topics)
+# spends minutes loading logs before it answers. It is not stuck while its log keeps growing, so
+# the wait only gives up after STALL_S without progress, or after the hard cap.
+STALL_S = 90.0
+START_CAP_S = 900.0
+
+
+def _partition_dirs(s: Settings) -> int:
+    data = s.kafka_dir / "data"
+    try:
+        return sum(1 for entry in data.iterdir() if entry.is_dir() and "-" in entry.name)
+    except OSError:
+        return 0
+
+
+def wait_ready(
+    s: Settings,
+    pid: int,
+    timeout: float = STALL_S,
+    progress: Progress | None = None,
+    cap: float = START_CAP_S,
+) -> None:
+    """Wait until the broker answers a metadata request.
+
+    Gives up after ``timeout`` seconds in which the broker's log did not grow, or after ``cap``.
+    """
     log = s.kafka_dir / "kafka.log"
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    last_growth = started
+    last_size = -1
+    next_note = started + 15.0
     while True:
         if not procs.pid_alive(pid):
             _state_file(s).unlink(missing_ok=True)
@@ -352,11 +380,27 @@ def wait_ready(s: Settings, pid: int, timeout: float = 90.0) -> None:
         problem = probe(f"127.0.0.1:{s.kafka_port}", timeout=2.0)
         if problem is None:
             return
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        size = log.stat().st_size if log.exists() else 0
+        if size != last_size:
+            last_size, last_growth = size, now
+        if progress is not None and now >= next_note:
+            next_note = now + 15.0
+            progress(
+                f"Kafka still starting after {now - started:.0f} s (loading "
+                f"{_partition_dirs(s)} partitions from {s.kafka_dir / 'data'}; `mlcp-dev reset` "
+                "wipes the dev data)"
+            )
+        if now - last_growth > timeout or now - started > cap:
             procs.terminate(pid, timeout=10)
             _state_file(s).unlink(missing_ok=True)
+            why = (
+                f"its log did not grow for {timeout:.0f} s"
+                if now - last_growth > timeout
+                else f"it did not answer within {cap:.0f} s"
+            )
             raise DevstackError(
-                f"Kafka did not answer a metadata request within {timeout:.0f} s ({problem}). "
+                f"Kafka did not answer a metadata request ({problem}); {why}. "
                 f"Last lines of {log}:\n{procs.tail(log)}"
             )
         time.sleep(0.2)
@@ -372,10 +416,10 @@ def start(s: Settings, progress: Progress) -> bool:
                 f"{state['controller_port']}), not on the ports asked for now: run `mlcp-dev down` "
                 "first to move it."
             )
-        wait_ready(s, state["pid"])
+        wait_ready(s, state["pid"], progress=progress)
         return False
     pid = launch(s, prepare(s, progress), progress)
-    wait_ready(s, pid)
+    wait_ready(s, pid, progress=progress)
     return True
 
 

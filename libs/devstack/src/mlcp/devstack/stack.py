@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,10 +33,13 @@ def _check_external(name: str, var: str, address: str, problem: str | None) -> N
         )
 
 
-def up(progress: Progress | None = None) -> StackInfo:
+Env = Mapping[str, str] | None  # None: os.environ; a mapping: a private stack (tests)
+
+
+def up(progress: Progress | None = None, *, env: Env = None) -> StackInfo:
     """Start whatever is not already running (idempotent) and return where to connect."""
     say = progress or _quiet
-    s = load_settings()
+    s = load_settings(env)
     kafka_started = postgres_started = False
     with _locked(s):
         if s.external_bootstrap:
@@ -66,7 +70,7 @@ def up(progress: Progress | None = None) -> StackInfo:
         if not s.external_database_url:
             postgres_started = postgres.start(s, say)
         if kafka_pid is not None:
-            kafka.wait_ready(s, kafka_pid)
+            kafka.wait_ready(s, kafka_pid, progress=say)
             kafka_started = True
         elif not s.external_bootstrap:
             kafka_started = kafka.start(s, say)
@@ -80,10 +84,10 @@ def up(progress: Progress | None = None) -> StackInfo:
     )
 
 
-def down(progress: Progress | None = None) -> list[str]:
+def down(progress: Progress | None = None, *, env: Env = None) -> list[str]:
     """Stop the servers this state dir runs (never external ones); returns what was stopped."""
     say = progress or _quiet
-    s = load_settings()
+    s = load_settings(env)
     stopped = []
     with _locked(s):
         say("stopping Kafka")
@@ -93,6 +97,24 @@ def down(progress: Progress | None = None) -> list[str]:
         if postgres.stop(s):
             stopped.append("postgres")
     return stopped
+
+
+def reset(progress: Progress | None = None) -> list[str]:
+    """Stop the managed servers and delete their data and logs (the jar cache is kept).
+
+    Returns the directories removed. External servers are never touched.
+    """
+    say = progress or _quiet
+    down(say)
+    s = load_settings()
+    removed = []
+    with _locked(s):
+        for path in (s.kafka_dir, s.postgres_dir):
+            if path.exists():
+                say(f"removing {path}")
+                shutil.rmtree(path)
+                removed.append(str(path))
+    return removed
 
 
 @dataclass(frozen=True)
@@ -138,44 +160,46 @@ def _managed(s: Settings, var: str, external: str | None) -> None:
         raise DevstackError(f"{var} points at an external server; mlcp-dev does not control it.")
 
 
-def start_kafka(progress: Progress | None = None) -> bool:
-    s = load_settings()
+def start_kafka(progress: Progress | None = None, *, env: Env = None) -> bool:
+    s = load_settings(env)
     _managed(s, "MLCP_KAFKA_BOOTSTRAP", s.external_bootstrap)
     with _locked(s):
         return kafka.start(s, progress or _quiet)
 
 
-def stop_kafka(*, kill: bool = False, timeout: float = 30.0) -> bool:
+def stop_kafka(*, kill: bool = False, timeout: float = 30.0, env: Env = None) -> bool:
     """Clean shutdown by default; `kill=True` sends SIGKILL to simulate a broker crash."""
-    s = load_settings()
+    s = load_settings(env)
     _managed(s, "MLCP_KAFKA_BOOTSTRAP", s.external_bootstrap)
     with _locked(s):
         return kafka.stop(s, kill=kill, timeout=timeout)
 
 
-def restart_kafka(*, kill: bool = False, downtime: float = 0.0) -> None:
+def restart_kafka(*, kill: bool = False, downtime: float = 0.0, env: Env = None) -> None:
     """Stop (or kill) the broker, stay down for `downtime` seconds, start it, wait until ready."""
-    stop_kafka(kill=kill)
+    stop_kafka(kill=kill, env=env)
     time.sleep(downtime)
-    start_kafka()
+    start_kafka(env=env)
 
 
-def start_postgres(progress: Progress | None = None) -> bool:
-    s = load_settings()
+def start_postgres(progress: Progress | None = None, *, env: Env = None) -> bool:
+    s = load_settings(env)
     _managed(s, "MLCP_DATABASE_URL", s.external_database_url)
     with _locked(s):
         return postgres.start(s, progress or _quiet)
 
 
-def stop_postgres(*, mode: postgres.StopMode = "fast") -> bool:
+def stop_postgres(*, mode: postgres.StopMode = "fast", env: Env = None) -> bool:
     """`fast` rolls back open transactions and checkpoints; `immediate` simulates a crash."""
-    s = load_settings()
+    s = load_settings(env)
     _managed(s, "MLCP_DATABASE_URL", s.external_database_url)
     with _locked(s):
         return postgres.stop(s, mode=mode)
 
 
-def restart_postgres(*, mode: postgres.StopMode = "fast", downtime: float = 0.0) -> None:
-    stop_postgres(mode=mode)
+def restart_postgres(
+    *, mode: postgres.StopMode = "fast", downtime: float = 0.0, env: Env = None
+) -> None:
+    stop_postgres(mode=mode, env=env)
     time.sleep(downtime)
-    start_postgres()
+    start_postgres(env=env)
