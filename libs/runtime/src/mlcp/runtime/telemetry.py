@@ -2,12 +2,66 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Link, SpanKind
+
+TRACES_FILE_ENV = "MLCP_TRACES_FILE"
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each finished span as one JSON line: a dependency-free trace sink for tests and
+    offline debugging (``MLCP_TRACES_FILE``). Production exports through the standard OTEL_* SDK
+    settings to a collector instead."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(span_record(span)) + "\n" for span in spans]
+        with self._lock, self._path.open("a", encoding="utf-8") as out:
+            out.writelines(lines)
+        return SpanExportResult.SUCCESS
+
+
+def _hex(value: int, width: int) -> str:
+    return f"{value:0{width}x}"
+
+
+def span_record(span: ReadableSpan) -> dict[str, object]:
+    """The parts of a span that say where it sits in a trace (ids as W3C hex)."""
+    ctx = span.get_span_context()
+    assert ctx is not None
+    return {
+        "name": span.name,
+        "service": span.resource.attributes.get("service.name"),
+        "trace_id": _hex(ctx.trace_id, 32),
+        "span_id": _hex(ctx.span_id, 16),
+        "parent_span_id": _hex(span.parent.span_id, 16) if span.parent else None,
+        "links": [
+            {"trace_id": _hex(link.context.trace_id, 32), "span_id": _hex(link.context.span_id, 16)}
+            for link in span.links
+        ],
+        "attributes": {k: str(v) for k, v in (span.attributes or {}).items()},
+        "start": span.start_time,
+        "end": span.end_time,
+    }
 
 
 def setup_tracing(service: str, exporter: SpanExporter | None = None) -> TracerProvider:
@@ -26,6 +80,9 @@ def setup_tracing(service: str, exporter: SpanExporter | None = None) -> TracerP
         exporter = ConsoleSpanExporter()
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    if traces_file := os.environ.get(TRACES_FILE_ENV):
+        # Written as each span ends, so that a test reads what a live service did.
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(Path(traces_file))))
     trace.set_tracer_provider(provider)
     return provider
 
@@ -35,3 +92,38 @@ def current_trace_headers() -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the active span, to keep with a lifecycle's state."""
+    return current_trace_headers().get("traceparent")
+
+
+@contextmanager
+def resume_trace(traceparent: str | None, name: str, **attributes: str) -> Iterator[None]:
+    """Continue a lifecycle's trace from a ``traceparent`` kept in a service's state.
+
+    Work that a lifecycle waits for — a training run picked up by a worker, an approval given
+    through the registry's API, a deadline found by a sweep — runs under its own trigger's span
+    (an HTTP request, a poll loop). Inside this block a span that is a child of the lifecycle's
+    stored context is active, linked to that trigger's span, so what is emitted here carries the
+    lifecycle's trace in its ``traceparent`` and the trace records what caused the step.
+    Without a stored context (state written before traces were kept) it does nothing.
+    """
+    if not traceparent:
+        yield
+        return
+    parent = propagate.extract({"traceparent": traceparent})
+    trigger = trace.get_current_span().get_span_context()
+    stored = trace.get_current_span(parent).get_span_context()
+    links = (
+        [Link(trigger)]
+        if trigger.is_valid
+        and (trigger.trace_id, trigger.span_id) != (stored.trace_id, stored.span_id)
+        else []
+    )
+    tracer = trace.get_tracer("mlcp.runtime")
+    with tracer.start_as_current_span(
+        name, context=parent, links=links, kind=SpanKind.INTERNAL, attributes=attributes
+    ):
+        yield

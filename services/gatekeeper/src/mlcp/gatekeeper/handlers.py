@@ -34,6 +34,7 @@ from mlcp.gatekeeper.domain import Decision, ScanReport
 from mlcp.gatekeeper.scan import scan_artifact
 from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.platform import PlatformConfig
+from mlcp.runtime.telemetry import current_traceparent, resume_trace
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Handlers:
         reg: ModelVersionRegistered = event.data
         conn, now = tx.conn, utcnow()
         correlation = event.correlationid or event.id
+        traceparent = current_traceparent()
         model = self.config.models.get(reg.model)
         if model is None or not model.gates:
             reason = (
@@ -110,7 +112,9 @@ class Handlers:
                 log.warning("%s %s ignored: %s", reg.model, reg.version, reason)
             return
         dag = domain.start(reg.model, reg.version, model.gates)
-        if not await store.insert_candidate(conn, reg, dag, correlation_id=correlation):
+        if not await store.insert_candidate(
+            conn, reg, dag, correlation_id=correlation, traceparent=traceparent
+        ):
             log.info("%s %s already registered; nothing to do", reg.model, reg.version)
             return
         others = await store.other_versions(conn, reg.model, reg.version)
@@ -128,8 +132,8 @@ class Handlers:
             if older is not None and older.dag.status == "running":
                 step = domain.supersede(older.dag, reg.version, now)
                 await store.save(conn, step.dag)
-                await _emit(tx, step.events, self.metrics)
-        await self.drive(tx, store.Candidate(dag, reg, correlation), now)
+                await _emit(tx, step.events, self.metrics, older)
+        await self.drive(tx, store.Candidate(dag, reg, correlation, traceparent), now)
 
     # -- decisions of people and CI ---------------------------------------------------------------
     async def on_approval_granted(self, event: CloudEvent[Any], tx: Tx) -> None:
@@ -192,7 +196,7 @@ class Handlers:
                 break
             scan = await self._scan(candidate, dag)
         await store.save(tx.conn, dag)
-        await _emit(tx, events, self.metrics)
+        await _emit(tx, events, self.metrics, candidate)
 
     async def _scan(self, candidate: store.Candidate, dag: domain.Dag) -> ScanReport:
         trusted = [t for s in dag.stages if s.kind == "security_scan" for t in s.trusted]
@@ -231,7 +235,21 @@ async def sweep_forever(runtime: ServiceRuntime, handlers: Handlers, interval_s:
         await asyncio.sleep(interval_s)
 
 
-async def _emit(tx: Tx, events: list[EventData], metrics: GateMetrics) -> None:
+async def _emit(
+    tx: Tx, events: list[EventData], metrics: GateMetrics, candidate: store.Candidate | None = None
+) -> None:
+    """Emit a step's events as part of the candidate's lifecycle: its correlation id and trace,
+    even when an approval, a CI report or a sweep is what moved the DAG."""
     metrics.count(events)
-    for data in events:
-        await tx.emit(data)
+    if not events:
+        return
+    if candidate is None:
+        for data in events:
+            await tx.emit(data)
+        return
+    dag = candidate.dag
+    with resume_trace(
+        candidate.traceparent, "mlcp.gatekeeper.advance", model=dag.model, version=dag.version
+    ):
+        for data in events:
+            await tx.emit(data, correlationid=candidate.correlation_id)

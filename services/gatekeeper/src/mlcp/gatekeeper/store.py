@@ -15,11 +15,13 @@ from mlcp.runtime.platform import GateStage
 
 @dataclass(frozen=True)
 class Candidate:
-    """A registered version: its DAG, the registration it is judged on, its correlation id."""
+    """A registered version: its DAG, the registration it is judged on, and the lifecycle it
+    belongs to (correlation id and the trace context of its registration)."""
 
     dag: Dag
     registration: ModelVersionRegistered
     correlation_id: str | None
+    traceparent: str | None = None
 
 
 async def insert_candidate(
@@ -28,6 +30,7 @@ async def insert_candidate(
     dag: Dag | None,
     *,
     correlation_id: str | None,
+    traceparent: str | None = None,
     status: str | None = None,
     reason: str | None = None,
 ) -> bool:
@@ -35,8 +38,8 @@ async def insert_candidate(
     stages = [s.model_dump(mode="json", exclude_unset=True) for s in dag.stages] if dag else []
     inserted = await conn.fetchval(
         """INSERT INTO candidates (model, version, status, reason, registration, stages,
-                                   correlation_id)
-           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)
+                                   correlation_id, traceparent)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8)
            ON CONFLICT (model, version) DO NOTHING RETURNING true""",
         registration.model,
         registration.version,
@@ -45,6 +48,7 @@ async def insert_candidate(
         registration.model_dump_json(),
         json.dumps(stages),
         correlation_id,
+        traceparent,
     )
     return bool(inserted)
 
@@ -53,7 +57,7 @@ async def lock_candidate(conn: Conn, model: str, version: str) -> Candidate | No
     """The candidate with its DAG, row-locked until the transaction ends (None if unknown or
     ignored)."""
     row = await conn.fetchrow(
-        """SELECT status, reason, registration, stages, passed_order, correlation_id
+        """SELECT status, reason, registration, stages, passed_order, correlation_id, traceparent
            FROM candidates WHERE model = $1 AND version = $2 FOR UPDATE""",
         model,
         version,
@@ -78,7 +82,7 @@ async def lock_candidate(conn: Conn, model: str, version: str) -> Candidate | No
         reason=row["reason"],
     )
     registration = ModelVersionRegistered.model_validate_json(row["registration"])
-    return Candidate(dag, registration, row["correlation_id"])
+    return Candidate(dag, registration, row["correlation_id"], row["traceparent"])
 
 
 def _stage_state(row: Any) -> StageState:
