@@ -6,6 +6,7 @@ for approval → an approver approves through the registry API → GatePassed �
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from mlcp.contracts import (
     ApprovalRequested,
@@ -26,6 +29,7 @@ from mlcp.gatekeeper.app import build as build_gatekeeper
 from mlcp.registry.app import build as build_registry
 from mlcp.registry.auth import RegistrySettings
 from mlcp.runtime import ServiceRuntime, Settings
+from mlcp.runtime.telemetry import setup_tracing
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import produce
 from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
@@ -37,6 +41,9 @@ pytestmark = pytest.mark.integration
 async def services(
     infra: Infra, unique: str, tmp_path: Path
 ) -> AsyncIterator[tuple[ServiceRuntime, ServiceRuntime]]:
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        # A service process installs its tracer provider at start-up; these run in-process.
+        setup_tracing("lifecycle-test")
     config = tmp_path / "mlcp.yaml"
     config.write_text(CONFIG)
     base = Settings(
@@ -85,6 +92,18 @@ async def outbox(runtime: ServiceRuntime, event_type: str) -> list[Any]:
             runtime.settings.topic(event_type),
         )
     return [decode_event(bytes(r["payload"]), expected_type=event_type).data for r in rows]
+
+
+async def lifecycle_rows(runtime: ServiceRuntime) -> list[tuple[Any, str | None]]:
+    """Every event in a service's outbox with the trace id of its ``traceparent`` header."""
+    async with runtime.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT payload, headers FROM mlcp_outbox ORDER BY id")
+    found = []
+    for row in rows:
+        traceparent = json.loads(row["headers"]).get("traceparent")
+        trace_id = traceparent.split("-")[1] if traceparent else None
+        found.append((decode_event(bytes(row["payload"])), trace_id))
+    return found
 
 
 async def test_approval_and_ci_report_through_the_registry_api_open_the_canary(
@@ -142,3 +161,21 @@ async def test_approval_and_ci_report_through_the_registry_api_open_the_canary(
     async with api(registry, tokens["approver"]) as reader:
         alias = (await reader.get("/models/churn/aliases/canary")).json()
     assert alias["version"] == "1.0.0"
+
+    # One lifecycle: the CI report and the approval came through HTTP requests, yet every event
+    # about 1.0.0 — the registry's and the gatekeeper's — carries the run's correlation id and
+    # continues the trace its registration started.
+    events = await lifecycle_rows(registry) + await lifecycle_rows(gatekeeper)
+    types = {event.type for event, _ in events}
+    assert {
+        "mlcp.model.registered.v1",
+        "mlcp.check.reported.v1",
+        "mlcp.approval.requested.v1",
+        "mlcp.approval.granted.v1",
+        "mlcp.gate.passed.v1",
+        "mlcp.model.promoted.v1",
+    } <= types
+    assert {event.correlationid for event, _ in events} == {"life-7"}
+    trace_ids = {trace_id for _, trace_id in events}
+    assert len(trace_ids) == 1
+    assert None not in trace_ids

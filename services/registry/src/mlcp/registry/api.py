@@ -25,6 +25,7 @@ from mlcp.registry.auth import Authenticator, Caller, Unauthenticated, new_token
 from mlcp.registry.handlers import apply
 from mlcp.runtime import ServiceRuntime
 from mlcp.runtime.platform import GateStage, PlatformConfig
+from mlcp.runtime.telemetry import resume_trace
 
 # Path and body types. NUL characters are refused up front: PostgreSQL text cannot hold them.
 ModelPath = Annotated[str, Path(pattern=SLUG_PATTERN, max_length=128, examples=["churn"])]
@@ -464,15 +465,18 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
             if status == "rejected":
                 raise domain.Conflict(f"version {version} is already rejected")
             kind = ApprovalGranted if decision == "approved" else ApprovalRejected
-            event = await tx.emit(
-                kind(
-                    model=model,
-                    version=version,
-                    stage=stage,
-                    approver=caller.principal,
-                    comment=comment,
+            correlation, traceparent = await store.lifecycle_of(tx.conn, model, version)
+            with resume_trace(traceparent, "mlcp.registry.approval", model=model, stage=stage):
+                event = await tx.emit(
+                    kind(
+                        model=model,
+                        version=version,
+                        stage=stage,
+                        approver=caller.principal,
+                        comment=comment,
+                    ),
+                    correlationid=correlation,
                 )
-            )
             await store.append_audit(
                 tx.conn,
                 actor=caller.principal,
@@ -535,17 +539,20 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
         stage = _stage(config, model, check, "external")
         async with runtime.transaction() as tx:
             await must_have_version(tx.conn, model, version)
-            event = await tx.emit(
-                ExternalCheckReported(
-                    model=model,
-                    version=version,
-                    check=stage.name,
-                    status=body.status,
-                    reporter=caller.principal,
-                    url=body.url,
-                    details=body.details,
+            correlation, traceparent = await store.lifecycle_of(tx.conn, model, version)
+            with resume_trace(traceparent, "mlcp.registry.check", model=model, check=stage.name):
+                event = await tx.emit(
+                    ExternalCheckReported(
+                        model=model,
+                        version=version,
+                        check=stage.name,
+                        status=body.status,
+                        reporter=caller.principal,
+                        url=body.url,
+                        details=body.details,
+                    ),
+                    correlationid=correlation,
                 )
-            )
             await store.append_audit(
                 tx.conn,
                 actor=caller.principal,

@@ -27,6 +27,7 @@ from mlcp.registry import domain, store
 from mlcp.registry.domain import Transition
 from mlcp.runtime import Tx
 from mlcp.runtime.platform import PlatformConfig, RolloutPolicy
+from mlcp.runtime.telemetry import current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,9 @@ class Handlers:
             "created_at": now,
         }
         await store.insert_version(tx.conn, record)
+        await store.remember_lifecycle(
+            tx.conn, run.model, version, event.correlationid or event.id, current_traceparent()
+        )
         await store.append_audit(
             tx.conn,
             actor=event.source,

@@ -131,6 +131,30 @@ async def get_version(conn: Conn, model: str, version: str) -> dict[str, Any] | 
     return None if record is None else _row(record)
 
 
+async def remember_lifecycle(
+    conn: Conn, model: str, version: str, correlation_id: str, traceparent: str | None
+) -> None:
+    """Keep the lifecycle (correlation id, trace context) a new version was registered in."""
+    await conn.execute(
+        """UPDATE versions SET correlation_id = $3, traceparent = $4
+           WHERE model = $1 AND version = $2""",
+        model,
+        version,
+        correlation_id,
+        traceparent,
+    )
+
+
+async def lifecycle_of(conn: Conn, model: str, version: str) -> tuple[str | None, str | None]:
+    """(correlation id, traceparent) of a version's lifecycle; (None, None) if not kept."""
+    row = await conn.fetchrow(
+        "SELECT correlation_id, traceparent FROM versions WHERE model = $1 AND version = $2",
+        model,
+        version,
+    )
+    return (None, None) if row is None else (row["correlation_id"], row["traceparent"])
+
+
 async def version_status(conn: Conn, model: str, version: str) -> domain.Status | None:
     """The status of a version (locked until the transaction ends), or None if unknown."""
     value = await conn.fetchval(
