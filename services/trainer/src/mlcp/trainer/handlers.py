@@ -24,6 +24,7 @@ from mlcp.contracts import (
 from mlcp.contracts.types import MAX_TRIGGERS
 from mlcp.runtime import Settings, Tx
 from mlcp.runtime.platform import ModelConfig, PlatformConfig
+from mlcp.runtime.telemetry import current_traceparent
 from mlcp.trainer import domain, store
 from mlcp.trainer.batches import local_path, reachable_sha256
 
@@ -206,6 +207,7 @@ class TrainerHandlers:
             dataset=cfg.dataset,
             ledger_seq=seq,
         )
+        await store.remember_run_trace(tx.conn, run_id_for(event.id), current_traceparent())
 
     async def on_model_registered(self, event: CloudEvent[Any], tx: Tx) -> None:
         """Remember the version's artifact, to score it as the baseline while it serves."""

@@ -579,3 +579,18 @@ async def production_artifact(conn: Conn, model: str) -> StoredArtifact | None:
     return StoredArtifact(
         row["version"], row["artifact_uri"], row["artifact_sha256"], row["artifact_format"]
     )
+
+
+async def remember_run_trace(conn: Conn, run_id: str, traceparent: str | None) -> None:
+    """Keep the trace context of the request a run was queued from (see resume_trace)."""
+    await conn.execute(
+        "UPDATE runs SET traceparent = $2 WHERE run_id = $1 AND traceparent IS NULL",
+        run_id,
+        traceparent,
+    )
+
+
+async def run_trace(conn: Conn, run_id: str) -> str | None:
+    """The trace context a run continues, or None (runs queued before traces were kept)."""
+    value = await conn.fetchval("SELECT traceparent FROM runs WHERE run_id = $1", run_id)
+    return None if value is None else str(value)

@@ -46,6 +46,7 @@ from mlcp.contracts.types import MAX_ERROR_LENGTH
 from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
 from mlcp.runtime.platform import PlatformConfig
+from mlcp.runtime.telemetry import resume_trace
 from mlcp.trainer import domain, store
 from mlcp.trainer.training import ArtifactSpec, BatchSpec, JobSpec
 
@@ -164,6 +165,7 @@ class Worker:
                 return False
             cause = decode_event(run.request_event)
             tx = self._tx(conn, cause)
+            traceparent = await store.run_trace(conn, run.run_id)
             log.info("worker %s claimed %s (attempt %d)", self.id, run.run_id, run.attempt)
             if domain.claim_action(run.attempt, self.settings.max_attempts) == "give_up":
                 error = (
@@ -176,7 +178,8 @@ class Worker:
                 await tx.emit(self._failed(run, "worker", error, "WorkerLost"))
                 return True
             if run.attempt == 1:
-                await tx.emit(RunStarted(run_id=run.run_id, model=run.model, reason=run.reason))
+                with resume_trace(traceparent, "mlcp.trainer.start", run_id=run.run_id):
+                    await tx.emit(RunStarted(run_id=run.run_id, model=run.model, reason=run.reason))
             try:
                 spec = await self._spec(conn, run)
             except KeyError as exc:
@@ -186,7 +189,9 @@ class Worker:
                 )
                 await tx.emit(self._failed(run, "config", error, "UnknownModel"))
                 return True
-        await self._execute(run, cause, spec)
+        # The run's span: a child of the request's trace, covering the training itself.
+        with resume_trace(traceparent, "mlcp.trainer.run", run_id=run.run_id, model=run.model):
+            await self._execute(run, cause, spec)
         return True
 
     async def _spec(self, conn: Any, run: store.ClaimedRun) -> JobSpec:
