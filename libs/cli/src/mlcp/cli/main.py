@@ -7,22 +7,27 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from mlcp.cli.emit import file_facts, local_path, publish
-from mlcp.cli.tail import tail
-from mlcp.cli.up import SERVICES, default_config, run_services
-from mlcp.contracts import DataArrived
+from mlcp.cli.registry import add_registry_commands
 from mlcp.devstack.cli import app as dev_app
-from mlcp.runtime.settings import ConfigurationError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from mlcp.runtime.settings import Settings
+
+# The bus commands import the runtime (Kafka clients, FastStream) inside their bodies: the
+# registry commands need none of it, and importing it costs seconds of CPU per invocation.
 
 app = typer.Typer(
-    help="mlcp — model-governance control plane. Settings come from MLCP_* variables.",
+    help="mlcp — model-governance control plane. The bus and dev-stack commands read the "
+    "MLCP_* settings; the registry commands talk to MLCP_REGISTRY_URL with MLCP_TOKEN. "
+    "Exit codes: 0 ok, 1 refused by the registry, 2 usage or configuration, "
+    "3 registry unreachable.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -34,12 +39,15 @@ emit_app = typer.Typer(
 events_app = typer.Typer(help="Look at the bus.", no_args_is_help=True)
 app.add_typer(emit_app, name="emit")
 app.add_typer(events_app, name="events")
+add_registry_commands(app)
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
 def _settings() -> Settings:
+    from mlcp.runtime.settings import ConfigurationError, load_settings
+
     try:
         return load_settings()
     except ConfigurationError as exc:
@@ -64,6 +72,9 @@ def emit_data_arrived(
     correlation_id: Annotated[str | None, typer.Option(help="Lifecycle correlation id")] = None,
 ) -> None:
     """Announce a batch of training data (DataArrived); waits for Kafka's acknowledgement."""
+    from mlcp.cli.emit import file_facts, local_path, publish
+    from mlcp.contracts import DataArrived
+
     settings = _settings()
     path = local_path(uri)
     if path is not None and (rows is None or sha256 is None or completeness is None):
@@ -101,6 +112,7 @@ def up(
     ] = None,
 ) -> None:
     """Start the dev stack and the five services with prefixed logs; Ctrl-C stops them."""
+    from mlcp.cli.up import SERVICES, default_config, run_services
     from mlcp.devstack import DevstackError
     from mlcp.devstack import up as stack_up
 
@@ -140,6 +152,8 @@ def events_tail(
     ] = None,
 ) -> None:
     """Print events as they cross the bus (Ctrl-C stops)."""
+    from mlcp.cli.tail import tail
+
     settings = _settings()
     out.print("[dim]      time   type                     subject              data[/]")
     with contextlib.suppress(KeyboardInterrupt):
