@@ -2,7 +2,7 @@
 UV ?= uv
 UV_VERSION := 0.13.8
 
-.PHONY: install dev stack up down status test test-unit test-integration lint fmt schemas
+.PHONY: install dev stack up down status test test-unit test-integration lint fmt schemas bench bench-quick
 
 install:  ## uv (if missing) and the locked dependencies of every package
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -43,3 +43,13 @@ fmt:
 schemas:  ## regenerate docs/schemas and the contract snapshots after an intended change
 	$(UV) run python -m mlcp.contracts.schemas --write docs/schemas
 	UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contracts -q
+
+bench: install  ## every benchmark vs its anchor, one table → bench/results/ (starts the dev stack)
+	$(UV) run mlcp-dev up
+	$(UV) sync --frozen --project bench/anchors  # MLflow + Evidently, outside the services' env
+	$(UV) run python bench/run.py
+
+bench-quick: install  ## the same with small sizes (< 5 minutes)
+	$(UV) run mlcp-dev up
+	$(UV) sync --frozen --project bench/anchors
+	$(UV) run python bench/run.py --quick

@@ -5,31 +5,34 @@ metrics → baseline and data_quality, joins them into a security_scan that re-h
 real skops artifact, writes the DAG state to PostgreSQL and publishes CheckPassed ×4 + GatePassed
 through its outbox. The clock runs from the producer's send to the consumer's receipt of
 GatePassed, one candidate at a time (concurrency 1). Target from issue 5: p95 ≤ 500 ms.
+Repetitions: full 200 candidates, ``--quick`` 20, after 10 / 3 warm-ups.
 
-    uv run python bench/gatekeeper_dag.py [--quick]
+    uv run python bench/gatekeeper_dag.py [--quick] [--json PATH]
 
 Uses MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL (default: the dev stack); its topics and schema are
-prefixed with a random token, and the schema is dropped at the end.
+prefixed with a random token; the schema and topics are dropped at the end.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import logging
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import numpy as np
 import skops.io as sio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sklearn.linear_model import LogisticRegression
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cleanup, cli, finish, latency, percentile
 
 from mlcp.contracts import GatePassed, ModelVersionRegistered, decode_event, encode_event, new_event
 from mlcp.gatekeeper.app import GatekeeperSettings, build
@@ -84,12 +87,7 @@ def registration(version: str, artifact: dict[str, str]) -> ModelVersionRegister
     )
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-async def main(quick: bool) -> None:
+async def main(quick: bool, json_path: Path | None) -> None:
     logging.getLogger("faststream").setLevel(logging.WARNING)  # one line per record otherwise
     n, warmup = (20, 3) if quick else (200, 10)
     token = uuid.uuid4().hex[:8]
@@ -158,11 +156,8 @@ async def main(quick: bool) -> None:
         await producer.stop()
         await consumer.stop()
         await runtime.stop()
-        conn = await asyncpg.connect(settings.database_url)
-        await conn.execute(f"DROP SCHEMA IF EXISTS {settings.db_schema} CASCADE")
-        await conn.close()
+        await cleanup(settings.topic_prefix, str(settings.db_schema))
 
-    p95 = percentile(latencies, 0.95)
     print(f"gatekeeper: registered → GatePassed, 4 automatic stages, n={n}, concurrency 1")
     print(f"{'ms':<34}{'p50':>8}{'p95':>8}{'max':>8}")
     for label, values in (
@@ -170,13 +165,28 @@ async def main(quick: bool) -> None:
         ("  send → decided (in handler)", decided),
         ("  decided → received (outbox)", delivered),
     ):
-        row = (statistics.median(values), percentile(values, 0.95), max(values))
+        row = (statistics.median(values), percentile(values, 95), max(values))
         print(f"{label:<34}" + "".join(f"{v:>8.1f}" for v in row))
-    verdict = "meets" if p95 <= TARGET_P95_MS else "MISSES"
-    print(f"target: end-to-end p95 <= {TARGET_P95_MS:.0f} ms: {verdict} it ({p95:.1f} ms)")
+    finish(
+        [
+            latency(
+                "gate_latency",
+                "candidate registered → GatePassed p95 (4 automatic stages)",
+                latencies,
+                f"in-process gatekeeper, {n} candidates one at a time (+{warmup} warm-ups), "
+                "metrics → baseline ∥ data_quality → security_scan (skops re-hash); "
+                "ModelVersionRegistered send → GatePassed received",
+                target_ms=TARGET_P95_MS,
+                target=f"p95 ≤ {TARGET_P95_MS:.0f} ms (issue 5)",
+                extra={
+                    "decided_p95_ms": percentile(decided, 95),
+                    "delivered_p95_ms": percentile(delivered, 95),
+                },
+            )
+        ],
+        json_path,
+    )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20 candidates instead of 200")
-    asyncio.run(main(parser.parse_args().quick))
+    cli(__doc__, main)

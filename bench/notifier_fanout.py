@@ -1,7 +1,7 @@
 """Notifier fan-out: throughput to a local sink with rate limits off, and the delay from an event
 on the bus to its delivery (p50 / p95), against the real Kafka and PostgreSQL of the dev stack.
 
-    uv run python bench/notifier_fanout.py [--quick]
+    uv run python bench/notifier_fanout.py [--quick] [--json PATH]
 
 Three channels (Slack, WeCom, signed webhook) all point at the recording sink
 (``mlcp.notifier.sink``) on 127.0.0.1, so the figures measure the notifier, not the network.
@@ -12,11 +12,14 @@ Three channels (Slack, WeCom, signed webhook) all point at the recording sink
   event's ``time`` to the sink receiving each channel's message;
 * comparison: the same burst with the default limits (Slack 60/min, WeCom 20/min) — how many
   messages the channels actually receive and how long until every alert is represented.
+
+Sizes: full a burst of 1,000 events and 200 paced ones; ``--quick`` 200 and 40; the limited
+burst is 100 events in both. Each measurement runs once, on a fresh notifier.
+The headline row is the fan-out throughput, with the p95 bus → delivery delay beside it.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import re
@@ -28,8 +31,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 from mlcp.contracts import GateFailed, encode_event, new_event
 from mlcp.contracts.common import Evidence
 from mlcp.notifier.app import build
@@ -37,10 +38,11 @@ from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATABASE, KAFKA, cleanup, cli, finish, measure, percentile
+
 from tests.integration.kafka_tools import produce
 
-KAFKA = os.environ.get("MLCP_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-DATABASE = os.environ.get("MLCP_DATABASE_URL", "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp")
 PATHS = {"slack": "/slack/bench", "wecom": "/wecom/send", "webhook": "/hook"}
 MARK = re.compile(r"bench-[0-9a-f]{12}")
 
@@ -84,11 +86,6 @@ def marks(sink: Sink, path: str) -> list[tuple[str, float]]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 async def run_notifier(rate: float | None, body: Any, *, routed: bool = True) -> Any:
     sink = Sink(secret="bench-key")
     unique = uuid.uuid4().hex[:8]
@@ -121,12 +118,7 @@ async def run_notifier(rate: float | None, body: Any, *, routed: bool = True) ->
                 return await body(sink, topic, runtime)
             finally:
                 await runtime.stop()
-                # The bench's tables are throwaway: leave the shared database as it was.
-                conn = await asyncpg.connect(DATABASE)
-                try:
-                    await conn.execute(f"DROP SCHEMA IF EXISTS notifier_b{unique} CASCADE")
-                finally:
-                    await conn.close()
+                await cleanup(f"b{unique}.", f"notifier_b{unique}")
 
 
 async def until(predicate: Any, timeout: float) -> None:
@@ -206,7 +198,7 @@ async def limited_burst(n: int) -> dict[str, tuple[int, float]]:
     return result
 
 
-async def main(quick: bool) -> None:
+async def main(quick: bool, json_path: Path | None) -> None:
     n_burst, n_latency = (200, 40) if quick else (1000, 200)
     print(f"notifier fan-out bench ({'quick' if quick else 'full'}): Kafka {KAFKA}", flush=True)
     tp = await throughput(n_burst)
@@ -224,7 +216,7 @@ async def main(quick: bool) -> None:
     )
     print(f"| consumer alone (no route matches), {n_burst} events | {consumed:.0f} events/s |")
     for kind, values in lat.items():
-        p50, p95 = 1000 * statistics.median(values), 1000 * pct(values, 0.95)
+        p50, p95 = 1000 * statistics.median(values), 1000 * percentile(values, 95)
         print(
             f"| event on bus → delivered, {kind} (n={len(values)}) "
             f"| p50 {p50:.0f} ms, p95 {p95:.0f} ms |"
@@ -234,9 +226,30 @@ async def main(quick: bool) -> None:
             f"| burst of 100 with default limits, {kind} | {messages} messages, every alert "
             f"represented after {seconds:.1f} s |"
         )
+    delays = [1000 * v for values in lat.values() for v in values]
+    p95 = percentile(delays, 95)
+    finish(
+        [
+            measure(
+                "notification_fanout",
+                "notification fan-out to a local sink",
+                tp["per_s"],
+                "deliveries/s",
+                "higher",
+                f"in-process notifier, burst of {n_burst} GateFailed × 3 channels (Slack, WeCom, "
+                f"signed webhook) to a local sink, rate limits off; delay: {n_latency} events "
+                "50 ms apart, event time → sink receipt, all channels",
+                note=f"bus → delivered p95 {p95:.0f} ms",
+                extra={
+                    "delivery_p50_ms": statistics.median(delays),
+                    "delivery_p95_ms": p95,
+                    "consume_only_events_per_s": consumed,
+                },
+            )
+        ],
+        json_path,
+    )
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="notifier fan-out benchmark")
-    parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute")
-    asyncio.run(main(parser.parse_args().quick))
+    cli(__doc__, main)

@@ -1,0 +1,223 @@
+"""ModelDegraded observed → ModelRolledBack: how fast the registry takes a bad version out.
+
+A real registry process (``python -m mlcp.registry``, its own topic prefix and schema) on the
+real Kafka and PostgreSQL. The model is driven through events only, as the other services would:
+RunFinished → (registered) → GatePassed → canary → CanaryHealthy → production. Each repetition
+then measures both reactions, one at a time (concurrency 1):
+
+* canary: a new version becomes the canary, ``ModelDegraded(alias=canary)`` → ``ModelRolledBack``
+  (canary removed);
+* production: a new version goes canary → production (the previous one becomes the rollback
+  target), ``ModelDegraded(alias=production)`` → ``ModelRolledBack`` (production is back on the
+  previous version, checked).
+
+The clock runs in this process, from the start of the ModelDegraded send (acks=all) to the
+receipt of the ModelRolledBack the registry published through its outbox: consume, decide,
+commit, relay, Kafka, fetch. Repetitions: full 100, ``--quick`` 15, after 2 warm-ups; the
+headline p95 is over both kinds (2 × repetitions samples). Target (issue 9): p95 ≤ 250 ms.
+
+    uv run python bench/rollback.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import (
+    KAFKA,
+    Service,
+    Watcher,
+    cleanup,
+    cli,
+    finish,
+    latency,
+    percentile,
+)
+
+from mlcp.contracts import (
+    CanaryHealthy,
+    CloudEvent,
+    GatePassed,
+    ModelDegraded,
+    ModelPromoted,
+    ModelRolledBack,
+    ModelVersionRegistered,
+    RunFinished,
+    encode_event,
+    new_event,
+)
+from mlcp.contracts.base import EventData
+from tests.contracts.contract_examples import EXAMPLES
+
+MODEL = "bench"
+CONFIG = f"""
+models:
+  {MODEL}:
+    dataset: d
+    label: y
+    train: m:f
+    rollout: {{canary_percent: 10, rollback_window: 1h}}
+"""
+TARGET_P95_MS = 250.0
+WINDOW = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:30:00Z", "size": 600}
+CROSSED = [
+    {"metric": "error_rate", "observed": 0.09, "operator": ">", "threshold": 0.05, "satisfied": 1}
+]
+TOPICS = (ModelVersionRegistered, ModelPromoted, ModelRolledBack)
+
+
+class Driver:
+    """Publishes the other services' events and waits for the registry's answers."""
+
+    def __init__(self, prefix: str, producer: AIOKafkaProducer, watcher: Watcher) -> None:
+        self.prefix, self.producer, self.watcher = prefix, producer, watcher
+        self.runs = 0
+
+    async def publish(self, data: EventData) -> tuple[float, CloudEvent[Any]]:
+        event = new_event(data, source="bench/rollback")
+        started = time.perf_counter()
+        await self.producer.send_and_wait(
+            self.prefix + event.type, encode_event(event), key=MODEL.encode()
+        )
+        return started, event
+
+    async def register(self) -> str:
+        self.runs += 1
+        run_id = f"run-{self.runs}"
+        data = copy.deepcopy(EXAMPLES[RunFinished.TYPE])
+        data.update(run_id=run_id, model=MODEL, baseline=None)
+        await self.publish(RunFinished.model_validate(data))
+        _, event = await self.watcher.expect(
+            ModelVersionRegistered.TYPE, lambda d: d.run_id == run_id
+        )
+        return str(event.data.version)
+
+    async def promoted(self, version: str, alias: str) -> None:
+        await self.watcher.expect(
+            ModelPromoted.TYPE, lambda d: d.version == version and d.alias == alias
+        )
+
+    async def canary(self) -> str:
+        version = await self.register()
+        await self.publish(GatePassed(model=MODEL, version=version, stages=("quality",)))
+        await self.promoted(version, "canary")
+        return version
+
+    async def production(self) -> str:
+        version = await self.canary()
+        healthy = {"model": MODEL, "version": version, "window": WINDOW}
+        await self.publish(CanaryHealthy.model_validate(healthy))
+        await self.promoted(version, "production")
+        return version
+
+    async def degrade(self, version: str, alias: str) -> tuple[float, float, Any]:
+        """ms from the ModelDegraded send to the ModelRolledBack received, ms from its creation
+        to the registry's decision (the ModelRolledBack's time), and the ModelRolledBack."""
+        degraded = {
+            "model": MODEL,
+            "version": version,
+            "alias": alias,
+            "evidence": CROSSED,
+            "window": WINDOW,
+        }
+        started, sent = await self.publish(ModelDegraded.model_validate(degraded))
+        received, event = await self.watcher.expect(
+            ModelRolledBack.TYPE, lambda d: d.from_version == version and d.alias == alias
+        )
+        decided = (event.time - sent.time).total_seconds() * 1000
+        return (received - started) * 1000, decided, event
+
+
+async def main(quick: bool, json_path: Path | None) -> None:
+    n, warmup = (10, 2) if quick else (100, 2)
+    token = uuid.uuid4().hex[:8]
+    prefix, schema = f"bench{token}.", f"registry_rollback_{token}"
+    work = Path(tempfile.mkdtemp(prefix="mlcp-bench-rollback-"))
+    (work / "mlcp.yaml").write_text(CONFIG)
+    registry = Service(
+        "registry",
+        {
+            "MLCP_TOPIC_PREFIX": prefix,
+            "MLCP_DB_SCHEMA": schema,
+            "MLCP_CONFIG": str(work / "mlcp.yaml"),
+            "MLCP_REGISTRY_BOOTSTRAP_TOKEN": "bench-" + "r" * 40,
+        },
+        work / "registry.log",
+    ).start()
+    canary_ms: list[float] = []
+    production_ms: list[float] = []
+    decided_ms: list[float] = []  # ModelDegraded created → ModelRolledBack created (handler)
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all", enable_idempotence=True)
+    try:
+        await registry.ready()
+        await producer.start()
+        topics = {t.TYPE: prefix + t.TYPE for t in TOPICS}
+        async with Watcher(KAFKA, topics) as watcher:
+            drive = Driver(prefix, producer, watcher)
+            previous = await drive.production()
+            for i in range(warmup + n):
+                version = await drive.canary()
+                ms, decided, _ = await drive.degrade(version, "canary")
+                if i >= warmup:
+                    canary_ms.append(ms)
+                    decided_ms.append(decided)
+                version = await drive.production()
+                ms, decided, event = await drive.degrade(version, "production")
+                if event.data.to_version != previous:
+                    raise SystemExit(
+                        f"production rolled back to {event.data.to_version}, not {previous}"
+                    )
+                if i >= warmup:
+                    production_ms.append(ms)
+                    decided_ms.append(decided)
+                print(f"repetition {i + 1}/{warmup + n}: production → {previous}", flush=True)
+    finally:
+        await producer.stop()
+        registry.stop()
+        await cleanup(prefix, schema)
+
+    both = canary_ms + production_ms
+    print(f"registry: ModelDegraded sent → ModelRolledBack received, n={n} per kind, concurrency 1")
+    print(f"{'ms':<12}{'p50':>8}{'p95':>8}{'max':>8}")
+    for label, values in (
+        ("canary", canary_ms),
+        ("production", production_ms),
+        ("both", both),
+        ("  decided", decided_ms),  # in the handler's transaction: the rest is outbox + Kafka
+    ):
+        row = (statistics.median(values), percentile(values, 95), max(values))
+        print(f"{label:<12}" + "".join(f"{v:>8.1f}" for v in row))
+    finish(
+        [
+            latency(
+                "rollback",
+                "ModelDegraded observed → ModelRolledBack p95",
+                both,
+                f"registry process, {n} canary + {n} production rollbacks one at a time "
+                f"(+{warmup} warm-ups each), ModelDegraded send → ModelRolledBack received",
+                target_ms=TARGET_P95_MS,
+                extra={
+                    "canary_p95_ms": percentile(canary_ms, 95),
+                    "production_p95_ms": percentile(production_ms, 95),
+                    "decided_p50_ms": statistics.median(decided_ms),
+                    "decided_p95_ms": percentile(decided_ms, 95),
+                },
+            )
+        ],
+        json_path,
+    )
+
+
+if __name__ == "__main__":
+    cli(__doc__, main)
