@@ -2,11 +2,24 @@
 UV ?= uv
 UV_VERSION := 0.13.8
 
-.PHONY: install dev stack up down status test test-unit test-integration lint fmt schemas bench bench-quick
+.PHONY: install demo system-deps dev stack up down status test test-unit test-integration lint fmt schemas bench bench-quick
 
 install:  ## uv (if missing) and the locked dependencies of every package
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --all-packages
+
+demo: install system-deps  ## the README's first command: the whole lifecycle, live and checked (Ctrl-C stops)
+	$(UV) run mlcp demo
+
+system-deps:  ## Java 17+ and Maven for the dev stack's Kafka jars (apt-get when missing and root)
+	@if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven; \
+	  else \
+	    echo "the dev stack needs Java 17+ and Maven (java and mvn on PATH): install them" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 dev: install  ## the main job: dev stack + the five services with prefixed logs (Ctrl-C stops)
 	$(UV) run mlcp up

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mlcp.cli.demo.command import demo
 from mlcp.cli.registry import add_registry_commands
 from mlcp.devstack.cli import app as dev_app
 
@@ -40,6 +41,7 @@ events_app = typer.Typer(help="Look at the bus.", no_args_is_help=True)
 app.add_typer(emit_app, name="emit")
 app.add_typer(events_app, name="events")
 add_registry_commands(app)
+app.command()(demo)
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
