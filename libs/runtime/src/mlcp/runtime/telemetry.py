@@ -127,3 +127,10 @@ def resume_trace(traceparent: str | None, name: str, **attributes: str) -> Itera
         name, context=parent, links=links, kind=SpanKind.INTERNAL, attributes=attributes
     ):
         yield
+
+
+def resumed_trace_headers(traceparent: str | None, name: str, **attributes: str) -> dict[str, str]:
+    """Trace headers for one outgoing record that resumes ``traceparent`` (see
+    :func:`resume_trace`); the active span's headers when there is nothing to resume."""
+    with resume_trace(traceparent, name, **attributes):
+        return current_trace_headers()
