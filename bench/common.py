@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -136,7 +137,16 @@ def cli(doc: str, main: Callable[[bool, Path | None], Awaitable[None]]) -> None:
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_common_args(parser)
     args = parser.parse_args()
-    asyncio.run(main(args.quick, args.json))
+
+    async def run() -> None:
+        # SIGTERM (the runner stopping us) cancels the benchmark, so that its `finally` blocks
+        # still stop the services and drop the schemas and topics.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await main(args.quick, args.json)
+
+    asyncio.run(run())
 
 
 def _fmt(value: float | None) -> str:

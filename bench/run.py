@@ -4,7 +4,8 @@ Each benchmark runs as its own process, one after the other (the machine is smal
 never two at once), as ``python bench/<script>.py [--quick] --json <tmp>``; its output streams
 here with a ``[script mm:ss]`` prefix. The headline rows they write (bench/common.py's
 ``Measure``) are put in the order of issue 9's table and written, with the environment they
-were measured in, to ``bench/results/latest.{json,md}`` and ``bench/results/<quick|full>.*``.
+were measured in, to ``bench/results/latest.{json,md}`` and ``bench/results/<quick|full>.*``
+(``partial.*`` for a run of some of them, ``--only``).
 
 A missed target is reported, not a failure. A benchmark that crashes, times out or reports
 none of its rows gets an error row (the others' rows still show) and makes the exit code 1.
@@ -122,6 +123,7 @@ async def run_one(bench: Bench, index: int, total: int, args: argparse.Namespace
         stderr=subprocess.STDOUT,
         start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        limit=1 << 20,  # long lines (a JSON dump) must not break the stream
     )
     tail: list[str] = []
 
@@ -144,14 +146,24 @@ async def run_one(bench: Bench, index: int, total: int, args: argparse.Namespace
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         exit_code = None
+    except BaseException:  # Ctrl-C: its own session does not get the SIGINT, so stop it here
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(proc.wait(), 15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        raise
     seconds = time.monotonic() - started
     rows: list[Measure] = []
     error = None
     if exit_code is None:
         error = f"timed out after {args.timeout:.0f} s"
     elif exit_code != 0:
-        last = next((line for line in reversed(tail) if line.strip()), "")
-        error = f"exit {exit_code}: {last.strip()[:160]}"
+        last = next((line for line in reversed(tail) if line.strip()), "").strip()
+        if "unrecognized arguments: --json" in last:
+            last = "does not take --json yet (not on bench/common.py's format)"
+        error = f"exit {exit_code}: {last[:160]}"
     if out.is_file():
         try:
             rows = load_rows(out)
@@ -269,7 +281,9 @@ def markdown(env: dict[str, Any], rows: list[Measure], outcomes: list[Outcome]) 
     return "\n".join(lines)
 
 
-def write(env: dict[str, Any], rows: list[Measure], outcomes: list[Outcome]) -> list[Path]:
+def write(
+    env: dict[str, Any], rows: list[Measure], outcomes: list[Outcome], *, partial: bool
+) -> list[Path]:
     def plain(row: Measure) -> dict[str, Any]:
         data = asdict(row)
         data["mlcp"] = None if math.isnan(row.mlcp) else row.mlcp
@@ -286,7 +300,8 @@ def write(env: dict[str, Any], rows: list[Measure], outcomes: list[Outcome]) -> 
     text = markdown(env, rows, outcomes)
     RESULTS.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem in ("latest", env["mode"]):
+    # A run of some benchmarks (--only) must not replace the last whole table.
+    for stem in ("partial",) if partial else ("latest", env["mode"]):
         (RESULTS / f"{stem}.json").write_text(document + "\n")
         (RESULTS / f"{stem}.md").write_text(text)
         written += [RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"]
@@ -312,7 +327,7 @@ async def main(args: argparse.Namespace) -> int:
     total = time.monotonic() - started
     env["total_seconds"] = round(total, 1)
     rows = table_rows(outcomes)
-    written = write(env, rows, outcomes)
+    written = write(env, rows, outcomes, partial=wanted is not None)
     say("")
     say(render_markdown(rows))
     missed = [r.key for r in rows if r.met is False]
@@ -332,9 +347,12 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="small sizes, < 5 minutes in all")
     parser.add_argument("--only", help="comma-separated script stems or row keys to run")
     parser.add_argument(
-        "--timeout", type=float, default=None, help="per benchmark (default 300 s quick, 3600 s)"
+        "--timeout", type=float, default=None, help="per benchmark (default 600 s quick, 3600 s)"
     )
     arguments = parser.parse_args()
     if arguments.timeout is None:
-        arguments.timeout = 300.0 if arguments.quick else 3600.0
-    sys.exit(asyncio.run(main(arguments)))
+        arguments.timeout = 600.0 if arguments.quick else 3600.0
+    try:
+        sys.exit(asyncio.run(main(arguments)))
+    except KeyboardInterrupt:
+        sys.exit("interrupted: the running benchmark was stopped, nothing written")

@@ -15,8 +15,9 @@ fit, holdout metrics, baseline, profile, artifact). Everything else — the trig
 queue until a worker claims the run (it polls every 0.5 s), registration, the DAG, promotion
 and every outbox hop — is counted. The breakdown by stage uses the events' own times.
 
-Repetitions: full 10, ``--quick`` 3, one at a time, after 1 warm-up. Target (issue 9): ≤ 1 s
-plus training.
+Repetitions: full 10, ``--quick`` 2, one at a time, after 1 warm-up (the first candidate
+pays one-time costs such as the gatekeeper's first import of scikit-learn for the scan).
+Target (issue 9): ≤ 1 s plus training.
 
     uv run python bench/threshold_to_canary.py [--quick] [--json PATH]
 """
@@ -116,12 +117,15 @@ async def one(
         _, finished = await watcher.expect(RunFinished.TYPE, timeout=600)
         run_id = finished.data.run_id
         _, registered = await watcher.expect(
-            ModelVersionRegistered.TYPE, lambda d: d.run_id == run_id, timeout=60
+            ModelVersionRegistered.TYPE, lambda d: d.run_id == run_id, timeout=120
         )
         version = registered.data.version
-        _, passed = await watcher.expect(GatePassed.TYPE, lambda d: d.version == version)
+        # Generous: on a loaded 2-core machine one security scan has taken over a minute.
+        _, passed = await watcher.expect(
+            GatePassed.TYPE, lambda d: d.version == version, timeout=300
+        )
         received, promoted = await watcher.expect(
-            ModelPromoted.TYPE, lambda d: d.version == version and d.alias == "canary"
+            ModelPromoted.TYPE, lambda d: d.version == version and d.alias == "canary", timeout=120
         )
     except SystemExit as timeout:
         raise SystemExit(f"{timeout}: {failure(watcher)}") from None
@@ -131,7 +135,7 @@ async def one(
 
 
 async def main(quick: bool, json_path: Path | None) -> None:
-    n, warmup = (3, 1) if quick else (10, 1)
+    n, warmup = (2, 1) if quick else (10, 1)
     token = uuid.uuid4().hex[:8]
     prefix = f"bench{token}."
     work = Path(tempfile.mkdtemp(prefix="mlcp-bench-t2c-"))
@@ -199,7 +203,7 @@ async def main(quick: bool, json_path: Path | None) -> None:
                 "RunStarted → RunFinished",
                 target_ms=TARGET_MS,
                 target=f"≤ {TARGET_MS:.0f} ms plus training",
-                note=f"p95; training p50 {statistics.median(training):.0f} ms",
+                note=f"training p50 {statistics.median(training) / 1000:.1f} s, excluded",
                 extra={
                     "end_to_end_p50_ms": statistics.median(end_to_end),
                     "training_p50_ms": statistics.median(training),
