@@ -163,10 +163,10 @@ async def main(quick: bool, json_path: Path | None) -> None:
         async with Watcher(KAFKA, {t.TYPE: prefix + t.TYPE for t in WATCHED}) as watcher:
             for i in range(warmup + n):
                 ms, times = await one(i, work, producer, prefix, watcher)
-                training = (times[RunFinished.TYPE] - times[RunStarted.TYPE]) * 1000
+                trained = (times[RunFinished.TYPE] - times[RunStarted.TYPE]) * 1000
                 print(
                     f"repetition {i + 1}/{warmup + n}: {ms:.0f} ms end to end, "
-                    f"training {training:.0f} ms{' (warm-up)' if i < warmup else ''}",
+                    f"training {trained:.0f} ms{' (warm-up)' if i < warmup else ''}",
                     flush=True,
                 )
                 if i >= warmup:
