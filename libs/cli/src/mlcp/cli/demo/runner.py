@@ -23,6 +23,7 @@ from typing import IO
 import httpx
 from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 
 from mlcp.cli.demo import config as demo_config
@@ -208,7 +209,8 @@ class Demo:
             f"(logs: {run.directory / 'services.log'}; --logs shows them here)"
         )
         await self.supervisor.start()
-        ready = await wait_ready(run.ports, timeout_s=self.options.startup_timeout_s)
+        with self.out.status("waiting for the services' /readyz (PostgreSQL, Kafka, consumers)"):
+            ready = await wait_ready(run.ports, timeout_s=self.options.startup_timeout_s)
         if not all(ready.values()):
             late = [name for name, ok in ready.items() if not ok]
             raise StepFailed(f"not ready after {self.options.startup_timeout_s:.0f}s: {late}")
@@ -269,14 +271,21 @@ class Demo:
             )
             for step, outcome in zip(STEPS, run.outcomes, strict=True):
                 self.out.rule(
-                    f"[bold]{step.name}[/]: {escape(step.expected)} (≤ {step.deadline_s:.0f}s)"
+                    f"[bold]{step.name}[/]: {escape(step.expected)} (≤ {outcome.deadline_s:.0f}s)"
                 )
                 began = time.monotonic()
-                try:
-                    outcome.observed = await step.run(scenario, began + step.deadline_s)
-                    outcome.ok = True
-                except StepFailed as exc:
-                    outcome.observed = str(exc)
+                # A spinner on a terminal says what the step waits for (nothing in a log file).
+                with self.out.status(step.name) as status:
+
+                    def waiting(what: str, status: Status = status, o: Outcome = outcome) -> None:
+                        status.update(f"{o.name}: waiting for {what} (≤ {o.deadline_s:.0f}s)")
+
+                    scenario.waiting = waiting
+                    try:
+                        outcome.observed = await step.run(scenario, began + outcome.deadline_s)
+                        outcome.ok = True
+                    except StepFailed as exc:
+                        outcome.observed = str(exc)
                 outcome.took_s = time.monotonic() - began
                 mark = "[green]ok[/]" if outcome.ok else "[bold red]FAILED[/]"
                 self.out.print(f"{self.elapsed():+7.1f}s  {mark} {escape(outcome.observed)}")

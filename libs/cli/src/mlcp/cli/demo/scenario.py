@@ -60,6 +60,8 @@ class Scenario:
     say: Callable[[str], None]
     run_id: str
     versions: dict[str, str] = field(default_factory=dict)  # "first" / "retrained" → SemVer
+    waiting: Callable[[str], None] = lambda what: None
+    """Told what the step waits for now (the runner shows it as a spinner on a terminal)."""
     seed: int = 0
 
     @property
@@ -71,6 +73,7 @@ class Scenario:
 
     async def expect(self, what: str, deadline: float, predicate: Callable[[Seen], bool]) -> Seen:
         """The first event matching ``predicate``; StepFailed naming ``what`` at the deadline."""
+        self.waiting(what)
         seen = await self.timeline.wait(predicate, deadline)
         if seen is None:
             raise StepFailed(f"no {what} in time")
@@ -88,6 +91,7 @@ class Scenario:
 
     async def poll(self, what: str, deadline: float, probe: Callable[[], Awaitable[Any]]) -> Any:
         """Call ``probe`` until it returns something truthy; StepFailed at the deadline."""
+        self.waiting(what)
         while True:
             try:
                 found = await probe()
