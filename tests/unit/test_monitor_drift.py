@@ -194,3 +194,20 @@ def test_large_windows_agree_with_scipy_ks_2samp_auto_mode() -> None:
         expected = stats.ks_2samp(ref.sample, live)  # n > 10,000: scipy's asymptotic branch
         assert d == pytest.approx(expected.statistic, rel=1e-12)
         assert p == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_memoised_exact_p_values_equal_scipys_for_every_window() -> None:
+    """Windows that share (m, n, round(D·lcm)) reuse one exact p-value: each must still be
+    exactly what ks_2samp says for its own data (ties included, hits and misses alike)."""
+    rng = np.random.default_rng(11)
+    layout = _numeric_layout(np.round(rng.normal(0, 1, 3000), 1))
+    ref = layout.numeric[0]
+    hs = []
+    for _ in range(150):
+        live = np.round(rng.normal(rng.choice([0.0, 0.2]), 1, 240), 1)
+        d, p = ks_test(ref, np.sort(live))
+        expected = stats.ks_2samp(ref.sample, live)  # both ≤ 10,000: scipy's exact branch
+        assert d == pytest.approx(expected.statistic, rel=1e-12, abs=1e-15)
+        assert p == expected.pvalue
+        hs.append(round(d * math.lcm(ref.sample.size, live.size)))
+    assert len(set(hs)) < len(hs), "no window reused a memoised p-value: the test proves nothing"

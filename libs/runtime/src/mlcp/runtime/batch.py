@@ -9,6 +9,13 @@ Failure handling keeps the per-record guarantees:
 * a handler that keeps failing on the batch is retried with backoff, then the batch is applied
   one event at a time, so only the events that still fail go to the DLQ;
 * PostgreSQL or Kafka unreachable → the whole batch is read again after a backoff.
+
+Decoding is batched too (:class:`BatchDecoder`): the records are parsed by pydantic-core's JSON
+parser and validated against the contract in ONE pydantic call for the whole batch, instead of
+``decode_event``'s stdlib ``json`` + a validation call per record (3× cheaper per event). The
+rules are exactly ``decode_event``'s — the same envelope model validates every record — and any
+record the fast path refuses is decoded again by ``decode_event`` alone, so that its dead letter
+carries the same reason.
 """
 
 from __future__ import annotations
@@ -19,7 +26,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from mlcp.contracts import CloudEvent, ContractError, decode_event
+import pydantic_core
+from pydantic import TypeAdapter, ValidationError
+
+from mlcp.contracts import (
+    EVENT_TYPES,
+    MAX_EVENT_BYTES,
+    CloudEvent,
+    ContractError,
+    decode_event,
+    envelope_of,
+)
 from mlcp.runtime import inbox
 from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Tx
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
@@ -27,6 +44,65 @@ from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[CloudEvent[Any]], Tx], Awaitable[None]]
+
+SPECVERSION = "1.0"
+
+
+class BatchDecoder:
+    """Decodes the records of one event type, a batch at a time.
+
+    ``decode(values)`` returns, per record, its event or None where the record must be decoded
+    by ``decode_event`` alone (it breaks the contract, or the fast path could not tell). Every
+    check of ``decode_event`` is made: size, JSON (pydantic-core's parser, which refuses NaN /
+    Infinity and invalid UTF-8 like ``decode_event``'s), a JSON object, ``specversion`` "1.0",
+    ``id`` and ``time`` present, and the envelope model of the expected type, whose validators
+    also refuse another ``type``.
+    """
+
+    def __init__(self, event_type: str) -> None:
+        self.event_type = event_type
+        envelope: Any = envelope_of(EVENT_TYPES[event_type])
+        self._many: TypeAdapter[list[CloudEvent[Any]]] = TypeAdapter(list[envelope])
+
+    def decode(self, values: Sequence[bytes | None]) -> list[CloudEvent[Any] | None]:
+        out: list[CloudEvent[Any] | None] = [None] * len(values)
+        objects: list[dict[str, Any]] = []
+        where: list[int] = []
+        for i, raw in enumerate(values):
+            if not raw or len(raw) > MAX_EVENT_BYTES:
+                continue
+            try:
+                obj = pydantic_core.from_json(raw, allow_inf_nan=False)
+            except ValueError:
+                continue
+            # The envelope model defaults id and time for new events; the wire must carry them.
+            if (
+                type(obj) is dict
+                and obj.get("specversion") == SPECVERSION
+                and "id" in obj
+                and "time" in obj
+            ):
+                objects.append(obj)
+                where.append(i)
+        # One call for the batch; a failing record is dropped (left to decode_event) and the
+        # rest validated again. Two rounds at most: then every record is left to decode_event.
+        for _ in range(2):
+            if not objects:
+                break
+            try:
+                events = self._many.validate_python(objects)
+            except ValidationError as exc:
+                bad = {err["loc"][0] for err in exc.errors(include_url=False) if err["loc"]}
+                keep = [k for k in range(len(objects)) if k not in bad]
+                if len(keep) == len(objects):
+                    break
+                objects = [objects[k] for k in keep]
+                where = [where[k] for k in keep]
+                continue
+            for i, event in zip(where, events, strict=True):
+                out[i] = event
+            break
+        return out
 
 
 class BatchConsumer(DurableConsumer):
@@ -36,6 +112,7 @@ class BatchConsumer(DurableConsumer):
         super().__init__(**kwargs)
         self.event_type = event_type
         self._batch_handler = handler
+        self._decoder = BatchDecoder(event_type)
 
     @property
     def topics(self) -> list[str]:
@@ -47,9 +124,10 @@ class BatchConsumer(DurableConsumer):
         started = time.perf_counter()
         events: list[CloudEvent[Any]] = []
         records_by_id: dict[str, Any] = {}
-        for record in records:
+        decoded = self._decoder.decode([record.value for record in records])
+        for record, fast in zip(records, decoded, strict=True):
             try:
-                event = decode_event(record.value or b"", expected_type=event_type)
+                event = fast or decode_event(record.value or b"", expected_type=event_type)
             except ContractError as exc:
                 outcome = await self._dead_letter(record, exc.reason, str(exc), attempts=0)
                 if outcome is Outcome.RETRY_LATER:

@@ -10,6 +10,7 @@ from aiokafka import ConsumerRebalanceListener
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.parser import AioKafkaBatchParser
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
@@ -64,6 +65,35 @@ async def raw_body(message: Any) -> Any:
     return message.body
 
 
+FETCH_BYTES_PER_PARTITION = 8 * 1024 * 1024
+
+
+async def batch_parser(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream parser that skips its per-record work on batches.
+
+    FastStream's batch parser decodes every record's headers into a dict, and its OpenTelemetry
+    middleware then extracts baggage and trace links from each of them: ~10 % of the CPU of a
+    batch of small records, for data the runtime never reads (it takes the records and the
+    consumer). Here a batch is parsed like one message: the first record's headers, so the
+    batch's span continues the first record's trace. Anything else goes to FastStream's parser.
+    """
+    parser = getattr(original, "__self__", None)
+    if not (isinstance(message, tuple) and message and isinstance(parser, AioKafkaBatchParser)):
+        return await original(message)
+    first, last = message[0], message[-1]
+    headers = {key: value.decode() for key, value in first.headers}
+    return parser.msg_class(
+        body=[record.value or b"" for record in message],
+        headers=headers,
+        reply_to=headers.get("reply_to", ""),
+        content_type=headers.get("content-type"),
+        message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
+        correlation_id=headers.get("correlation_id"),
+        raw_message=message,
+        consumer=parser._consumer,
+    )
+
+
 def durable_subscriber_options(settings: Settings, service: str) -> dict[str, Any]:
     """Subscriber keywords: one group per service, manual commits, read from the beginning."""
     return {
@@ -74,5 +104,9 @@ def durable_subscriber_options(settings: Settings, service: str) -> dict[str, An
         "session_timeout_ms": settings.consumer_session_timeout_ms,
         "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
         "max_poll_interval_ms": 10 * 60 * 1000,
+        # A fetch brings at most this much per partition; at the 1 MiB default a batch of
+        # ~1 kB predictions stopped near 1,000 records, whatever max_records asked for.
+        "max_partition_fetch_bytes": FETCH_BYTES_PER_PARTITION,
         "decoder": raw_body,
+        "parser": batch_parser,
     }

@@ -23,13 +23,19 @@ async def claim(conn: Conn, consumer: str, event_id: str, event_type: str) -> bo
 
 
 async def claim_many(conn: Conn, consumer: str, event_ids: list[str], event_type: str) -> set[str]:
-    """Record many event ids at once; returns those not applied before (one round trip)."""
-    rows = await conn.fetch(
-        """INSERT INTO mlcp_inbox (consumer, event_id, event_type)
-           SELECT $1, id, $3 FROM unnest($2::text[]) AS id
-           ON CONFLICT DO NOTHING RETURNING event_id""",
+    """Record many event ids at once; returns those not applied before (one round trip).
+
+    The new ids come back as one array (not a row each): in the usual case every id of a
+    batch is new, and thousands of result rows would cost more than the insert.
+    """
+    fresh = await conn.fetchval(
+        """WITH new AS (
+               INSERT INTO mlcp_inbox (consumer, event_id, event_type)
+               SELECT $1, id, $3 FROM unnest($2::text[]) AS id
+               ON CONFLICT DO NOTHING RETURNING event_id)
+           SELECT coalesce(array_agg(event_id), '{}') FROM new""",
         consumer,
         event_ids,
         event_type,
     )
-    return {row["event_id"] for row in rows}
+    return set(fresh)

@@ -99,20 +99,33 @@ def ks_statistic(ref: NumericRef, live_sorted: FloatArray) -> float:
 
 EXACT_KS_MAX_N = 10_000
 """scipy's ``ks_2samp(method='auto')`` switch: exact p-values up to this many values."""
+EXACT_KS_CACHE = 100_000
+"""Most (m, n, h) exact results kept (a few MB at most)."""
+_EXACT_KS: dict[tuple[int, int, int], tuple[float, float]] = {}
 
 
 def ks_test(ref: NumericRef, live_sorted: FloatArray) -> tuple[float, float]:
     """(D, p-value) exactly as ``scipy.stats.ks_2samp(sample, live)`` (method 'auto').
 
-    Small windows call scipy (exact distribution). Large ones compute D from the sorted window
-    and the p-value with Smirnov's asymptotic distribution (``kstwo``) — what scipy's 'auto'
-    does for them too, without its search of every pooled value.
+    D comes from the sorted window (no search of every pooled value). Small windows take
+    scipy's exact p-value (memoised, see below); large ones Smirnov's asymptotic distribution
+    (``kstwo``), which is what scipy's 'auto' uses for them too.
     """
     m, n = ref.sample.size, live_sorted.size
-    if max(m, n) <= EXACT_KS_MAX_N:
-        result = stats.ks_2samp(ref.sample, live_sorted)
-        return float(result.statistic), float(result.pvalue)
     d = ks_statistic(ref, live_sorted)
+    if max(m, n) <= EXACT_KS_MAX_N:
+        # scipy's exact p-value depends on (m, n, h) alone, h = round(D · lcm(m, n)) — the
+        # integer scipy itself rounds D to. A stream of windows of one size against one sample
+        # meets few distinct h, so each is computed once (by scipy, on these very data).
+        lcm = m // math.gcd(m, n) * n
+        h = round(d * lcm)
+        cached = _EXACT_KS.get((m, n, h))
+        if cached is None:
+            result = stats.ks_2samp(ref.sample, live_sorted)
+            cached = float(result.statistic), float(result.pvalue)
+            if len(_EXACT_KS) < EXACT_KS_CACHE:
+                _EXACT_KS[(m, n, h)] = cached
+        return cached
     big, small = max(m, n), min(m, n)
     en = float(big) * small / (big + small)
     return d, float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
