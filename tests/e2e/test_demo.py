@@ -12,12 +12,14 @@ import asyncio
 import re
 import signal
 import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlcp.cli.demo.scenario import STEPS
+from tests import conftest
 from tests.conftest import Infra
 
 pytestmark = pytest.mark.e2e
@@ -48,14 +50,44 @@ def demo_env(infra: Infra) -> dict[str, str]:
     }
 
 
+@pytest.fixture(scope="module")
+def demo_prefix() -> str:
+    """One prefix for both tests: the full run follows an interrupted one on the same topics."""
+    token = uuid.uuid4().hex[:10]
+    conftest._TOKENS.append(token)  # its topics and schemas are removed at the session's end
+    return f"t{token}"
+
+
 def listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.timeout(600)
+async def test_ctrl_c_stops_the_services(
+    infra: Infra, demo_prefix: str, spawn: Any, tmp_path: Path
+) -> None:
+    proc = spawn(demo_args(demo_prefix, tmp_path / "runs"), demo_env(infra), "demo")
+    deadline = asyncio.get_running_loop().time() + 300
+    while "all ready" not in proc.output():
+        assert proc.popen.poll() is None, proc.output()
+        assert asyncio.get_running_loop().time() < deadline, proc.output()
+        await asyncio.sleep(0.2)
+    ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/readyz", proc.output())]
+    assert len(ports) == 5
+    assert all(listening(p) for p in ports)
+    proc.popen.send_signal(signal.SIGINT)
+    assert await proc.wait_exit(timeout=60) == 130, proc.output()
+    output = proc.log_path.read_text(errors="replace")
+    assert "interrupted" in output
+    assert not [p for p in ports if listening(p)]
+
+
 @pytest.mark.timeout(1900)
-async def test_demo_plays_every_step(infra: Infra, unique: str, spawn: Any, tmp_path: Path) -> None:
-    proc = spawn(demo_args(f"t{unique}", tmp_path / "runs"), demo_env(infra), "demo")
+async def test_demo_plays_every_step(
+    infra: Infra, demo_prefix: str, spawn: Any, tmp_path: Path
+) -> None:
+    proc = spawn(demo_args(demo_prefix, tmp_path / "runs"), demo_env(infra), "demo")
     code = await proc.wait_exit(timeout=1800)
     output = proc.log_path.read_text(errors="replace")
     assert code == 0, output[-8000:]
@@ -78,24 +110,4 @@ async def test_demo_plays_every_step(infra: Infra, unique: str, spawn: Any, tmp_
     # The services were stopped: none of their ports answers any more.
     ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/readyz", output)]
     assert len(ports) == 5
-    assert not [p for p in ports if listening(p)]
-
-
-@pytest.mark.timeout(600)
-async def test_ctrl_c_stops_the_services(
-    infra: Infra, unique: str, spawn: Any, tmp_path: Path
-) -> None:
-    proc = spawn(demo_args(f"t{unique}", tmp_path / "runs"), demo_env(infra), "demo")
-    deadline = asyncio.get_running_loop().time() + 300
-    while "all ready" not in proc.output():
-        assert proc.popen.poll() is None, proc.output()
-        assert asyncio.get_running_loop().time() < deadline, proc.output()
-        await asyncio.sleep(0.2)
-    ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/readyz", proc.output())]
-    assert len(ports) == 5
-    assert all(listening(p) for p in ports)
-    proc.popen.send_signal(signal.SIGINT)
-    assert await proc.wait_exit(timeout=60) == 130, proc.output()
-    output = proc.log_path.read_text(errors="replace")
-    assert "interrupted" in output
     assert not [p for p in ports if listening(p)]

@@ -170,9 +170,10 @@ class BatchConsumer(DurableConsumer):
                 conn, self.inbox_name(event_type), [e.id for e in events], event_type
             )
             new_events = [e for e in events if e.id in fresh]
+            tx = Tx(conn, service=self._service, settings=self._settings)
             if new_events:
-                tx = Tx(conn, service=self._service, settings=self._settings)
                 await handler(new_events, tx)
+        self.committed(tx)
         return len(new_events)
 
     async def _one_by_one(
