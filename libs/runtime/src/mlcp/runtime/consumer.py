@@ -90,6 +90,25 @@ class Tx:
         self.emitted.append(event)
         return event
 
+    async def emit_many(
+        self, items: Sequence[tuple[BaseModel, CloudEvent[Any] | None]]
+    ) -> list[CloudEvent[Any]]:
+        """``emit`` for many ``(data, cause)`` pairs, in this order, in one round trip (a batch
+        handler that decided several events)."""
+        events = [
+            outbox.new_outgoing(
+                data,
+                service=self._service,
+                cause=cause or self.cause,
+                correlationid=self._correlationid,
+            )
+            for data, cause in items
+        ]
+        topics = [(event, self._settings.topic(event.type)) for event in events]
+        await outbox.enqueue_many(self.conn, self._schema, topics)
+        self.emitted.extend(events)
+        return events
+
 
 Handler = Callable[[CloudEvent[Any], Tx], Awaitable[None]]
 
@@ -114,12 +133,15 @@ class DurableConsumer:
         metrics: RuntimeMetrics,
         pool: Callable[[], asyncpg.Pool],
         producer: Callable[[], AIOKafkaProducer],
+        wake_relay: Callable[[], None] | None = None,
     ) -> None:
         self._service = service
         self._settings = settings
         self._metrics = metrics
         self._pool = pool
         self._producer = producer
+        # Called after a transaction that emitted commits: the outbox relay publishes at once.
+        self._wake_relay = wake_relay
         self._handlers: dict[str, tuple[str, Handler]] = {}
         self._infra_failures = 0
         self._kafka_consumer: AIOKafkaConsumer | None = None
@@ -182,10 +204,15 @@ class DurableConsumer:
         async with self._pool().acquire() as conn, conn.transaction():
             if not await inbox.claim(conn, self.inbox_name(event_type), event.id, event.type):
                 return False
-            await handler(
-                event, Tx(conn, service=self._service, settings=self._settings, cause=event)
-            )
+            tx = Tx(conn, service=self._service, settings=self._settings, cause=event)
+            await handler(event, tx)
+        self.committed(tx)
         return True
+
+    def committed(self, tx: Tx) -> None:
+        """``tx`` has committed: wake the relay if it emitted anything."""
+        if tx.emitted and self._wake_relay is not None:
+            self._wake_relay()
 
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, error: str, attempts: int

@@ -92,6 +92,7 @@ class ServiceRuntime:
             metrics=self.metrics,
             pool=lambda: self.pool,
             producer=lambda: self.producer,
+            wake_relay=self.wake_relay,
         )
         self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
         self._batches: list[tuple[BatchConsumer, AssignmentTracker, dict[str, Any]]] = []
@@ -136,6 +137,7 @@ class ServiceRuntime:
             metrics=self.metrics,
             pool=lambda: self.pool,
             producer=lambda: self.producer,
+            wake_relay=self.wake_relay,
         )
         tracker = AssignmentTracker(before_revoke=consumer.commit)
         options = {
@@ -184,7 +186,15 @@ class ServiceRuntime:
     async def transaction(self, correlationid: str | None = None) -> AsyncIterator[Tx]:
         """A transaction outside any handler (an API call) that can emit through the outbox."""
         async with self.pool.acquire() as conn, conn.transaction():
-            yield Tx(conn, service=self.name, settings=self.settings, correlationid=correlationid)
+            tx = Tx(conn, service=self.name, settings=self.settings, correlationid=correlationid)
+            yield tx
+        if tx.emitted:
+            self.wake_relay()
+
+    def wake_relay(self) -> None:
+        """Something this process emitted has committed: let the relay publish it now."""
+        if self.relay is not None:
+            self.relay.wake()
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, *, relay: bool = True) -> None:

@@ -10,6 +10,8 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from pydantic import BaseModel
+
 from mlcp.contracts import (
     CloudEvent,
     DataArrived,
@@ -23,6 +25,7 @@ from mlcp.contracts import (
 )
 from mlcp.contracts.types import MAX_TRIGGERS
 from mlcp.runtime import Settings, Tx
+from mlcp.runtime.db import Conn
 from mlcp.runtime.platform import ModelConfig, PlatformConfig
 from mlcp.runtime.telemetry import current_traceparent
 from mlcp.trainer import domain, store
@@ -47,10 +50,6 @@ class TrainerHandlers:
             return self.config.model(name)
         except KeyError as exc:
             raise domain.UnknownModel(exc.args[0]) from None
-
-    def _tx(self, tx: Tx, cause: CloudEvent[Any]) -> Tx:
-        # One Tx per event on the shared connection: what it emits is chained to that event.
-        return Tx(tx.conn, service=self._service, settings=self._settings, cause=cause)
 
     async def on_data_arrived(self, event: CloudEvent[Any], tx: Tx) -> None:
         """Add the batch to its dataset's ledger; request a retrain where a threshold is crossed."""
@@ -82,12 +81,18 @@ class TrainerHandlers:
         events: list[CloudEvent[Any]],
         actual: dict[str, str | None],
     ) -> None:
+        # The decisions are taken in memory, in event order, under the locks; what they write
+        # (ledger + head, outbox rows, requests + counters) goes out in one statement each, so
+        # a batch costs the same round trips whether it crosses the threshold zero or 40 times.
         conn = tx.conn
         head = await store.lock_dataset(conn, dataset)
+        committed_seq = head.last_seq  # ledger positions up to here are in the table
         known = await store.ledger_sha256s(conn, dataset, [e.data.batch_id for e in events])
         models = self.config.models_fed_by(dataset)
         triggers = {m: await store.lock_trigger(conn, m, dataset) for m in models}
-        pending: list[store.LedgerEntry] = []
+        accepted: list[store.LedgerEntry] = []
+        outgoing: list[tuple[BaseModel, CloudEvent[Any] | None]] = []
+        decided: list[tuple[int, TrainingRequested, store.DatasetState, CloudEvent[Any]]] = []
         for event in events:
             data: DataArrived = event.data
             if data.batch_id in known:
@@ -99,11 +104,11 @@ class TrainerHandlers:
                 continue  # a re-sent batch: already counted
             digest = actual[event.id]
             if digest is not None and digest != data.sha256:
-                await self._reject(self._tx(tx, event), event, digest, models)
+                await self._reject(conn, event, digest, models, outgoing)
                 continue
             head = store.DatasetState(dataset, head.last_seq + 1, head.total_rows + data.rows)
             known[data.batch_id] = data.sha256
-            pending.append(
+            accepted.append(
                 store.LedgerEntry(
                     event.id, data, head.last_seq, head.total_rows, digest is not None
                 )
@@ -118,33 +123,54 @@ class TrainerHandlers:
                 )
                 if request is None:
                     continue
-                await store.insert_ledger(conn, pending)  # the ids below read them back
-                pending = []
-                ids = await store.event_ids_after(conn, dataset, state.consumed_seq, MAX_TRIGGERS)
+                ids = [e.event_id for e in accepted if e.seq > state.consumed_seq]
+                if state.consumed_seq < committed_seq:  # the crossing covers earlier batches
+                    older = await store.event_ids_after(
+                        conn, dataset, state.consumed_seq, MAX_TRIGGERS
+                    )
+                    ids = older + ids
                 request = request.model_copy(update={"trigger_event_ids": tuple(ids)})
-                await self._request(self._tx(tx, event), request, head, event)
+                decided.append((len(outgoing), request, head, event))
+                outgoing.append((request, event))
                 triggers[model] = replace(
                     state, consumed_seq=head.last_seq, consumed_rows=head.total_rows
                 )
-        await store.insert_ledger(conn, pending)
-        await store.set_head(conn, head)
+        await store.append_ledger(conn, head, accepted)
+        emitted = await tx.emit_many(outgoing)
+        await store.record_requests(
+            conn,
+            [
+                store.RequestRecord(emitted[i].id, request, covered, cause.time)
+                for i, request, covered, cause in decided
+            ],
+        )
 
-    async def _reject(self, tx: Tx, event: CloudEvent[Any], actual: str, models: list[str]) -> None:
+    async def _reject(
+        self,
+        conn: Conn,
+        event: CloudEvent[Any],
+        actual: str,
+        models: list[str],
+        outgoing: list[tuple[BaseModel, CloudEvent[Any] | None]],
+    ) -> None:
         data: DataArrived = event.data
         reason = (
             f"batch {data.batch_id} of dataset {data.dataset} rejected: sha256 mismatch: "
             f"DataArrived declares {data.sha256}, the file at {data.uri} has {actual}"
         )
-        await store.record_rejected(tx.conn, data, event_id=event.id, actual=actual, reason=reason)
+        await store.record_rejected(conn, data, event_id=event.id, actual=actual, reason=reason)
         for model in models:
-            await tx.emit(
-                RunFailed(
-                    run_id=f"rejected-batch:{event.id}",
-                    model=model,
-                    reason="data_threshold",
-                    stage="verify_data",
-                    error=reason,
-                    error_type="ChecksumMismatch",
+            outgoing.append(
+                (
+                    RunFailed(
+                        run_id=f"rejected-batch:{event.id}",
+                        model=model,
+                        reason="data_threshold",
+                        stage="verify_data",
+                        error=reason,
+                        error_type="ChecksumMismatch",
+                    ),
+                    event,
                 )
             )
 

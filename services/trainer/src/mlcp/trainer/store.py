@@ -110,38 +110,31 @@ class LedgerEntry:
     verified: bool
 
 
-async def insert_ledger(conn: Conn, entries: list[LedgerEntry]) -> None:
-    """Write accepted batches (their dataset row must be locked by this transaction)."""
+async def append_ledger(conn: Conn, head: DatasetState, entries: list[LedgerEntry]) -> None:
+    """Write accepted batches and move the dataset's head to ``head``, in one statement (the
+    dataset row must be locked by this transaction)."""
     if not entries:
         return
-    await conn.executemany(
-        """INSERT INTO ledger (dataset, seq, batch_id, event_id, uri, rows, cum_rows, sha256,
-                               completeness, format, verified)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
-        [
-            (
-                e.data.dataset,
-                e.seq,
-                e.data.batch_id,
-                e.event_id,
-                e.data.uri,
-                e.data.rows,
-                e.cum_rows,
-                e.data.sha256,
-                e.data.completeness,
-                e.data.format,
-                e.verified,
-            )
-            for e in entries
-        ],
-    )
-
-
-async def set_head(conn: Conn, head: DatasetState) -> None:
-    """Move the locked dataset's head after ``insert_ledger``."""
     await conn.execute(
-        "UPDATE datasets SET last_seq = $2, total_rows = $3, updated_at = now() WHERE dataset = $1",
+        """WITH added AS (
+               INSERT INTO ledger (dataset, seq, batch_id, event_id, uri, rows, cum_rows, sha256,
+                                   completeness, format, verified)
+               SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[],
+                                        $6::bigint[], $7::bigint[], $8::text[], $9::float8[],
+                                        $10::text[], $11::bool[]))
+           UPDATE datasets SET last_seq = $12, total_rows = $13, updated_at = now()
+           WHERE dataset = $1""",
         head.dataset,
+        [e.seq for e in entries],
+        [e.data.batch_id for e in entries],
+        [e.event_id for e in entries],
+        [e.data.uri for e in entries],
+        [e.data.rows for e in entries],
+        [e.cum_rows for e in entries],
+        [e.data.sha256 for e in entries],
+        [e.data.completeness for e in entries],
+        [e.data.format for e in entries],
+        [e.verified for e in entries],
         head.last_seq,
         head.total_rows,
     )
@@ -221,6 +214,16 @@ async def lock_trigger(conn: Conn, model: str, dataset: str) -> TriggerState:
     )
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """A request this trainer decided, covering its dataset's ledger up to ``dataset``."""
+
+    request_id: str
+    request: TrainingRequested
+    dataset: DatasetState
+    requested_at: datetime
+
+
 async def record_request(
     conn: Conn,
     *,
@@ -230,32 +233,50 @@ async def record_request(
     requested_at: datetime,
 ) -> None:
     """Remember a request and move the model's counter to the ledger head it covers."""
+    await record_requests(conn, [RequestRecord(request_id, request, dataset, requested_at)])
+
+
+async def record_requests(conn: Conn, records: list[RequestRecord]) -> None:
+    """Remember requests (in decision order) and move each model's counter to the ledger head
+    its last one covers; one statement (the models' trigger rows must be locked)."""
+    if not records:
+        return
+    last: dict[str, RequestRecord] = {}
+    drift_at: dict[str, datetime] = {}
+    for r in records:
+        last[r.request.model] = r
+        if r.request.reason == "drift":
+            drift_at[r.request.model] = r.requested_at
     await conn.execute(
-        """INSERT INTO training_requests (request_id, model, reason, dataset, ledger_seq,
-                                          rows_since_last_run, threshold, requested_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING""",
-        request_id,
-        request.model,
-        request.reason,
-        dataset.dataset,
-        dataset.last_seq,
-        request.rows_since_last_run,
-        request.threshold,
-        request.requested_by,
-    )
-    await conn.execute(
-        """UPDATE model_triggers
-           SET consumed_seq = $2, consumed_rows = $3, last_request_id = $4,
-               last_requested_at = $5, dataset = $6,
-               last_drift_request_at = CASE WHEN $7 THEN $5 ELSE last_drift_request_at END
-           WHERE model = $1""",
-        request.model,
-        dataset.last_seq,
-        dataset.total_rows,
-        request_id,
-        requested_at,
-        dataset.dataset,
-        request.reason == "drift",
+        """WITH recorded AS (
+               INSERT INTO training_requests (request_id, model, reason, dataset, ledger_seq,
+                                              rows_since_last_run, threshold, requested_by)
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                    $5::bigint[], $6::bigint[], $7::bigint[], $8::text[])
+               ON CONFLICT DO NOTHING)
+           UPDATE model_triggers t
+           SET consumed_seq = u.seq, consumed_rows = u.total_rows, last_request_id = u.request_id,
+               last_requested_at = u.requested_at, dataset = u.dataset,
+               last_drift_request_at = COALESCE(u.drift_at, t.last_drift_request_at)
+           FROM unnest($9::text[], $10::bigint[], $11::bigint[], $12::text[],
+                       $13::timestamptz[], $14::text[], $15::timestamptz[])
+                AS u(model, seq, total_rows, request_id, requested_at, dataset, drift_at)
+           WHERE t.model = u.model""",
+        [r.request_id for r in records],
+        [r.request.model for r in records],
+        [r.request.reason for r in records],
+        [r.dataset.dataset for r in records],
+        [r.dataset.last_seq for r in records],
+        [r.request.rows_since_last_run for r in records],
+        [r.request.threshold for r in records],
+        [r.request.requested_by for r in records],
+        list(last),
+        [r.dataset.last_seq for r in last.values()],
+        [r.dataset.total_rows for r in last.values()],
+        [r.request_id for r in last.values()],
+        [r.requested_at for r in last.values()],
+        [r.dataset.dataset for r in last.values()],
+        [drift_at.get(model) for model in last],
     )
 
 
