@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mlcp.cli.demo.command import demo
+from mlcp.cli.dlq import dlq_app
 from mlcp.cli.registry import add_registry_commands
 from mlcp.devstack.cli import app as dev_app
 
@@ -40,6 +41,7 @@ emit_app = typer.Typer(
 events_app = typer.Typer(help="Look at the bus.", no_args_is_help=True)
 app.add_typer(emit_app, name="emit")
 app.add_typer(events_app, name="events")
+app.add_typer(dlq_app, name="dlq")
 add_registry_commands(app)
 app.command()(demo)
 
