@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.applications import Starlette
@@ -15,7 +17,7 @@ from mlcp.contracts import (
     ExternalCheckReported,
     ModelVersionRegistered,
 )
-from mlcp.gatekeeper import store
+from mlcp.gatekeeper import scan, store
 from mlcp.gatekeeper.handlers import GateMetrics, Handlers, sweep_forever
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.platform import load_platform_config
@@ -71,6 +73,8 @@ def build(
     runtime.background(
         "sweep", lambda: sweep_forever(runtime, handlers, gatekeeper.sweep_interval_s)
     )
+    if any(s.kind == "security_scan" for m in config.models.values() for s in m.gates):
+        runtime.background("scanner-warm-up", lambda: asyncio.to_thread(scan.warm_up))
     runtime.on(ModelVersionRegistered.TYPE, handlers.on_registered)
     runtime.on(ApprovalGranted.TYPE, handlers.on_approval_granted)
     runtime.on(ApprovalRejected.TYPE, handlers.on_approval_rejected)

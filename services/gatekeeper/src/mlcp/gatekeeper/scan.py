@@ -97,8 +97,14 @@ def scan_artifact(artifact: ArtifactRef, root: Path, trusted: Sequence[str] = ()
         return ScanReport(expected, actual, "scanner", error=f"scan failed: {exc}")
 
 
+def warm_up() -> None:
+    """Import the skops scanner (and with it scikit-learn): seconds of CPU that the first
+    security_scan would otherwise pay while a candidate waits. Run in a thread at start."""
+    import skops.io  # type: ignore[import-untyped]  # noqa: F401
+
+
 def _scan_skops(path: Path, sha: str, trusted: Sequence[str]) -> ScanReport:
-    from skops.io import get_untrusted_types  # type: ignore[import-untyped]
+    from skops.io import get_untrusted_types
 
     untrusted = get_untrusted_types(file=path)
     unsafe = tuple(t for t in untrusted if not _trusted(t, trusted))
