@@ -29,7 +29,7 @@ app = typer.Typer(
     help="mlcp — model-governance control plane. The bus and dev-stack commands read the "
     "MLCP_* settings; the registry commands talk to MLCP_REGISTRY_URL with MLCP_TOKEN. "
     "Exit codes: 0 ok, 1 refused by the registry, 2 usage or configuration, "
-    "3 registry unreachable.",
+    "3 registry or Kafka unreachable.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
