@@ -165,8 +165,9 @@ async def main(quick: bool, json_path: Path | None) -> None:
                 ms, times = await one(i, work, producer, prefix, watcher)
                 trained = (times[RunFinished.TYPE] - times[RunStarted.TYPE]) * 1000
                 print(
-                    f"repetition {i + 1}/{warmup + n}: {ms:.0f} ms end to end, "
-                    f"training {trained:.0f} ms{' (warm-up)' if i < warmup else ''}",
+                    f"repetition {i + 1}/{warmup + n}: {ms:.0f} ms end to end, training "
+                    f"{trained:.0f} ms, {ms - trained:.0f} ms without it"
+                    f"{' (warm-up)' if i < warmup else ''}",
                     flush=True,
                 )
                 if i >= warmup:
