@@ -40,6 +40,7 @@ from mlcp.contracts import (
 from mlcp.runtime import inbox
 from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Tx
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
+from mlcp.runtime.telemetry import cause_traces, record_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class BatchConsumer(DurableConsumer):
 
     async def process_batch(self, records: Sequence[Any]) -> Outcome:
         """Apply one batch; RETRY_LATER means "read the whole batch again"."""
-        topic, event_type, handler = self.topics[0], self.event_type, self._batch_handler
+        event_type = self.event_type
         started = time.perf_counter()
         events: list[CloudEvent[Any]] = []
         records_by_id: dict[str, Any] = {}
@@ -138,7 +139,18 @@ class BatchConsumer(DurableConsumer):
                 events.append(event)
         if not events:
             return Outcome.APPLIED
+        traces = {
+            event_id: traceparent
+            for event_id, record in records_by_id.items()
+            if (traceparent := record_traceparent(record.headers)) is not None
+        }
+        with cause_traces(traces):
+            return await self._apply_with_retries(events, records_by_id, started)
 
+    async def _apply_with_retries(
+        self, events: list[CloudEvent[Any]], records_by_id: dict[str, Any], started: float
+    ) -> Outcome:
+        topic, event_type, handler = self.topics[0], self.event_type, self._batch_handler
         attempt = 0
         while True:
             attempt += 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from opentelemetry import propagate, trace
@@ -134,3 +135,36 @@ def resumed_trace_headers(traceparent: str | None, name: str, **attributes: str)
     :func:`resume_trace`); the active span's headers when there is nothing to resume."""
     with resume_trace(traceparent, name, **attributes):
         return current_trace_headers()
+
+
+# The traceparent of each event of the batch being handled, by event id: a batch is consumed
+# under one span, but what an event of it causes belongs to that event's own trace.
+_cause_traces: ContextVar[Mapping[str, str] | None] = ContextVar("mlcp_cause_traces", default=None)
+
+
+@contextmanager
+def cause_traces(traces: Mapping[str, str]) -> Iterator[None]:
+    """While handling a batch: the ``traceparent`` of each of its events, by event id."""
+    token = _cause_traces.set(traces)
+    try:
+        yield
+    finally:
+        _cause_traces.reset(token)
+
+
+def outgoing_trace_headers(causationid: str | None, event_type: str) -> dict[str, str]:
+    """Trace headers of an event about to be emitted: its cause's own trace when the cause came
+    in a batch (linked to the batch's span), else the active span's."""
+    traces = _cause_traces.get()
+    traceparent = traces.get(causationid) if traces and causationid else None
+    if traceparent is None:
+        return current_trace_headers()
+    return resumed_trace_headers(traceparent, f"mlcp.emit {event_type}")
+
+
+def record_traceparent(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
+    """The ``traceparent`` header of a Kafka record, if any."""
+    for key, value in headers or ():
+        if key == "traceparent":
+            return value.decode("latin-1")
+    return None
