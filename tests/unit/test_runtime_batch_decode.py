@@ -1,4 +1,5 @@
-"""The batch decoder of mlcp.runtime.batch accepts exactly what ``decode_event`` accepts.
+"""The batch decoder of mlcp.runtime.batch accepts exactly what ``decode_event`` accepts; the
+batch parser of mlcp.runtime.broker hands the records over without per-record work.
 
 Its contract: for every record, either the same event as ``decode_event`` or None (then the
 consumer asks ``decode_event``, which raises the ContractError the dead letter carries). It must
@@ -157,3 +158,43 @@ def test_mutated_records_are_never_accepted_wrongly(data: st.DataObject) -> None
 def test_the_decoder_knows_every_catalog_type() -> None:
     for event_type in EVENT_TYPES:
         assert BatchDecoder(event_type).decode([]) == []
+
+
+def _record(offset: int, value: bytes, headers: list[tuple[str, bytes]]) -> Any:
+    from aiokafka import ConsumerRecord
+
+    return ConsumerRecord(
+        topic="t",
+        partition=0,
+        offset=offset,
+        timestamp=1000 + offset,
+        timestamp_type=0,
+        key=b"k",
+        value=value,
+        checksum=None,
+        serialized_key_size=1,
+        serialized_value_size=len(value),
+        headers=headers,
+    )
+
+
+async def test_the_batch_parser_keeps_the_records_and_skips_per_record_headers() -> None:
+    from faststream.kafka.message import KafkaAckableMessage
+    from faststream.kafka.parser import AioKafkaBatchParser, AioKafkaParser
+
+    from mlcp.runtime.broker import batch_parser
+
+    parser = AioKafkaBatchParser(msg_class=KafkaAckableMessage, regex=None)
+    records = (
+        _record(7, b"a", [("traceparent", b"00-1-2-01")]),
+        _record(8, b"b", [("traceparent", b"00-3-4-01")]),
+    )
+    message = await batch_parser(records, parser.parse_batch)
+    assert message.raw_message is records
+    assert message.body == [b"a", b"b"]
+    assert message.headers == {"traceparent": "00-1-2-01"}  # the first record's: one span
+    assert message.batch_headers == []
+    assert message.message_id == "7-8-1007"
+    # FastStream's own parser for anything else (a single record, another parser).
+    single = await batch_parser(records[0], AioKafkaParser(KafkaAckableMessage, None).parse_message)
+    assert single.raw_message is records[0]
