@@ -71,7 +71,9 @@ async def wait_settled(infra: Infra, group: str, topic: str, *, timeout: float, 
     await wait_for(consumed_all, timeout=timeout, what=what)
 
 
-async def wait_ready(port: int, proc: Any) -> None:
+async def wait_ready(port: int, proc: Any, timeout: float = 120) -> None:
+    """Until the service answers /readyz (generous: a loaded 2-core machine starts slowly)."""
+
     async def ready() -> bool:
         assert proc.popen.poll() is None, f"service exited:\n{proc.output()}"
         try:
@@ -82,7 +84,7 @@ async def wait_ready(port: int, proc: Any) -> None:
         except httpx.HTTPError:
             return False
 
-    await wait_for(ready, timeout=60, what="/readyz")
+    await wait_for(ready, timeout=timeout, what="/readyz")
 
 
 async def test_outbox_relay_killed_after_publish_is_applied_once(

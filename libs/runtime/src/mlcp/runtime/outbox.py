@@ -26,7 +26,7 @@ from mlcp.runtime.db import Conn
 from mlcp.runtime.faults import OUTBOX_AFTER_PUBLISH, crash_point
 from mlcp.runtime.kafka import encode_headers
 from mlcp.runtime.metrics import RuntimeMetrics
-from mlcp.runtime.telemetry import current_trace_headers
+from mlcp.runtime.telemetry import outgoing_trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,22 @@ async def enqueue_many(
     """
     if not events:
         return
-    headers = {"content-type": "application/cloudevents+json", **current_trace_headers()}
+    # Each event's own trace headers: in a batch, its cause's trace (outgoing_trace_headers).
+    headers = [
+        json.dumps(
+            {
+                "content-type": "application/cloudevents+json",
+                **outgoing_trace_headers(event.causationid, event.type),
+            }
+        )
+        for event, _ in events
+    ]
     await conn.execute(
         """WITH queued AS (
                INSERT INTO mlcp_outbox (event_id, topic, key, payload, headers)
-               SELECT e.event_id, e.topic, e.key, e.payload, $5::jsonb
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY
-                    AS e(event_id, topic, key, payload, ord)
+               SELECT e.event_id, e.topic, e.key, e.payload, e.headers::jsonb
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[])
+                    WITH ORDINALITY AS e(event_id, topic, key, payload, headers, ord)
                ORDER BY e.ord  -- ids (the relay's publish order) follow the emit order
                RETURNING 1)
            SELECT pg_notify($6, '')""",
@@ -65,7 +74,7 @@ async def enqueue_many(
         [topic for _, topic in events],
         [event.subject for event, _ in events],
         [encode_event(event) for event, _ in events],
-        json.dumps(headers),
+        headers,
         # NOTIFY is delivered on commit only and is not replayed: a wake-up, never the data.
         notify_channel(schema),
     )
