@@ -3,9 +3,11 @@ and a stop that leaves no process behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +46,40 @@ async def test_output_is_prefixed_crashes_restart_and_stop_kills_all() -> None:
         assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+ORPHAN_PARENT = """
+import asyncio, sys
+from mlcp.cli.supervise import Supervisor
+
+async def main():
+    supervisor = Supervisor(lambda *_: None, grace_s=5)
+    supervisor.add("child", [sys.executable, "-c", "import time; time.sleep(120)"])
+    await supervisor.start()
+    print(supervisor.pid("child"), flush=True)
+    await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+async def test_children_stop_when_the_supervisor_is_killed_with_sigkill() -> None:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", ORPHAN_PARENT, stdout=asyncio.subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    child_pid = int((await asyncio.wait_for(parent.stdout.readline(), 60)).decode())
+    os.kill(child_pid, 0)  # running
+    parent.kill()
+    await parent.wait()
+
+    async def child_gone() -> bool:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return True
+        # Reparented to init (or a subreaper): a zombie until reaped counts as gone.
+        stat = Path(f"/proc/{child_pid}/stat").read_text()  # noqa: ASYNC240  (procfs: instant)
+        return stat.split()[2] == "Z"
+
+    await wait_for(child_gone, timeout=20, what="the orphaned child to stop")

@@ -8,12 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_supervisor(supervisor_pid: int) -> Callable[[], None]:
+    """Runs in the child before exec: the kernel sends it SIGTERM when the supervisor dies, even
+    by ``kill -9`` (which gives the supervisor no chance to stop its children), so no service
+    outlives a killed ``mlcp up`` or ``mlcp demo``. Linux only; elsewhere a no-op."""
+
+    def arm() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor_pid:  # the supervisor died before prctl took effect
+            os._exit(1)
+
+    return arm
+
 
 COLORS = ["cyan", "magenta", "green", "yellow", "blue", "red", "bright_cyan", "bright_magenta"]
 
@@ -72,6 +91,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops the children
+            preexec_fn=_die_with_supervisor(os.getpid()),
         )
         child.started_at = time.monotonic()
         assert child.process.stdout is not None
