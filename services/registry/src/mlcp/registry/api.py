@@ -8,7 +8,8 @@ local to ``create_api``.
 """
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from mlcp.contracts import ApprovalGranted, ApprovalRejected, ExternalCheckRepor
 from mlcp.contracts.types import SLUG_PATTERN, UtcDatetime
 from mlcp.registry import domain, store
 from mlcp.registry.auth import Authenticator, Caller, Unauthenticated, new_token
+from mlcp.registry.cache import ReadCache, model_scope, token_scope
 from mlcp.registry.handlers import apply
 from mlcp.runtime import ServiceRuntime
 from mlcp.runtime.platform import GateStage, PlatformConfig
@@ -134,7 +136,30 @@ def _stage(config: PlatformConfig, model: str, name: str, kind: str) -> GateStag
     raise HTTPException(404, f"model {model!r} has no {kind} stage {name!r} in MLCP_CONFIG")
 
 
-def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformConfig) -> FastAPI:
+def _alias_answer(model: str, alias: str, found: dict[str, Any]) -> tuple[str, bytes]:
+    """The ETag and JSON body of an alias resolution, encoded once and then served from cache."""
+    body = {
+        "model": model,
+        "alias": alias,
+        "version": found["version"],
+        "status": found["status"],
+        "traffic_percent": found["traffic_percent"],
+        "artifact": {
+            "uri": found["artifact_uri"],
+            "sha256": found["artifact_sha256"],
+            "format": found["artifact_format"],
+        },
+        "updated_at": found["updated_at"],
+    }
+    encoded = json.dumps(
+        jsonable_encoder(body), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    )
+    return f'"{found["revision"]}"', encoded.encode()
+
+
+def create_api(
+    runtime: ServiceRuntime, auth: Authenticator, config: PlatformConfig, cache: ReadCache
+) -> FastAPI:
     """The API app; it reaches the database through ``runtime`` once the runtime has started."""
     api = FastAPI(
         title="mlcp registry",
@@ -145,13 +170,15 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
     )
     bearer = HTTPBearer(auto_error=False, description="An mlcp registry token")
 
+    def pool() -> Any:
+        return runtime.pool
+
     async def authorize(
-        conn: Any,
         credentials: HTTPAuthorizationCredentials | None,
         permission: domain.Permission | None,
     ) -> Caller:
         try:
-            caller = await auth.caller(conn, credentials.credentials if credentials else None)
+            caller = await auth.caller(pool, credentials.credentials if credentials else None)
         except Unauthenticated as exc:
             raise HTTPException(
                 401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="mlcp"'}
@@ -167,19 +194,9 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
         async def check(
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Caller:
-            async with runtime.pool.acquire() as conn:
-                return await authorize(conn, credentials, permission)
+            return await authorize(credentials, permission)
 
         return check
-
-    async def reader_connection(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> AsyncIterator[Any]:
-        # The hot path of polling inference services: one pooled connection for the token
-        # check and the lookup.
-        async with runtime.pool.acquire() as conn:
-            await authorize(conn, credentials, "read")
-            yield conn
 
     def perm(permission: domain.Permission | None) -> dict[str, Any]:
         return {"openapi_extra": {"x-required-permission": permission or "authenticated"}}
@@ -320,34 +337,27 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
 
     @api.get("/models/{model}/aliases/{alias}", **perm("read"))
     async def resolve_alias(
-        conn: Annotated[Any, Depends(reader_connection)],
-        request: Request,
-        model: ModelPath,
-        alias: AliasPath,
+        _: Reader, request: Request, model: ModelPath, alias: AliasPath
     ) -> Response:
         """The version behind an alias with its artifact; ETag / If-None-Match → 304."""
-        found = await store.resolve_alias(conn, model, alias)
-        if found is None:
-            await must_have_model(conn, model)
-            raise HTTPException(404, f"model {model!r} has no alias {alias!r}")
-        etag = f'"{found["revision"]}"'
+        # The hot path of polling inference services: answered from the read cache, which
+        # every alias move and status change drops (cache.py); the database on a miss.
+        scope = model_scope(model)
+        answer: tuple[str, bytes] | None = cache.get(scope, alias)
+        if answer is None:
+            ticket = cache.ticket()
+            async with runtime.pool.acquire() as conn:
+                found = await store.resolve_alias(conn, model, alias)
+                if found is None:
+                    await must_have_model(conn, model)
+                    raise HTTPException(404, f"model {model!r} has no alias {alias!r}")
+            answer = _alias_answer(model, alias, found)
+            cache.put(scope, alias, answer, ticket)
+        etag, body = answer
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-        body = {
-            "model": model,
-            "alias": alias,
-            "version": found["version"],
-            "status": found["status"],
-            "traffic_percent": found["traffic_percent"],
-            "artifact": {
-                "uri": found["artifact_uri"],
-                "sha256": found["artifact_sha256"],
-                "format": found["artifact_format"],
-            },
-            "updated_at": found["updated_at"],
-        }
-        return JSONResponse(jsonable_encoder(body), headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     @api.get("/models/{model}/aliases/{alias}/history", **perm("read"))
     async def alias_history(
@@ -416,6 +426,7 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
                 cause="manual",
                 now=now,
                 cause_event_id=None,
+                cache=cache,
             )
             return {"aliases": await store.get_aliases(tx.conn, model)}
 
@@ -453,6 +464,7 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
                 cause="manual",
                 now=now,
                 cause_event_id=None,
+                cache=cache,
             )
             return {"aliases": await store.get_aliases(tx.conn, model)}
 
@@ -644,6 +656,7 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
         async with runtime.transaction() as tx:
             if not await store.revoke_token(tx.conn, token_id, now):
                 raise HTTPException(404, f"no active token {token_id!r}")
+            await cache.invalidate(tx.conn, token_scope(token_id))
             await store.append_audit(
                 tx.conn,
                 actor=caller.principal,
@@ -663,6 +676,7 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
         async with runtime.transaction() as tx:
             if not await store.token_exists(tx.conn, token_id):
                 raise HTTPException(404, f"unknown token {token_id!r}")
+            await cache.invalidate(tx.conn, token_scope(token_id))
             grant = await store.insert_grant(
                 tx.conn, token_id, body.role, body.expiry(now), caller.principal
             )
@@ -682,6 +696,7 @@ def create_api(runtime: ServiceRuntime, auth: Authenticator, config: PlatformCon
             grant = await store.revoke_grant(tx.conn, grant_id, caller.principal, now)
             if grant is None or grant["token_id"] != token_id:
                 raise HTTPException(404, f"token {token_id!r} has no active grant {grant_id}")
+            await cache.invalidate(tx.conn, token_scope(token_id))
             await store.append_audit(
                 tx.conn, actor=caller.principal, action="grant_revoked", at=now, after=grant
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from mlcp.contracts import CanaryHealthy, GateFailed, GatePassed, ModelDegraded, RunFinished
 from mlcp.registry.api import create_api
 from mlcp.registry.auth import Authenticator, RegistrySettings
+from mlcp.registry.cache import ReadCache
+from mlcp.registry.fastlane import AliasFastLane
 from mlcp.registry.handlers import Handlers
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.platform import load_platform_config
@@ -27,14 +29,17 @@ def build(
         migrations_dir=service_migrations_dir(__file__),
         settings=settings,
     )
-    handlers = Handlers(config)
+    cache = ReadCache(settings.database_url, runtime.schema)
+    runtime.background("read-cache", cache.run, stop=cache.stop, grace_s=5.0)
+    handlers = Handlers(config, cache)
     runtime.on(RunFinished.TYPE, handlers.on_run_finished)
     runtime.on(GatePassed.TYPE, handlers.on_gate_passed)
     runtime.on(GateFailed.TYPE, handlers.on_gate_failed)
     runtime.on(CanaryHealthy.TYPE, handlers.on_canary_healthy)
     runtime.on(ModelDegraded.TYPE, handlers.on_model_degraded)
     auth = Authenticator(
-        bootstrap_token=own.bootstrap_token.get_secret_value() if own.bootstrap_token else None
+        bootstrap_token=own.bootstrap_token.get_secret_value() if own.bootstrap_token else None,
+        cache=cache,
     )
-    runtime.mount("/", create_api(runtime, auth, config))
+    runtime.mount("/", AliasFastLane(create_api(runtime, auth, config, cache), auth, cache))
     return runtime

@@ -4,8 +4,10 @@ A token is ``mlcp_<id>_<secret>``: the id finds the row, the 256-bit secret is c
 its scrypt hash (per-token salt), so a copy of the database reveals no usable token. scrypt is
 deliberately slow (~50 ms); a verified token is remembered in process memory by the sha256 of
 the whole token, so each token pays that once per process and an inference service polling an
-alias pays one indexed query. Revocation and grant expiry are read from the database on every
-request, so they take effect at once.
+alias pays nothing more. The token's row (principal, revocation, grants with their expiry) is
+kept in the registry's read cache (``cache.py``), which every token or grant change drops in
+every registry process through NOTIFY, so revocation takes effect at once; grant expiry is
+compared with the clock on every request.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlcp.registry import domain, store
-from mlcp.runtime.db import Conn
+from mlcp.registry.cache import ReadCache, token_scope
 
 BOOTSTRAP_PRINCIPAL = "bootstrap-admin"
 _TOKEN = re.compile(r"^mlcp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -86,23 +90,27 @@ def new_token() -> tuple[str, str, str]:
 class Authenticator:
     """Turns a presented bearer token into a ``Caller``."""
 
-    def __init__(self, *, bootstrap_token: str | None = None) -> None:
+    def __init__(
+        self, *, bootstrap_token: str | None = None, cache: ReadCache | None = None
+    ) -> None:
         self._bootstrap = bootstrap_token
         self._verified: dict[str, str] = {}  # sha256(token) → token id
+        self._cache = cache
 
-    async def caller(self, conn: Conn, presented: str | None) -> Caller:
-        """The caller behind ``presented``; ``Unauthenticated`` when it proves nothing."""
+    async def caller(self, pool: Callable[[], Any], presented: str | None) -> Caller:
+        """The caller behind ``presented``; ``Unauthenticated`` when it proves nothing.
+
+        ``pool()`` is the database pool, acquired from only when the token's row is not cached.
+        """
         if not presented:
             raise Unauthenticated("missing bearer token")
-        if self._bootstrap is not None and hmac.compare_digest(
-            presented.encode(), self._bootstrap.encode()
-        ):
+        if self._is_bootstrap(presented):
             return Caller(BOOTSTRAP_PRINCIPAL, ("admin",), None)
         match = _TOKEN.match(presented)
         if match is None:
             raise Unauthenticated("malformed bearer token")
         token_id, secret = match.groups()
-        row = await store.token_auth(conn, token_id)
+        row = await self._token_row(pool, token_id)
         if row is None:
             raise Unauthenticated("unknown token")
         if row["revoked_at"] is not None:
@@ -115,6 +123,44 @@ class Authenticator:
             if len(self._verified) >= _CACHE_LIMIT:
                 self._verified.clear()
             self._verified[fingerprint] = token_id
-        grants = list(zip(row["roles"], row["expires"], row["revoked"], strict=True))
-        roles = domain.active_roles(grants, datetime.now(UTC))
-        return Caller(row["principal"], tuple(roles), token_id)
+        return _identify(row, token_id)
+
+    def cached_caller(self, presented: str) -> Caller | None:
+        """The caller behind ``presented`` when memory alone proves it — the bootstrap token, or
+        a token already verified whose row is cached; None means: ask :meth:`caller`."""
+        if self._is_bootstrap(presented):
+            return Caller(BOOTSTRAP_PRINCIPAL, ("admin",), None)
+        match = _TOKEN.match(presented)
+        if match is None or self._cache is None:
+            return None
+        token_id = match.group(1)
+        row: dict[str, Any] | None = self._cache.get(token_scope(token_id))
+        if row is None or row["revoked_at"] is not None:
+            return None
+        if self._verified.get(hashlib.sha256(presented.encode()).hexdigest()) != token_id:
+            return None
+        return _identify(row, token_id)
+
+    def _is_bootstrap(self, presented: str) -> bool:
+        return self._bootstrap is not None and hmac.compare_digest(
+            presented.encode(), self._bootstrap.encode()
+        )
+
+    async def _token_row(self, pool: Callable[[], Any], token_id: str) -> dict[str, Any] | None:
+        cache, scope = self._cache, token_scope(token_id)
+        row: dict[str, Any] | None = cache.get(scope) if cache is not None else None
+        if row is not None:
+            return row
+        ticket = cache.ticket() if cache is not None else 0
+        async with pool().acquire() as conn:
+            row = await store.token_auth(conn, token_id)
+        if row is not None and cache is not None:
+            cache.put(scope, "", row, ticket)
+        return row
+
+
+def _identify(row: dict[str, Any], token_id: str) -> Caller:
+    # Grant expiry against the clock of this request, whether the row came from cache or not.
+    grants = list(zip(row["roles"], row["expires"], row["revoked"], strict=True))
+    roles = domain.active_roles(grants, datetime.now(UTC))
+    return Caller(row["principal"], tuple(roles), token_id)

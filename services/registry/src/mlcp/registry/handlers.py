@@ -24,6 +24,7 @@ from mlcp.contracts import (
     RunFinished,
 )
 from mlcp.registry import domain, store
+from mlcp.registry.cache import ReadCache, model_scope
 from mlcp.registry.domain import Transition
 from mlcp.runtime import Tx
 from mlcp.runtime.platform import PlatformConfig, RolloutPolicy
@@ -54,10 +55,13 @@ async def apply(
     cause: str,
     now: datetime,
     cause_event_id: str | None,
+    cache: ReadCache,
 ) -> None:
     """Persist a transition, audit it and announce it (ModelPromoted / ModelRolledBack)."""
     if transition.kind == "none":
         return
+    # Alias moves and status changes alter what the model's alias lookups return.
+    await cache.invalidate(tx.conn, model_scope(model))
     before = dataclasses.asdict(await store.get_rollout(tx.conn, model))
     await store.apply_transition(
         tx.conn,
@@ -128,8 +132,9 @@ async def apply(
 class Handlers:
     """The registry's subscribers; they read the rollout policy from the platform config."""
 
-    def __init__(self, config: PlatformConfig) -> None:
+    def __init__(self, config: PlatformConfig, cache: ReadCache) -> None:
         self._config = config
+        self._cache = cache
 
     def _policy(self, model: str) -> RolloutPolicy:
         configured = self._config.models.get(model)
@@ -290,4 +295,5 @@ class Handlers:
             cause=cause,
             now=_now(),
             cause_event_id=event.id,
+            cache=self._cache,
         )
