@@ -437,7 +437,7 @@ async def assert_lifecycles_complete(bed: Bed, lifecycles: list[Lifecycle]) -> N
 async def test_lifecycle_scenario(private_stack: PrivateStack, tmp_path: Path) -> None:
     lc = Lifecycle("churn")
     async with bed_for(private_stack, tmp_path, [lc.model]) as bed:
-        await run_lifecycle(bed, lc, step_timeout=600)
+        await run_lifecycle(bed, lc, step_timeout=STEP_TIMEOUT_S)
         assert (lc.v1, lc.v2) == ("1.0.0", "1.0.1"), "new data only: a patch version"
         await reconciled(bed, lambda: expectations(bed, [lc]), timeout=90)
         await assert_lifecycles_complete(bed, [lc])
@@ -486,6 +486,9 @@ async def test_lifecycle_scenario(private_stack: PrivateStack, tmp_path: Path) -
 
 MODELS = int(os.environ.get("MLCP_E2E_MODELS", "6"))
 KILLS_PER_SERVICE = int(os.environ.get("MLCP_E2E_KILLS", "2"))
+# Deadlines, not waits: a passing run never sleeps them out. A slow, shared machine needs more.
+TIMEOUT_S = int(os.environ.get("MLCP_E2E_TIMEOUT_S", "1800"))
+STEP_TIMEOUT_S = float(os.environ.get("MLCP_E2E_STEP_TIMEOUT_S", "600"))
 
 
 @dataclass
@@ -533,7 +536,7 @@ async def inject(
             done.append(Fault(round(at, 1), what, round(took, 1)))
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(TIMEOUT_S)
 async def test_lifecycles_survive_kills_and_restarts(
     private_stack: PrivateStack, tmp_path: Path
 ) -> None:
@@ -554,7 +557,10 @@ async def test_lifecycles_survive_kills_and_restarts(
         await bed.bus.send_raw("mlcp.data.arrived.v1", b"m0-events", b"{not json")
         started = time.monotonic()
         injector = asyncio.create_task(inject(bed, plan(rng), phases, faults))
-        drivers = [run_lifecycle(bed, lc, step_timeout=600, reached=reached) for lc in lifecycles]
+        drivers = [
+            run_lifecycle(bed, lc, step_timeout=STEP_TIMEOUT_S, reached=reached)
+            for lc in lifecycles
+        ]
         results = await asyncio.gather(*drivers, return_exceptions=True)
         wall = time.monotonic() - started
         late = len(faults)
