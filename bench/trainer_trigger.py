@@ -224,20 +224,22 @@ async def stages(
     requests = [received.by_cause[c][1] for c in crossings]
     conn = await asyncpg.connect(DATABASE)
     try:
-        began = dict(
-            await conn.fetch(
+        began: dict[str, float] = {
+            r[0]: r[1]
+            for r in await conn.fetch(
                 f"""SELECT event_id, extract(epoch FROM arrived_at)::float8 FROM {schema}.ledger
                     WHERE event_id = ANY($1::text[])""",
                 crossings,
             )
-        )
-        claimed = dict(
-            await conn.fetch(
+        }
+        claimed: dict[str, float] = {
+            r[0]: r[1]
+            for r in await conn.fetch(
                 f"""SELECT event_id, extract(epoch FROM published_at)::float8
                     FROM {schema}.mlcp_outbox WHERE event_id = ANY($1::text[])""",
                 requests,
             )
-        )
+        }
     finally:
         await conn.close()
     out: dict[str, list[float]] = {name: [] for name in STAGES}
@@ -294,6 +296,7 @@ async def main(args: argparse.Namespace) -> None:
     trials: list[dict[str, float]] = []
     stage_medians: dict[str, list[float]] = {name: [] for name in STAGES}
     received = Received()
+    consumer: AIOKafkaConsumer | None = None
     collector: asyncio.Task[None] | None = None
     try:
         await admin.create_topics([NewTopic(raw_topic, 3, 1)])
@@ -332,6 +335,8 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         if collector is not None:
             collector.cancel()
+        if consumer is not None:
+            await consumer.stop()
         await producer.stop()
         service.stop()
         conn = await asyncpg.connect(DATABASE)

@@ -212,28 +212,40 @@ class TrainerHandlers:
 
     async def on_training_requested(self, event: CloudEvent[Any], tx: Tx) -> None:
         """Queue the run of a request (the worker trains it); one run per request id."""
-        request: TrainingRequested = event.data
-        cfg = self._model(request.model)
-        seq = await store.request_seq(tx.conn, event.id)
-        if seq is None:
-            # Requested by someone else (the CLI publishing directly, another tool): the run
-            # covers the ledger as it is now, and the model's counter restarts from here.
-            head = await store.lock_dataset(tx.conn, cfg.dataset)
-            await store.lock_trigger(tx.conn, request.model, cfg.dataset)
+        await self.on_training_requested_batch([event], tx)
+
+    async def on_training_requested_batch(self, events: list[CloudEvent[Any]], tx: Tx) -> None:
+        """Queue the runs of requests, a Kafka batch in one transaction and a few statements
+        (the trainer's own requests come back at up to one per threshold crossing)."""
+        decided = await store.decided_requests(tx.conn, [e.id for e in events])
+        configs = {e.id: self._model(e.data.model) for e in events}
+        # A request decided elsewhere (the CLI publishing directly, another tool) covers the
+        # ledger as it is now and restarts the model's counter. It takes its dataset's lock, so
+        # those go in dataset order like every other transaction (no lock-order deadlock), and
+        # the run keeps the trace of the consumption (the request has no outbox row here).
+        foreign = [e for e in events if e.id not in decided]
+        for event in sorted(foreign, key=lambda e: configs[e.id].dataset):
+            request: TrainingRequested = event.data
+            dataset = configs[event.id].dataset
+            head = await store.lock_dataset(tx.conn, dataset)
+            await store.lock_trigger(tx.conn, request.model, dataset)
             await store.record_request(
                 tx.conn, request_id=event.id, request=request, dataset=head, requested_at=event.time
             )
-            seq = head.last_seq
-        await store.insert_run(
-            tx.conn,
-            run_id=run_id_for(event.id),
-            request_id=event.id,
-            request_event=encode_event(event),
-            request=request,
-            dataset=cfg.dataset,
-            ledger_seq=seq,
-        )
-        await store.remember_run_trace(tx.conn, run_id_for(event.id), current_traceparent())
+            decided[event.id] = (head.last_seq, current_traceparent())
+        runs = [
+            store.QueuedRun(
+                run_id=run_id_for(e.id),
+                request_id=e.id,
+                request_event=encode_event(e),
+                request=e.data,
+                dataset=configs[e.id].dataset,
+                ledger_seq=decided[e.id][0],
+                traceparent=decided[e.id][1],
+            )
+            for e in events
+        ]
+        await store.insert_runs(tx.conn, runs)
 
     async def on_model_registered(self, event: CloudEvent[Any], tx: Tx) -> None:
         """Remember the version's artifact, to score it as the baseline while it serves."""

@@ -287,40 +287,60 @@ async def count_suppressed_drift(conn: Conn, model: str) -> None:
     )
 
 
-async def request_seq(conn: Conn, request_id: str) -> int | None:
-    """The ledger position a request of this trainer covers (None: not decided here)."""
-    value = await conn.fetchval(
-        "SELECT ledger_seq FROM training_requests WHERE request_id = $1", request_id
+async def decided_requests(conn: Conn, request_ids: list[str]) -> dict[str, tuple[int, str | None]]:
+    """Of these requests, those this trainer decided: the ledger position each covers and the
+    ``traceparent`` its TrainingRequested was emitted with (kept in the outbox row)."""
+    rows = await conn.fetch(
+        """SELECT r.request_id, r.ledger_seq, o.headers->>'traceparent' AS traceparent
+           FROM training_requests r LEFT JOIN mlcp_outbox o ON o.event_id = r.request_id
+           WHERE r.request_id = ANY($1::text[])""",
+        request_ids,
     )
-    return None if value is None else int(value)
+    return {r["request_id"]: (int(r["ledger_seq"]), r["traceparent"]) for r in rows}
 
 
 # --- runs ----------------------------------------------------------------------------------------
 
 
-async def insert_run(
-    conn: Conn,
-    *,
-    run_id: str,
-    request_id: str,
-    request_event: bytes,
-    request: TrainingRequested,
-    dataset: str,
-    ledger_seq: int,
-) -> bool:
-    """Queue the run of a request; False when the request already has its run."""
+@dataclass(frozen=True)
+class QueuedRun:
+    """The run of one request, to be queued (``traceparent``: the request's trace context)."""
+
+    run_id: str
+    request_id: str
+    request_event: bytes
+    request: TrainingRequested
+    dataset: str
+    ledger_seq: int
+    traceparent: str | None = None
+
+
+async def insert_runs(conn: Conn, runs: list[QueuedRun]) -> int:
+    """Queue runs in one statement; returns how many were new (a request has one run)."""
+    if not runs:
+        return 0
     status = await conn.execute(
-        """INSERT INTO runs (run_id, request_id, request_event, model, reason, dataset, ledger_seq)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
-        run_id,
-        request_id,
-        request_event,
-        request.model,
-        request.reason,
-        dataset,
-        ledger_seq,
+        # created_at per row, in request order: workers claim the oldest queued run first.
+        """INSERT INTO runs (run_id, request_id, request_event, model, reason, dataset, ledger_seq,
+                             traceparent, created_at)
+           SELECT r.run_id, r.request_id, r.request_event, r.model, r.reason, r.dataset,
+                  r.ledger_seq, r.traceparent, clock_timestamp()
+           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[],
+                       $7::bigint[], $8::text[]) WITH ORDINALITY
+                AS r(run_id, request_id, request_event, model, reason, dataset, ledger_seq,
+                     traceparent, ord)
+           ORDER BY r.ord
+           ON CONFLICT DO NOTHING""",
+        [r.run_id for r in runs],
+        [r.request_id for r in runs],
+        [r.request_event for r in runs],
+        [r.request.model for r in runs],
+        [r.request.reason for r in runs],
+        [r.dataset for r in runs],
+        [r.ledger_seq for r in runs],
+        [r.traceparent for r in runs],
     )
-    return bool(status == "INSERT 0 1")
+    return int(status.split()[-1])
 
 
 async def claim_run(conn: Conn, *, worker: str, lease_s: float) -> ClaimedRun | None:
@@ -599,15 +619,6 @@ async def production_artifact(conn: Conn, model: str) -> StoredArtifact | None:
         return None
     return StoredArtifact(
         row["version"], row["artifact_uri"], row["artifact_sha256"], row["artifact_format"]
-    )
-
-
-async def remember_run_trace(conn: Conn, run_id: str, traceparent: str | None) -> None:
-    """Keep the trace context of the request a run was queued from (see resume_trace)."""
-    await conn.execute(
-        "UPDATE runs SET traceparent = $2 WHERE run_id = $1 AND traceparent IS NULL",
-        run_id,
-        traceparent,
     )
 
 
