@@ -198,3 +198,27 @@ async def test_the_batch_parser_keeps_the_records_and_skips_per_record_headers()
     # FastStream's own parser for anything else (a single record, another parser).
     single = await batch_parser(records[0], AioKafkaParser(KafkaAckableMessage, None).parse_message)
     assert single.raw_message is records[0]
+
+
+def test_collection_pauses_for_a_batch_and_resumes_after_the_last_one() -> None:
+    import gc
+
+    from mlcp.runtime.batch import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():  # a second batch consumer at the same time
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a failing batch")
+    assert gc.isenabled()
+    gc.disable()  # turned off by someone else: left off
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

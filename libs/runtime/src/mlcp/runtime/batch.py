@@ -21,9 +21,11 @@ carries the same reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pydantic_core
@@ -47,6 +49,34 @@ log = logging.getLogger(__name__)
 BatchHandler = Callable[[list[CloudEvent[Any]], Tx], Awaitable[None]]
 
 SPECVERSION = "1.0"
+
+
+_gc_pauses = 0
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a batch is processed.
+
+    A batch allocates tens of container objects per event (parsed JSON, models, arrays) that
+    all stay alive until it ends; at CPython's default threshold (a collection every 700 net
+    allocations) that is hundreds of collections per 5,000-event batch, each walking the live
+    batch again: ~25 % of the ingest CPU, measured. Reference counting frees the batch when it
+    ends; any cycle is found by the first collection after it. Nested or concurrent batches
+    (two batch consumers in one loop) share one pause, lifted when the last one ends.
+    """
+    global _gc_pauses
+    if _gc_pauses == 0 and not gc.isenabled():
+        yield  # someone else turned collection off: not ours to turn back on
+        return
+    _gc_pauses += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _gc_pauses -= 1
+        if _gc_pauses == 0:
+            gc.enable()
 
 
 class BatchDecoder:
@@ -217,7 +247,8 @@ class BatchConsumer(DurableConsumer):
         """FastStream batch entry point (``AckPolicy.MANUAL``)."""
         records = msg.raw_message
         try:
-            outcome = await self.process_batch(records)
+            with gc_paused():
+                outcome = await self.process_batch(records)
         except Exception:
             log.exception("unexpected error while processing a batch; it will be read again")
             outcome = Outcome.RETRY_LATER
