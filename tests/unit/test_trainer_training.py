@@ -174,3 +174,39 @@ def test_an_exception_in_the_entrypoint_becomes_a_failed_result(
     assert body["stage"] == "train"
     assert body["error_type"] == "RuntimeError"
     assert "bad hyper-parameter" in body["error"]
+
+
+def test_code_version_follows_the_training_file_not_the_repository_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from mlcp.trainer.training import code_version
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "codever_model.py").write_text("def train(X, y, params):\n    return None\n")
+    git("add", "codever_model.py")
+    git("commit", "-qm", "model")
+    model_commit = git("rev-parse", "HEAD")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "codever_model", raising=False)
+
+    assert code_version("codever_model:train") == f"git:{model_commit[:12]}"
+    (tmp_path / "README").write_text("unrelated\n")
+    git("add", "README")
+    git("commit", "-qm", "docs")
+    assert code_version("codever_model:train") == f"git:{model_commit[:12]}", (
+        "a commit elsewhere is not a change of the training code"
+    )
+    (tmp_path / "codever_model.py").write_text("def train(X, y, params):\n    return 1\n")
+    assert code_version("codever_model:train") == f"git:{model_commit[:12]}-dirty"

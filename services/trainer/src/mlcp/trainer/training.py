@@ -247,14 +247,19 @@ def code_version(entrypoint: str) -> str:
         return "unknown"
     path = Path(source)
     try:
+        # The last commit that touched the file, not HEAD: a commit elsewhere in the repository
+        # does not change the training code, and must not turn a data-only retrain into a
+        # minor version bump.
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+            ["git", "log", "-1", "--format=%H", "--", path.name],
             cwd=path.parent,
             capture_output=True,
             text=True,
             timeout=10,
             check=True,
         ).stdout.strip()
+        if not head:  # not tracked by git
+            raise subprocess.SubprocessError(f"{path} is not in a git commit")
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", path.name],
             cwd=path.parent,
