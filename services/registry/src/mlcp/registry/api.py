@@ -26,6 +26,7 @@ from mlcp.registry.auth import Authenticator, Caller, Unauthenticated, new_token
 from mlcp.registry.cache import ReadCache, model_scope, token_scope
 from mlcp.registry.handlers import apply
 from mlcp.runtime import ServiceRuntime
+from mlcp.runtime.db import TRANSIENT_DB_ERRORS
 from mlcp.runtime.platform import GateStage, PlatformConfig
 from mlcp.runtime.telemetry import resume_trace
 
@@ -113,6 +114,22 @@ class TokenRequest(_Body):
     principal: PrincipalStr
     description: Comment | None = None
     grants: list[GrantRequest] = Field(default_factory=list, max_length=10)
+
+
+def answer_503_while_the_database_is_away(app: FastAPI) -> None:
+    """A request that finds PostgreSQL unreachable (restarting, failing over) gets 503 with
+    Retry-After, not a 500: the client should simply try again in a moment."""
+
+    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": f"the registry's database is unavailable ({type(exc).__name__}); retry"},
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+
+    for error in TRANSIENT_DB_ERRORS:
+        if issubclass(error, Exception):
+            app.add_exception_handler(error, unavailable)
 
 
 def _now() -> datetime:
@@ -206,6 +223,8 @@ def create_api(
     @api.exception_handler(domain.Conflict)
     async def conflict(_: Request, exc: domain.Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    answer_503_while_the_database_is_away(api)
 
     async def must_have_model(conn: Any, model: str) -> None:
         if not await store.model_exists(conn, model):
