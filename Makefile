@@ -4,10 +4,10 @@ UV_VERSION := 0.13.8
 
 .PHONY: install demo system-deps dev stack up down status test test-unit test-integration lint fmt schemas bench bench-quick
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every service process
+# would otherwise recompile scikit-learn, scipy and pandas at import (seconds of CPU each).
 install:  ## uv (if missing) and the locked dependencies of every package
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
-	# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every service process
-	# would otherwise recompile scikit-learn, scipy and pandas at import (seconds of CPU each).
 	$(UV) sync --frozen --all-packages --compile-bytecode
 
 demo: install system-deps  ## the README's first command: the whole lifecycle, live and checked (Ctrl-C stops)
