@@ -198,11 +198,10 @@ class Handlers:
             "owner": event.source,
             "cause_event_id": event.id,
             "created_at": now,
+            "correlation_id": event.correlationid or event.id,
+            "traceparent": current_traceparent(),
         }
         await store.insert_version(tx.conn, record)
-        await store.remember_lifecycle(
-            tx.conn, run.model, version, event.correlationid or event.id, current_traceparent()
-        )
         await store.append_audit(
             tx.conn,
             actor=event.source,

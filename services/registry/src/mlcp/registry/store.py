@@ -82,17 +82,18 @@ async def latest_version(conn: Conn, model: str) -> dict[str, Any] | None:
 
 
 async def insert_version(conn: Conn, v: dict[str, Any]) -> None:
-    """Store a new version (``v`` holds every column; JSON values as Python objects)."""
+    """Store a new version (``v`` holds every column; JSON values as Python objects), with the
+    lifecycle it was registered in (``correlation_id``, ``traceparent``)."""
     major, minor, patch = (int(p) for p in v["version"].split("."))
     await conn.execute(
         """INSERT INTO versions (model, version, major, minor, patch, run_id, previous_version,
                bump, status, metrics, params, baseline, datasets, feature_schema, label,
                artifact_uri, artifact_sha256, artifact_format, artifact_size, reference_profile,
                code_version, entrypoint, environment, training_reason, duration_s, owner,
-               cause_event_id, created_at, status_changed_at)
+               cause_event_id, created_at, status_changed_at, correlation_id, traceparent)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'candidate', $9::jsonb, $10::jsonb,
                $11::jsonb, $12::jsonb, $13::jsonb, $14, $15, $16, $17, $18, $19::jsonb, $20, $21,
-               $22::jsonb, $23, $24, $25, $26, $27, $27)""",
+               $22::jsonb, $23, $24, $25, $26, $27, $27, $28, $29)""",
         v["model"],
         v["version"],
         major,
@@ -120,6 +121,8 @@ async def insert_version(conn: Conn, v: dict[str, Any]) -> None:
         v["owner"],
         v["cause_event_id"],
         v["created_at"],
+        v["correlation_id"],
+        v["traceparent"],
     )
 
 
@@ -129,20 +132,6 @@ async def get_version(conn: Conn, model: str, version: str) -> dict[str, Any] | 
         "SELECT * FROM versions WHERE model = $1 AND version = $2", model, version
     )
     return None if record is None else _row(record)
-
-
-async def remember_lifecycle(
-    conn: Conn, model: str, version: str, correlation_id: str, traceparent: str | None
-) -> None:
-    """Keep the lifecycle (correlation id, trace context) a new version was registered in."""
-    await conn.execute(
-        """UPDATE versions SET correlation_id = $3, traceparent = $4
-           WHERE model = $1 AND version = $2""",
-        model,
-        version,
-        correlation_id,
-        traceparent,
-    )
 
 
 async def lifecycle_of(conn: Conn, model: str, version: str) -> tuple[str | None, str | None]:

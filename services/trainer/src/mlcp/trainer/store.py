@@ -61,6 +61,7 @@ class ClaimedRun:
     dataset: str
     ledger_seq: int
     attempt: int
+    traceparent: str | None = None  # the request's trace context, which the run continues
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ async def claim_run(conn: Conn, *, worker: str, lease_s: float) -> ClaimedRun | 
                WHERE status = 'queued' OR (status = 'running' AND lease_until < now())
                ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
            RETURNING run_id, request_id, request_event, model, reason, dataset, ledger_seq,
-                     attempt""",
+                     attempt, traceparent""",
         worker,
         lease_s,
     )
@@ -369,6 +370,7 @@ async def claim_run(conn: Conn, *, worker: str, lease_s: float) -> ClaimedRun | 
         row["dataset"],
         int(row["ledger_seq"]),
         int(row["attempt"]),
+        row["traceparent"],
     )
     if run.attempt > 1:
         await conn.execute(
@@ -620,9 +622,3 @@ async def production_artifact(conn: Conn, model: str) -> StoredArtifact | None:
     return StoredArtifact(
         row["version"], row["artifact_uri"], row["artifact_sha256"], row["artifact_format"]
     )
-
-
-async def run_trace(conn: Conn, run_id: str) -> str | None:
-    """The trace context a run continues, or None (runs queued before traces were kept)."""
-    value = await conn.fetchval("SELECT traceparent FROM runs WHERE run_id = $1", run_id)
-    return None if value is None else str(value)

@@ -165,7 +165,6 @@ class Worker:
                 return False
             cause = decode_event(run.request_event)
             tx = self._tx(conn, cause)
-            traceparent = await store.run_trace(conn, run.run_id)
             log.info("worker %s claimed %s (attempt %d)", self.id, run.run_id, run.attempt)
             if domain.claim_action(run.attempt, self.settings.max_attempts) == "give_up":
                 error = (
@@ -178,7 +177,7 @@ class Worker:
                 await tx.emit(self._failed(run, "worker", error, "WorkerLost"))
                 return True
             if run.attempt == 1:
-                with resume_trace(traceparent, "mlcp.trainer.start", run_id=run.run_id):
+                with resume_trace(run.traceparent, "mlcp.trainer.start", run_id=run.run_id):
                     await tx.emit(RunStarted(run_id=run.run_id, model=run.model, reason=run.reason))
             try:
                 spec = await self._spec(conn, run)
@@ -190,7 +189,7 @@ class Worker:
                 await tx.emit(self._failed(run, "config", error, "UnknownModel"))
                 return True
         # The run's span: a child of the request's trace, covering the training itself.
-        with resume_trace(traceparent, "mlcp.trainer.run", run_id=run.run_id, model=run.model):
+        with resume_trace(run.traceparent, "mlcp.trainer.run", run_id=run.run_id, model=run.model):
             await self._execute(run, cause, spec)
         return True
 
