@@ -15,7 +15,9 @@ parser and validated against the contract in ONE pydantic call for the whole bat
 ``decode_event``'s stdlib ``json`` + a validation call per record (3× cheaper per event). The
 rules are exactly ``decode_event``'s — the same envelope model validates every record — and any
 record the fast path refuses is decoded again by ``decode_event`` alone, so that its dead letter
-carries the same reason.
+carries the same reason. PredictionLogged and FeedbackReceived, the topics that carry tens of
+thousands of events a second, take msgspec's faster path instead (:mod:`mlcp.contracts.wire`,
+~4× cheaper again, with the same guarantee); their handlers receive WireEvents.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from mlcp.contracts import (
     decode_event,
     envelope_of,
 )
+from mlcp.contracts.wire import WireDecoder, wire_decoder
 from mlcp.runtime import inbox
 from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Tx
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
@@ -46,7 +49,8 @@ from mlcp.runtime.telemetry import cause_traces, record_traceparent
 
 log = logging.getLogger(__name__)
 
-BatchHandler = Callable[[list[CloudEvent[Any]], Tx], Awaitable[None]]
+BatchHandler = Callable[[list[Any], Tx], Awaitable[None]]
+"""``handler(events, tx)``: CloudEvents, or WireEvents for the types mlcp.contracts.wire decodes."""
 
 SPECVERSION = "1.0"
 
@@ -135,6 +139,10 @@ class BatchDecoder:
             break
         return out
 
+    def adopt(self, event: CloudEvent[Any]) -> CloudEvent[Any]:
+        """The form handlers get of an event ``decode_event`` decoded: the same."""
+        return event
+
 
 class BatchConsumer(DurableConsumer):
     """Applies batches of one event type through a batch handler."""
@@ -143,7 +151,10 @@ class BatchConsumer(DurableConsumer):
         super().__init__(**kwargs)
         self.event_type = event_type
         self._batch_handler = handler
-        self._decoder = BatchDecoder(event_type)
+        # The high-volume types have a faster, contract-equivalent decoder (mlcp.contracts.wire).
+        self._decoder: BatchDecoder | WireDecoder = wire_decoder(event_type) or BatchDecoder(
+            event_type
+        )
 
     @property
     def topics(self) -> list[str]:
@@ -153,12 +164,14 @@ class BatchConsumer(DurableConsumer):
         """Apply one batch; RETRY_LATER means "read the whole batch again"."""
         event_type = self.event_type
         started = time.perf_counter()
-        events: list[CloudEvent[Any]] = []
+        events: list[Any] = []
         records_by_id: dict[str, Any] = {}
         decoded = self._decoder.decode([record.value for record in records])
         for record, fast in zip(records, decoded, strict=True):
             try:
-                event = fast or decode_event(record.value or b"", expected_type=event_type)
+                event = fast or self._decoder.adopt(
+                    decode_event(record.value or b"", expected_type=event_type)
+                )
             except ContractError as exc:
                 outcome = await self._dead_letter(record, exc.reason, str(exc), attempts=0)
                 if outcome is Outcome.RETRY_LATER:
@@ -178,7 +191,7 @@ class BatchConsumer(DurableConsumer):
             return await self._apply_with_retries(events, records_by_id, started)
 
     async def _apply_with_retries(
-        self, events: list[CloudEvent[Any]], records_by_id: dict[str, Any], started: float
+        self, events: list[Any], records_by_id: dict[str, Any], started: float
     ) -> Outcome:
         topic, event_type, handler = self.topics[0], self.event_type, self._batch_handler
         attempt = 0
@@ -204,9 +217,7 @@ class BatchConsumer(DurableConsumer):
             self._metrics.events_handled.labels(topic, Outcome.DUPLICATE.value).inc(duplicates)
         return Outcome.APPLIED
 
-    async def _apply_batch(
-        self, events: list[CloudEvent[Any]], event_type: str, handler: BatchHandler
-    ) -> int:
+    async def _apply_batch(self, events: list[Any], event_type: str, handler: BatchHandler) -> int:
         async with self._pool().acquire() as conn, conn.transaction():
             fresh = await inbox.claim_many(
                 conn, self.inbox_name(event_type), [e.id for e in events], event_type
@@ -220,7 +231,7 @@ class BatchConsumer(DurableConsumer):
 
     async def _one_by_one(
         self,
-        events: list[CloudEvent[Any]],
+        events: list[Any],
         records_by_id: dict[str, Any],
         event_type: str,
         handler: BatchHandler,

@@ -1,6 +1,7 @@
 """Event handlers of the monitor: event → domain → store + outbox, in the inbox transaction.
 
-Predictions and feedback arrive in batches (one transaction per Kafka batch); registrations,
+Predictions and feedback arrive in batches (one transaction per Kafka batch, as the fast
+decoder's WireEvents of mlcp.contracts.wire); registrations,
 promotions and rollbacks one at a time. Every decision is recorded under a unique key before
 its event is emitted, so a redelivered batch or a restart never decides twice.
 """
@@ -19,15 +20,14 @@ from mlcp.contracts import (
     CloudEvent,
     DriftDetected,
     FeatureDrift,
-    FeedbackReceived,
     ModelDegraded,
     ModelPromoted,
     ModelRolledBack,
     ModelVersionRegistered,
-    PredictionLogged,
     ReferenceProfile,
     Window,
 )
+from mlcp.contracts.wire import FeedbackReceivedWire, PredictionLoggedWire, WireEvent
 from mlcp.monitor import domain, store
 from mlcp.monitor.drift import DriftReport, Encoded, Layout, evaluate_window
 from mlcp.monitor.metrics import MonitorMetrics
@@ -144,9 +144,9 @@ class Monitor:
 
     # -- feedback ---------------------------------------------------------------------------
 
-    async def on_feedback(self, events: list[CloudEvent[Any]], tx: Tx) -> None:
+    async def on_feedback(self, events: list[WireEvent], tx: Tx) -> None:
         """Store true labels; live accuracy joins them to predictions when a verdict is due."""
-        by_model: dict[str, list[FeedbackReceived]] = defaultdict(list)
+        by_model: dict[str, list[FeedbackReceivedWire]] = defaultdict(list)
         for event in events:
             by_model[event.data.model].append(event.data)
         for model, items in sorted(by_model.items()):
@@ -161,14 +161,14 @@ class Monitor:
 
     # -- predictions ------------------------------------------------------------------------
 
-    async def on_predictions(self, events: list[CloudEvent[Any]], tx: Tx) -> None:
+    async def on_predictions(self, events: list[WireEvent], tx: Tx) -> None:
         """Fill each version's drift window (deciding the windows that close) and the stats of
         watched versions, then judge the model's canary / rollback-window watches."""
-        groups: dict[str, dict[str, list[PredictionLogged]]] = defaultdict(
+        groups: dict[str, dict[str, list[PredictionLoggedWire]]] = defaultdict(
             lambda: defaultdict(list)
         )
         for event in events:
-            data: PredictionLogged = event.data
+            data: PredictionLoggedWire = event.data
             groups[data.model][data.version].append(data)
         for model, versions in sorted(groups.items()):
             known: dict[str, tuple[Layout, dict[str, float]]] = {}
@@ -205,7 +205,7 @@ class Monitor:
         tx: Tx,
         model: str,
         version: str,
-        preds: list[PredictionLogged],
+        preds: list[PredictionLoggedWire],
         layout: Layout,
         traffic: store.Traffic,
         *,
