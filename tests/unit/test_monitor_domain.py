@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlcp.monitor.domain import (
+    EPOCH,
     OpenWindow,
     TrafficStats,
     judge_canary,
@@ -192,3 +196,25 @@ def test_a_window_already_past_a_lowered_size_closes_at_once() -> None:
     ]
     assert state.seq == 3
     assert state.size == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+            st.integers(-18 * 60, 18 * 60),  # RFC 3339 offsets: whole minutes
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_datetimes_become_exact_microseconds_in_every_year(
+    moments: list[tuple[datetime, int]],
+) -> None:
+    values = [
+        naive.replace(tzinfo=UTC).astimezone(timezone(timedelta(minutes=offset)))
+        for naive, offset in moments
+    ]
+    exact = [(v - EPOCH) // timedelta(microseconds=1) for v in values]
+    assert to_datetime64(values).astype(np.int64).tolist() == exact

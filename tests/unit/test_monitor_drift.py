@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats  # type: ignore[import-untyped]
 
 from mlcp.contracts import CategoricalProfile, NumericProfile, ReferenceProfile
@@ -211,3 +213,35 @@ def test_memoised_exact_p_values_equal_scipys_for_every_window() -> None:
         assert p == expected.pvalue
         hs.append(round(d * math.lcm(ref.sample.size, live.size)))
     assert len(set(hs)) < len(hs), "no window reused a memoised p-value: the test proves nothing"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["a", "b", "c", "extra"]),
+            st.one_of(
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.integers(-(2**53) + 1, 2**53 - 1),
+                st.booleans(),
+                st.none(),
+                st.sampled_from(["x", "7", ""]),
+            ),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_the_one_pass_numeric_encoding_equals_the_column_by_column_one(
+    rows: list[dict[str, object]],
+) -> None:
+    layout = Layout(profile_from_columns({n: np.arange(50.0) for n in ("a", "b", "c")}))
+    fast, _ = layout._numeric_fast(rows)
+    slow, bad = layout._numeric_by_column(rows)
+    if fast is not None:  # it only answers when every value is a number
+        assert bad == 0
+        np.testing.assert_array_equal(fast, slow)
+    complete = [{"a": 1.5, "b": 2, "c": True, "extra": "x"}] * 3
+    fast, _ = layout._numeric_fast(complete)
+    assert fast is not None
+    assert fast.tolist() == [[1.5, 2.0, 1.0]] * 3

@@ -126,19 +126,19 @@ class _Known:
 
     def __init__(self, check: Callable[[Any], object]) -> None:
         self._check = check
-        self._verdicts: dict[Hashable, bool] = {}
+        self.verdicts: dict[Hashable, bool] = {}
 
     def __call__(self, value: Hashable) -> bool:
-        verdict = self._verdicts.get(value)
+        verdict = self.verdicts.get(value)
         if verdict is None:
             try:
                 self._check(value)
                 verdict = True
             except ValidationError:
                 verdict = False
-            if len(self._verdicts) >= self.LIMIT:
-                self._verdicts.clear()
-            self._verdicts[value] = verdict
+            if len(self.verdicts) >= self.LIMIT:
+                self.verdicts.clear()
+            self.verdicts[value] = verdict
         return verdict
 
 
@@ -168,7 +168,13 @@ class WireDecoder:
         self._wire = wire
         self._event = _raw_twin(WireEvent, f"{model.__name__}Event", data=wire)
         raw_data = _raw_twin(wire, f"_Raw{wire.__name__}", ts=str)
-        raw_event = _raw_twin(self._event, f"_Raw{model.__name__}Event", time=str, data=raw_data)
+        raw_event = _raw_twin(
+            self._event,
+            f"_Raw{model.__name__}Event",
+            type=Literal[model.TYPE],  # another type is TypeMismatch: decode_event's to tell
+            time=str,
+            data=raw_data,
+        )
         self._decoder = msgspec.json.Decoder(raw_event)
         envelope: Any = CloudEvent
         self._source = _adapter(envelope, "source").validate_python
@@ -184,7 +190,7 @@ class WireDecoder:
         out: list[Any] = [None] * len(values)
         events: list[Any] = []
         where: list[int] = []
-        decode, expected, known = self._decoder.decode, self.event_type, self._known
+        decode, known, verdicts = self._decoder.decode, self._known, self._known.verdicts
         prediction = self._model is PredictionLogged
         for i, raw in enumerate(values):
             if not raw or len(raw) > MAX_EVENT_BYTES:
@@ -203,7 +209,7 @@ class WireDecoder:
                 key += tuple(data.features)
             else:
                 key = (event.source, event.subject, data.model, data.version)
-            if event.type == expected and known(key):
+            if verdicts.get(key) or known(key):
                 events.append(event)
                 where.append(i)
         if events:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -82,11 +83,19 @@ def split_windows(
 
 
 def to_datetime64(values: list[datetime]) -> npt.NDArray[np.datetime64]:
-    """Aware datetimes → numpy microseconds since the epoch (UTC)."""
-    micros = np.fromiter(
-        ((v - EPOCH) // ONE_MICROSECOND for v in values), np.int64, count=len(values)
-    )
-    return micros.astype("datetime64[us]")
+    """Aware datetimes (whole-second UTC offsets, as RFC 3339 has) → numpy microseconds since
+    the epoch (UTC), exactly, for every year 1-9999."""
+    n = len(values)
+    # Two C calls per value instead of timedelta arithmetic: the POSIX time as a double is
+    # within far less than half a second of the truth for every year, so it gives the whole
+    # seconds, and the microseconds are taken exactly from the field.
+    seconds = np.fromiter(map(datetime.timestamp, values), np.float64, count=n)
+    micros = np.fromiter(map(_MICROSECOND, values), np.int64, count=n)
+    whole = np.rint(seconds - micros / 1e6).astype(np.int64)
+    return (whole * 1_000_000 + micros).astype("datetime64[us]")
+
+
+_MICROSECOND = attrgetter("microsecond")
 
 
 def _to_dt(value: np.datetime64) -> datetime:
