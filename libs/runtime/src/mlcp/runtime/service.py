@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import socket
@@ -401,6 +402,11 @@ class ServiceRuntime:
             self.http_app(), http="httptools", log_level="warning", access_log=False, lifespan="off"
         )
         server = _Server(config)
+        # What start-up built (modules, app, clients) lives as long as the process. Frozen, it
+        # leaves the collector's full passes, which otherwise walk ~100k objects: 80-130 ms
+        # here, a stall for every request in flight (the registry's alias p99 at concurrency 8).
+        gc.collect()
+        gc.freeze()
         http = asyncio.create_task(server.serve(sockets=[listener]), name=f"{self.name}-http")
         self.http_port = listener.getsockname()[1]
         log.info("%s listening on http://%s:%d", self.name, self.settings.http_host, self.http_port)
