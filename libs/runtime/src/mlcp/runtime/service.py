@@ -27,7 +27,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka.annotations import KafkaMessage
-from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
@@ -106,6 +105,7 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mounts: list[tuple[str, ASGIApp]] = []
+        self._fronts: list[Callable[[ASGIApp], ASGIApp]] = []
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
 
@@ -171,6 +171,11 @@ class ServiceRuntime:
     def mount(self, path: str, app: ASGIApp) -> None:
         """Serve an extra ASGI app (for example the registry's API) beside /healthz."""
         self._mounts.append((path, app))
+
+    def front(self, layer: Callable[[ASGIApp], ASGIApp]) -> None:
+        """Put ``layer(app)`` in front of all that is served (health, metrics, mounts): for a hot
+        path that must skip Starlette's middleware and routing; it hands the rest to ``app``."""
+        self._fronts.append(layer)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -369,8 +374,8 @@ class ServiceRuntime:
                 return True
         return False
 
-    def http_app(self) -> Starlette:
-        """/healthz, /readyz, /metrics, plus mounted apps."""
+    def http_app(self) -> ASGIApp:
+        """/healthz, /readyz, /metrics, plus mounted apps, behind the front layers."""
 
         async def consumer_ok() -> bool:
             return self._consumers_assigned()
@@ -382,7 +387,10 @@ class ServiceRuntime:
         )
         for path, mounted in self._mounts:
             app.routes.append(Mount(path, app=mounted))
-        return app
+        served: ASGIApp = app
+        for layer in self._fronts:
+            served = layer(served)
+        return served
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT, then shut down cleanly."""

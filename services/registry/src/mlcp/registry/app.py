@@ -41,5 +41,8 @@ def build(
         bootstrap_token=own.bootstrap_token.get_secret_value() if own.bootstrap_token else None,
         cache=cache,
     )
-    runtime.mount("/", AliasFastLane(create_api(runtime, auth, config, cache), auth, cache))
+    runtime.mount("/", create_api(runtime, auth, config, cache))
+    # In front of the runtime's Starlette app rather than mounted in it: its middleware, router
+    # and Mount cost ~17 µs a request, two thirds of what the lane itself costs (measured).
+    runtime.front(lambda app: AliasFastLane(app, auth, cache))
     return runtime

@@ -1,12 +1,13 @@
-"""The fast lane of alias polling: an ASGI layer in front of the registry's FastAPI app.
+"""The fast lane of alias polling: an ASGI layer in front of all the registry serves.
 
 Inference services poll ``GET /models/{model}/aliases/{alias}`` many times a second. When both
 the caller's token and the alias are in the read cache (``cache.py``), this layer answers from
-memory — the same status, headers and bytes the FastAPI route would send — and skips FastAPI's
-routing, validation, dependency injection and per-request span, which cost several times the
-lookup itself. Everything else goes to FastAPI untouched: other routes, a cache miss (which the
-route answers from the database and caches), a missing, unknown or revoked token (401), a caller
-without the ``read`` permission (403), a bad name (422).
+memory — the same status, headers and bytes the FastAPI route would send — and skips the
+runtime's Starlette middleware and routing and FastAPI's routing, validation, dependency
+injection and per-request span, which cost several times the lookup itself. Everything else
+goes on untouched (``runtime.front``): other routes, a cache miss (which the route answers
+from the database and caches), a missing, unknown or revoked token (401), a caller without the
+``read`` permission (403), a bad name (422).
 
 A cached alias exists only under a model and alias name the route validated, so a hit never
 lets an invalid name through; the cache's invalidation rules keep the answer as fresh as the
