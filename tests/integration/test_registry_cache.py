@@ -5,11 +5,12 @@ the API or an event, in this process or another — is visible to the next looku
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
-from mlcp.registry.cache import ReadCache, model_scope
+from mlcp.registry.cache import ReadCache, model_scope, token_scope
 from mlcp.registry.fastlane import AliasFastLane
 from tests.conftest import wait_for
 from tests.integration.test_registry_support import (
@@ -89,6 +90,29 @@ async def test_lookups_come_from_memory_and_every_write_is_visible_to_the_next_o
         await registry.wait_handled(await registry.publish(degraded("1.0.2", "production")))
         rolled_back = (await viewer.get(PATH)).json()
         assert rolled_back["version"] == "1.0.1", rolled_back
+
+
+async def test_a_reload_runs_the_fills_query_again(registry: Registry) -> None:
+    """What the background reload runs (cache.py) reads the database again, after the request
+    that filled the entry has ended: a change made behind the registry's back is in it."""
+    cache = await read_cache(registry)
+    await production(registry, "1.0.0")
+    token, token_id = await viewer_token(registry)
+    alias_key, token_key = (model_scope("churn"), "production"), (token_scope(token_id), "")
+    async with registry.client(token) as viewer:
+
+        async def cached() -> bool:
+            assert (await viewer.get(PATH)).status_code == 200
+            return alias_key in cache._entries and token_key in cache._entries
+
+        await wait_for(cached, what="alias and token cached")
+    await registry.fetchval("UPDATE aliases SET traffic_percent = 42 WHERE alias = 'production'")
+    reload_alias, reload_token = cache._entries[alias_key].load, cache._entries[token_key].load
+    assert reload_alias is not None
+    assert reload_token is not None
+    _, body = await reload_alias()
+    assert json.loads(body)["traffic_percent"] == 42
+    assert (await reload_token())["principal"] == "inference"
 
 
 async def test_revocation_and_grant_expiry_apply_to_cached_tokens_at_once(

@@ -95,6 +95,67 @@ def test_entries_expire() -> None:
     assert cache.get("m:churn", "production") is None
 
 
+async def test_an_entry_being_read_is_loaded_again_before_it_expires() -> None:
+    cache = live_cache(ttl_s=1.0)  # it would expire before the next round (ping_s 2 s): due
+    rows = iter(["v1", "v2"])
+
+    async def load() -> str:
+        return next(rows)
+
+    assert await cache.fill("m:churn", "production", load) == "v1"
+    assert cache.get("m:churn", "production") == "v1"
+    await cache._reload_due()
+    assert cache.get("m:churn", "production") == "v2"
+
+
+async def test_an_entry_nobody_reads_is_left_to_expire() -> None:
+    cache = live_cache(ttl_s=1.0, keep_s=0.0)
+    loads = 0
+
+    async def load() -> str:
+        nonlocal loads
+        loads += 1
+        return "v1"
+
+    await cache.fill("m:churn", "production", load)
+    await cache._reload_due()
+    assert loads == 1
+
+
+async def test_a_reload_that_raced_a_write_or_failed_changes_nothing() -> None:
+    cache = live_cache(ttl_s=1.0)
+    conn = FakeConn()
+    rows = iter(["v1", "stale"])
+
+    async def racing() -> str:
+        row = next(rows)
+        if row == "stale":  # a write commits and is notified while the reload's query runs
+            await cache.invalidate(conn, model_scope("churn"))
+            deliver(cache, conn)
+        return row
+
+    calls = 0
+
+    async def failing() -> str:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OSError("connection reset")
+        return "o1"
+
+    await cache.fill("m:churn", "production", racing)
+    await cache.fill("m:other", "production", failing)
+    await cache._reload_due()
+    assert cache.get("m:churn", "production") is None
+    assert cache.get("m:other", "production") == "o1"  # the fill's, until it expires
+    assert await cache.fill("m:gone", "production", _nothing) is None
+    assert cache.get("m:gone", "production") is None
+
+
+async def _nothing() -> None:
+    return None
+
+
 # --- the fast lane ------------------------------------------------------------------------------
 
 

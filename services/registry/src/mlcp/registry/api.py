@@ -364,14 +364,17 @@ def create_api(
         scope = model_scope(model)
         answer: tuple[str, bytes] | None = cache.get(scope, alias)
         if answer is None:
-            ticket = cache.ticket()
-            async with runtime.pool.acquire() as conn:
-                found = await store.resolve_alias(conn, model, alias)
-                if found is None:
+
+            async def load() -> tuple[str, bytes] | None:
+                async with runtime.pool.acquire() as conn:
+                    found = await store.resolve_alias(conn, model, alias)
+                return None if found is None else _alias_answer(model, alias, found)
+
+            answer = await cache.fill(scope, alias, load)
+            if answer is None:
+                async with runtime.pool.acquire() as conn:
                     await must_have_model(conn, model)
-                    raise HTTPException(404, f"model {model!r} has no alias {alias!r}")
-            answer = _alias_answer(model, alias, found)
-            cache.put(scope, alias, answer, ticket)
+                raise HTTPException(404, f"model {model!r} has no alias {alias!r}")
         etag, body = answer
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if etag in request.headers.get("if-none-match", ""):

@@ -147,16 +147,15 @@ class Authenticator:
         )
 
     async def _token_row(self, pool: Callable[[], Any], token_id: str) -> dict[str, Any] | None:
-        cache, scope = self._cache, token_scope(token_id)
-        row: dict[str, Any] | None = cache.get(scope) if cache is not None else None
-        if row is not None:
-            return row
-        ticket = cache.ticket() if cache is not None else 0
-        async with pool().acquire() as conn:
-            row = await store.token_auth(conn, token_id)
-        if row is not None and cache is not None:
-            cache.put(scope, "", row, ticket)
-        return row
+        async def load() -> dict[str, Any] | None:
+            async with pool().acquire() as conn:
+                return await store.token_auth(conn, token_id)
+
+        if self._cache is None:
+            return await load()
+        scope = token_scope(token_id)
+        row: dict[str, Any] | None = self._cache.get(scope)
+        return row if row is not None else await self._cache.fill(scope, "", load)
 
 
 def _identify(row: dict[str, Any], token_id: str) -> Caller:

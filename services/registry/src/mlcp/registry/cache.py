@@ -19,6 +19,13 @@ reader could know about, so it follows four rules:
   ``ttl_s`` (a bound on staleness should a connection die unnoticed, or for a change made with
   plain SQL behind the registry's back).
 
+An entry filled by :meth:`ReadCache.fill` and read in the last ``keep_s`` seconds is loaded again
+in the background shortly before it expires, under the same rules as a fill (ticket, in-flight
+writes). So a poller that pauses or polls less often than every ``ttl_s`` still finds it in
+memory, and callers polling in step do not all fall through to the database at each expiry
+(eight at once took 30-60 ms on two cores, measured: the alias p99 at concurrency 8), while
+the staleness bound stays ``ttl_s``.
+
 Another registry process sees a write as soon as its NOTIFY arrives (a millisecond or so after
 the commit).
 """
@@ -31,6 +38,8 @@ import itertools
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -41,6 +50,20 @@ _MAX_ENTRIES = 100_000
 # How long a local write keeps its scope out of the cache when its NOTIFY never comes (the
 # transaction rolled back): the cache is merely bypassed meanwhile, never wrong.
 _WRITE_DEADLINE_S = 60.0
+# Reload an entry when it would expire before the round after next begins: a round is due every
+# ``ping_s``, this is the slack for a late one.
+_RELOAD_SLACK_S = 1.0
+
+Load = Callable[[], Awaitable[Any | None]]
+"""Reads a cached value from the database again (None: it is gone)."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    expires: float
+    value: Any
+    load: Load | None  # how to read it again (a fill), None for a plain put
+    read: float  # when it was last read
 
 
 def channel(schema: str) -> str:
@@ -66,12 +89,14 @@ class ReadCache:
         *,
         ttl_s: float = 5.0,
         ping_s: float = 2.0,
+        keep_s: float = 60.0,
     ) -> None:
         self._dsn = database_url
         self._channel = channel(schema)
         self._ttl_s = ttl_s
         self._ping_s = ping_s
-        self._entries: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._keep_s = keep_s
+        self._entries: dict[tuple[str, str], _Entry] = {}
         self._scope_keys: dict[str, set[str]] = {}
         self._writing: dict[str, dict[str, float]] = {}  # scope → local write id → deadline
         self._generation = 0
@@ -91,14 +116,15 @@ class ReadCache:
         """The cached value, or None (absent, expired, being written, or the cache is off)."""
         if not self._live or self._busy(scope):
             return None
-        found = self._entries.get((scope, key))
-        if found is None:
+        entry = self._entries.get((scope, key))
+        if entry is None:
             return None
-        expires, value = found
-        if time.monotonic() >= expires:
+        now = time.monotonic()
+        if now >= entry.expires:
             self._entries.pop((scope, key), None)
             return None
-        return value
+        entry.read = now
+        return entry.value
 
     def ticket(self) -> int:
         """Taken before the database read whose result may be :meth:`put`."""
@@ -106,12 +132,48 @@ class ReadCache:
 
     def put(self, scope: str, key: str, value: Any, ticket: int) -> None:
         """Remember ``value`` unless something was invalidated since ``ticket`` was taken."""
+        self._store(scope, key, value, ticket, None, time.monotonic())
+
+    async def fill(self, scope: str, key: str, load: Load) -> Any | None:
+        """``load()`` and remember what it found, as :meth:`put` would; while the entry is read
+        it is loaded again before it expires (see the module doc)."""
+        ticket = self._generation
+        value = await load()
+        if value is not None:
+            self._store(scope, key, value, ticket, load, time.monotonic())
+        return value
+
+    def _store(
+        self, scope: str, key: str, value: Any, ticket: int, load: Load | None, read: float
+    ) -> None:
         if not self._live or ticket != self._generation or self._busy(scope):
             return
         if len(self._entries) >= _MAX_ENTRIES:
             self._drop_all()
-        self._entries[(scope, key)] = (time.monotonic() + self._ttl_s, value)
+        self._entries[(scope, key)] = _Entry(time.monotonic() + self._ttl_s, value, load, read)
         self._scope_keys.setdefault(scope, set()).add(key)
+
+    async def _reload_due(self) -> None:
+        """Load again the entries read in the last ``keep_s`` that would expire before the next
+        round (the LISTEN loop runs one every ``ping_s``)."""
+        now = time.monotonic()
+        soon = now + self._ping_s + _RELOAD_SLACK_S
+        due = [
+            (where, entry)
+            for where, entry in self._entries.items()
+            if entry.load is not None and entry.expires < soon and now - entry.read < self._keep_s
+        ]
+        for (scope, key), entry in due:
+            assert entry.load is not None
+            ticket = self._generation
+            try:
+                value = await asyncio.wait_for(entry.load(), self._ping_s)
+            except Exception as exc:  # it expires as it would have; the next read tries again
+                log.debug("reloading %s %s failed: %s", scope, key, exc)
+                continue
+            if value is not None:
+                read = (self._entries.get((scope, key)) or entry).read  # reads went on meanwhile
+                self._store(scope, key, value, ticket, entry.load, read)
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -177,6 +239,7 @@ class ReadCache:
                         await asyncio.wait_for(self._stop.wait(), self._ping_s)
                     # A connection that died without a FIN is noticed here.
                     await conn.fetchval("SELECT 1", timeout=self._ping_s)
+                    await self._reload_due()
             except Exception as exc:
                 log.warning("registry cache off (%s: %s); retrying", type(exc).__name__, exc)
                 with contextlib.suppress(TimeoutError):
