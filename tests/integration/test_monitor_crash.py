@@ -72,7 +72,9 @@ async def test_a_crash_before_the_offset_commit_neither_loses_nor_double_counts(
     assert [r["window_id"] for r in decisions] == ["drift-1"]
     chunk_rows = await h.query("SELECT coalesce(sum(rows), 0) AS n FROM window_chunks")
     assert chunk_rows[0]["n"] == 100, "the open window holds exactly the 100 rows after it"
-    inbox = await h.query("SELECT count(*) AS n FROM mlcp_inbox WHERE consumer LIKE '%prediction%'")
+    inbox = await h.query(
+        "SELECT count(*) AS n FROM mlcp_batch_inbox WHERE consumer LIKE '%prediction%'"
+    )
     assert inbox[0]["n"] == 300
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text

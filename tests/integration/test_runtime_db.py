@@ -117,7 +117,12 @@ async def test_migrate_applies_each_file_once_in_the_schema_with_checksums(
     first = await migrate(conn, schema, migrations)
     second = await migrate(conn, schema, migrations)
 
-    assert first == ["000_inbox_outbox.sql", "001_items.sql", "002_items_note.sql"]
+    assert first == [
+        "000_inbox_outbox.sql",
+        "000_inbox_outbox_002_batch_inbox.sql",
+        "001_items.sql",
+        "002_items_note.sql",
+    ]
     assert second == []
     recorded = {
         r["name"]: r["checksum"]
@@ -125,7 +130,7 @@ async def test_migrate_applies_each_file_once_in_the_schema_with_checksums(
     }
     assert recorded == {m.name: hashlib.sha256(m.sql.encode()).hexdigest() for m in migrations}
     # Objects land in the service's schema, not in public.
-    for table in ("mlcp_inbox", "mlcp_outbox", "items"):
+    for table in ("mlcp_inbox", "mlcp_batch_inbox", "mlcp_outbox", "items"):
         assert await conn.fetchval("SELECT to_regclass($1)", f"{schema}.{table}") is not None
     assert await conn.fetchval("SELECT to_regclass('public.applied_log')") is None
     log = await conn.fetch(f"SELECT name FROM {schema}.applied_log ORDER BY name")

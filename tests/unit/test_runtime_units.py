@@ -345,9 +345,13 @@ def test_load_migrations_never_orders_1000_before_999(tmp_path: Path) -> None:
 
 def test_runtime_migrations_are_the_inbox_and_outbox() -> None:
     found = runtime_migrations()
-    assert [m.name for m in found] == ["000_inbox_outbox.sql"]
+    assert [m.name for m in found] == [
+        "000_inbox_outbox.sql",
+        "000_inbox_outbox_002_batch_inbox.sql",  # applied after the first, as named
+    ]
     assert "mlcp_inbox" in found[0].sql
     assert "mlcp_outbox" in found[0].sql
+    assert "mlcp_batch_inbox" in found[1].sql
 
 
 def test_service_migrations_dir_finds_the_service_root_folder() -> None:

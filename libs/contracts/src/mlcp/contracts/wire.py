@@ -100,6 +100,12 @@ class WireEvent(msgspec.Struct, gc=False):
     causationid: str | None = None
 
 
+class _EventId(msgspec.Struct, gc=False):
+    """Only the ``id`` of an envelope (its other members are skipped, not built)."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
 def _raw_twin(cls: type[Any], name: str, **overrides: Any) -> Any:
     """A subclass of ``cls`` that decodes the ``overrides`` fields differently (as str): the
     decoder fills them in afterwards, and the objects remain instances of ``cls``."""
@@ -176,6 +182,7 @@ class WireDecoder:
             data=raw_data,
         )
         self._decoder = msgspec.json.Decoder(raw_event)
+        self._ids = msgspec.json.Decoder(_EventId)
         envelope: Any = CloudEvent
         self._source = _adapter(envelope, "source").validate_python
         self._subject = _adapter(envelope, "subject").validate_python
@@ -215,6 +222,18 @@ class WireDecoder:
         if events:
             for k in self._check_columns(events):
                 out[where[k]] = events[k]
+        return out
+
+    def ids(self, values: Sequence[bytes | None]) -> list[str | None]:
+        """Per record, its event id if it has a plausible one (~5× cheaper than ``decode``):
+        lets a consumer claim the ids in its inbox while it decodes the records."""
+        decode = self._ids.decode
+        out: list[str | None] = []
+        for raw in values:
+            try:
+                out.append(decode(raw).id if raw and len(raw) <= MAX_EVENT_BYTES else None)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                out.append(None)
         return out
 
     def adopt(self, event: CloudEvent[Any]) -> WireEvent:

@@ -144,6 +144,23 @@ class BatchDecoder:
         return event
 
 
+class _Abandon(Exception):
+    """Roll the batch's transaction back and answer ``outcome``."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+def _traces(records_by_id: dict[str, Any]) -> dict[str, str]:
+    """The trace context each event's record carried, by event id."""
+    return {
+        event_id: traceparent
+        for event_id, record in records_by_id.items()
+        if (traceparent := record_traceparent(record.headers)) is not None
+    }
+
+
 class BatchConsumer(DurableConsumer):
     """Applies batches of one event type through a batch handler."""
 
@@ -162,11 +179,28 @@ class BatchConsumer(DurableConsumer):
 
     async def process_batch(self, records: Sequence[Any]) -> Outcome:
         """Apply one batch; RETRY_LATER means "read the whole batch again"."""
-        event_type = self.event_type
         started = time.perf_counter()
+        values = [record.value for record in records]
+        if isinstance(self._decoder, WireDecoder):
+            return await self._claim_ahead(records, values, self._decoder, started)
+        decoded = await self._decode(records, values)
+        if isinstance(decoded, Outcome):
+            return decoded
+        events, records_by_id = decoded
+        if not events:
+            return Outcome.APPLIED
+        with cause_traces(_traces(records_by_id)):
+            return await self._apply_with_retries(events, records_by_id, started)
+
+    async def _decode(
+        self, records: Sequence[Any], values: list[bytes | None]
+    ) -> tuple[list[Any], dict[str, Any]] | Outcome:
+        """The batch's valid events, each once, with their records; bad records dead-lettered
+        (RETRY_LATER when the dead-letter topic cannot be written)."""
+        event_type = self.event_type
         events: list[Any] = []
         records_by_id: dict[str, Any] = {}
-        decoded = self._decoder.decode([record.value for record in records])
+        decoded = self._decoder.decode(values)
         for record, fast in zip(records, decoded, strict=True):
             try:
                 event = fast or self._decoder.adopt(
@@ -180,21 +214,69 @@ class BatchConsumer(DurableConsumer):
             if event.id not in records_by_id:  # the same event twice in one batch
                 records_by_id[event.id] = record
                 events.append(event)
-        if not events:
-            return Outcome.APPLIED
-        traces = {
-            event_id: traceparent
-            for event_id, record in records_by_id.items()
-            if (traceparent := record_traceparent(record.headers)) is not None
-        }
-        with cause_traces(traces):
-            return await self._apply_with_retries(events, records_by_id, started)
+        return events, records_by_id
+
+    async def _claim_ahead(
+        self,
+        records: Sequence[Any],
+        values: list[bytes | None],
+        decoder: WireDecoder,
+        started: float,
+    ) -> Outcome:
+        """The first attempt at a high-volume batch, pipelined: the ids (cheap to find) are
+        claimed in the inbox while the records are decoded, so that PostgreSQL inserts the
+        inbox rows — the costliest step of ingestion — on the other core meanwhile. Ids claimed
+        for records that turn out invalid are released in the same transaction; later attempts
+        (after a handler failure) take the plain path."""
+        topic, event_type, name = self.topics[0], self.event_type, self.inbox_name(self.event_type)
+        ahead = list(dict.fromkeys(i for i in decoder.ids(values) if i is not None))
+        decoded: tuple[list[Any], dict[str, Any]] | Outcome = Outcome.RETRY_LATER
+        try:
+            async with self._pool().acquire() as conn, conn.transaction():
+                claim = asyncio.ensure_future(inbox.claim_many(conn, name, ahead, event_type))
+                try:
+                    await asyncio.sleep(0)  # the INSERT leaves for PostgreSQL; decode meanwhile
+                    decoded = await self._decode(records, values)
+                finally:
+                    # The connection serves one statement at a time: the claim must end first.
+                    fresh = (await asyncio.gather(claim, return_exceptions=True))[0]
+                if isinstance(fresh, BaseException):
+                    raise fresh
+                if isinstance(decoded, Outcome):
+                    raise _Abandon(decoded)
+                events, records_by_id = decoded
+                valid = set(records_by_id)
+                stragglers = [i for i in records_by_id if i not in fresh and i not in ahead]
+                if stragglers:  # valid by decode_event only, without an id the fast path saw
+                    fresh |= await inbox.claim_many(conn, name, stragglers, event_type)
+                if unused := [i for i in fresh if i not in valid]:
+                    await inbox.release_many(conn, name, unused)
+                new_events = [e for e in events if e.id in fresh]
+                tx = Tx(conn, service=self._service, settings=self._settings)
+                if new_events:
+                    with cause_traces(_traces(records_by_id)):
+                        await self._batch_handler(new_events, tx)
+            self.committed(tx)
+        except _Abandon as abandon:
+            return abandon.outcome
+        except INFRA_ERRORS as exc:
+            return await self._back_off(topic, exc)
+        except Exception as exc:
+            if isinstance(decoded, Outcome):
+                raise  # not a handler failure: the batch is read again
+            events, records_by_id = decoded
+            self._metrics.handler_retries.labels(topic).inc()
+            log.warning("batch handler for %s failed (attempt 1): %s", topic, exc)
+            await asyncio.sleep(self._backoff(1))
+            with cause_traces(_traces(records_by_id)):
+                return await self._apply_with_retries(events, records_by_id, started, attempt=1)
+        self._applied(len(events), len(new_events), started)
+        return Outcome.APPLIED
 
     async def _apply_with_retries(
-        self, events: list[Any], records_by_id: dict[str, Any], started: float
+        self, events: list[Any], records_by_id: dict[str, Any], started: float, attempt: int = 0
     ) -> Outcome:
         topic, event_type, handler = self.topics[0], self.event_type, self._batch_handler
-        attempt = 0
         while True:
             attempt += 1
             try:
@@ -209,13 +291,16 @@ class BatchConsumer(DurableConsumer):
                 self._metrics.handler_retries.labels(topic).inc()
                 log.warning("batch handler for %s failed (attempt %d): %s", topic, attempt, exc)
                 await asyncio.sleep(self._backoff(attempt))
+        self._applied(len(events), applied, started)
+        return Outcome.APPLIED
+
+    def _applied(self, count: int, applied: int, started: float) -> None:
+        topic = self.topics[0]
         self._infra_failures = 0
         self._metrics.handler_seconds.labels(topic).observe(time.perf_counter() - started)
         self._metrics.events_handled.labels(topic, Outcome.APPLIED.value).inc(applied)
-        duplicates = len(events) - applied
-        if duplicates:
+        if duplicates := count - applied:
             self._metrics.events_handled.labels(topic, Outcome.DUPLICATE.value).inc(duplicates)
-        return Outcome.APPLIED
 
     async def _apply_batch(self, events: list[Any], event_type: str, handler: BatchHandler) -> int:
         async with self._pool().acquire() as conn, conn.transaction():
