@@ -29,6 +29,7 @@ from mlcp.runtime.migrations import (
     runtime_migrations,
 )
 from mlcp.runtime.outbox import OutboxRelay, enqueue, notify_channel
+from mlcp.runtime.retention import purge_once
 from mlcp.runtime.settings import Settings
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import create_topics, read_all
@@ -358,10 +359,39 @@ async def test_outbox_purge_removes_only_published_rows_past_retention(
     waiting = arrived("still-pending")
     await enqueue_committed(pool, schema, [waiting], topic)
 
-    assert await relay.purge_published(7) == 0  # published just now: kept
-    assert await relay.purge_published(0) == 2
-    assert await relay.purge_published(0) == 0
+    async def purged(outbox_days: int) -> int:
+        deleted = await purge_once(pool, inbox_days=7, outbox_days=outbox_days)
+        return deleted["mlcp_outbox"]
+
+    assert await purged(7) == 0  # published just now: kept
+    assert await purged(0) == 2
+    assert await purged(0) == 0
     assert await relay.pending() == 1
     async with pool.acquire() as conn:
         left = await conn.fetch("SELECT event_id, published_at FROM mlcp_outbox")
     assert [(r["event_id"], r["published_at"]) for r in left] == [(waiting.id, None)]
+
+
+async def test_inbox_rows_past_retention_are_purged_in_chunks_and_recent_ones_kept(
+    pool: asyncpg.Pool,
+) -> None:
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            assert await inbox.claim(conn, "trainer:data.arrived", "old-1", "data.arrived")
+            assert await inbox.claim(conn, "trainer:data.arrived", "new-1", "data.arrived")
+            fresh = await inbox.claim_many(
+                conn, "monitor:p", [f"old-{i}" for i in range(5)] + ["new-2"], "p"
+            )
+        assert len(fresh) == 6
+        for table in ("mlcp_inbox", "mlcp_batch_inbox"):
+            await conn.execute(
+                f"""UPDATE {table} SET received_at = now() - interval '8 days'
+                    WHERE event_id LIKE 'old%'"""
+            )
+    deleted = await purge_once(pool, inbox_days=7, outbox_days=7, chunk_rows=2)
+    assert deleted == {"mlcp_inbox": 1, "mlcp_batch_inbox": 5, "mlcp_outbox": 0}
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT array_agg(event_id) FROM mlcp_inbox") == ["new-1"]
+        assert await conn.fetchval("SELECT array_agg(event_id) FROM mlcp_batch_inbox") == ["new-2"]
+        async with conn.transaction():  # the purged ids are forgotten: a redelivery applies
+            assert await inbox.claim_many(conn, "monitor:p", ["old-0", "new-2"], "p") == {"old-0"}

@@ -41,6 +41,12 @@ class RuntimeMetrics:
             "Outbox rows published to Kafka.",
             registry=self.registry,
         )
+        self.retention_deleted = Counter(
+            f"{prefix}_retention_deleted_rows_total",
+            "Inbox and published outbox rows deleted past their retention, by table.",
+            ["table"],
+            registry=self.registry,
+        )
         self.outbox_pending = Gauge(
             f"{prefix}_outbox_pending_rows",
             "Outbox rows committed but not yet published (at the relay's last pass).",

@@ -164,16 +164,6 @@ class OutboxRelay:
             )
         return int(count)
 
-    async def purge_published(self, older_than_days: int) -> int:
-        """Delete published rows past the retention period."""
-        async with self._pool.acquire() as conn:
-            result = await conn.execute(
-                """DELETE FROM mlcp_outbox WHERE published_at IS NOT NULL
-                   AND published_at < now() - make_interval(days => $1)""",
-                older_than_days,
-            )
-        return int(result.split()[-1])
-
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 

@@ -41,6 +41,7 @@ from mlcp.runtime.logs import setup_logging
 from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.migrations import load_migrations, migrate, runtime_migrations
 from mlcp.runtime.outbox import OutboxRelay
+from mlcp.runtime.retention import RetentionSweeper
 from mlcp.runtime.settings import ConfigurationError, Settings
 from mlcp.runtime.telemetry import setup_tracing
 
@@ -237,6 +238,14 @@ class ServiceRuntime:
         )
         if relay:
             self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name}-relay"))
+        sweeper = RetentionSweeper(
+            self._pool,
+            self.metrics,
+            inbox_days=self.settings.inbox_retention_days,
+            outbox_days=self.settings.outbox_retention_days,
+            interval_s=self.settings.retention_interval_s,
+        )
+        self._tasks.append(asyncio.create_task(sweeper.run(), name=f"{self.name}-retention"))
         consumers = self._subscribe_all()
         if consumers:
             await self.broker.start()

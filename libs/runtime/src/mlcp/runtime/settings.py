@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(200, ge=1, le=10_000)
     outbox_poll_interval_s: float = Field(1.0, gt=0, le=60)
     outbox_retention_days: int = Field(7, ge=0)
+    inbox_retention_days: int = Field(7, ge=1)
+    """Days applied event ids are remembered: the deduplication horizon (mlcp.runtime.retention)."""
+    retention_interval_s: float = Field(3600.0, gt=0, le=86_400)
     startup_timeout_s: float = Field(60.0, gt=0, le=3600)
     consumer_commit_every: int = Field(100, ge=1, le=100_000)
     consumer_commit_interval_s: float = Field(0.2, gt=0, le=60)
