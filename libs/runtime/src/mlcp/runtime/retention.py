@@ -70,40 +70,31 @@ async def purge_once(
     return deleted
 
 
+@dataclass(frozen=True)
 class RetentionSweeper:
     """Runs :func:`purge_once` every ``interval_s`` seconds (first after ``first_after_s``)."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        metrics: RuntimeMetrics,
-        *,
-        inbox_days: int,
-        outbox_days: int,
-        interval_s: float,
-        first_after_s: float = 60.0,
-    ) -> None:
-        self._pool = pool
-        self._metrics = metrics
-        self._inbox_days = inbox_days
-        self._outbox_days = outbox_days
-        self._interval_s = interval_s
-        self._first_after_s = first_after_s
+    pool: asyncpg.Pool
+    metrics: RuntimeMetrics
+    inbox_days: int
+    outbox_days: int
+    interval_s: float
+    first_after_s: float = 60.0
 
     async def run(self) -> None:
         """Sweep for ever; a failed sweep is logged and tried again at the next interval."""
-        await asyncio.sleep(min(self._first_after_s, self._interval_s))
+        await asyncio.sleep(min(self.first_after_s, self.interval_s))
         while True:
             with contextlib.suppress(*TRANSIENT_DB_ERRORS):
                 try:
                     deleted = await purge_once(
-                        self._pool, inbox_days=self._inbox_days, outbox_days=self._outbox_days
+                        self.pool, inbox_days=self.inbox_days, outbox_days=self.outbox_days
                     )
                 except asyncpg.PostgresError as exc:
                     log.warning("retention sweep failed: %s", exc)
                 else:
                     for table, count in deleted.items():
                         if count:
-                            self._metrics.retention_deleted.labels(table).inc(count)
+                            self.metrics.retention_deleted.labels(table).inc(count)
                             log.info("retention: %d rows deleted from %s", count, table)
-            await asyncio.sleep(self._interval_s)
+            await asyncio.sleep(self.interval_s)
