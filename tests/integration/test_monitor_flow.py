@@ -445,33 +445,40 @@ def _metrics(runtime: ServiceRuntime) -> str:
 async def test_an_invalid_record_does_not_spend_its_event_id_and_duplicates_count_once(
     harness: Harness,
 ) -> None:
-    """The inbox ids are claimed while the batch decodes (mlcp.runtime.batch): the id of a
-    record that then fails the contract is released, so the corrected event is applied; the
-    same events sent again are duplicates."""
+    """The inbox ids are claimed while the batch decodes (mlcp.runtime.batch), from id hints:
+    the id of a record that then fails the contract is released, so the corrected event is
+    applied; a misleading hint (data before the envelope's id, a feature named "id") claims
+    nothing for good; the same events sent again are duplicates."""
     await harness.send([registered("1.0.0")])
     await harness.start()
     await wait_versions(harness, 1)
     good = [new_event(p, source="test/inference") for p in predictions("1.0.0", 4)]
-    fifth = predictions("1.0.0", 1, start=4)[0]
+    fifth, sixth = predictions("1.0.0", 2, start=4)
     broken = json.loads(encode_event(new_event(fifth, source="test/inference", id="fifth")))
     broken["data"]["version"] = "not-semver"  # the id is fine, the event is not
-    sent = [json.dumps(broken).encode()] + [encode_event(e) for e in good]
+    decoy = json.loads(encode_event(new_event(sixth, source="test/inference", id="sixth")))
+    decoy["data"]["features"]["id"] = "decoy"
+    data_first = json.dumps({"data": decoy.pop("data"), **decoy}).encode()
+    assert data_first.index(b'"id": "decoy"') < data_first.index(b'"id": "sixth"')
+    sent = [json.dumps(broken).encode(), data_first] + [encode_event(e) for e in good]
     await harness.send(sent, topic_type=PredictionLogged.TYPE)
-    await harness.wait_served("1.0.0", 4)
-    # The same four again (a producer's retry) and the corrected fifth, under the broken
+    await harness.wait_served("1.0.0", 5)
+    # The same five again (a producer's retry) and the corrected fifth, under the broken
     # record's id: only the fifth counts.
     corrected = new_event(fifth, source="test/inference", id="fifth")
-    again = [encode_event(e) for e in [*good, corrected]]
+    again = [data_first] + [encode_event(e) for e in [*good, corrected]]
     await harness.send(again, topic_type=PredictionLogged.TYPE)
-    await harness.wait_served("1.0.0", 5)
+    await harness.wait_served("1.0.0", 6)
 
     async def dead_lettered() -> bool:
         topic = dlq_topic(f"{harness.prefix}{PredictionLogged.TYPE}")
         return len(await read_all(harness.infra.kafka_bootstrap, topic)) == 1
 
     await wait_for(dead_lettered, timeout=30, what="the broken record in the DLQ")
-    assert (await harness.query("SELECT served FROM traffic"))[0]["served"] == 5
-    inbox = await harness.query(
-        "SELECT count(*) AS n FROM mlcp_batch_inbox WHERE consumer LIKE '%pred%'"
+    assert (await harness.query("SELECT served FROM traffic"))[0]["served"] == 6
+    claimed = await harness.query(
+        "SELECT event_id FROM mlcp_batch_inbox WHERE consumer LIKE '%pred%' ORDER BY event_id"
     )
-    assert inbox[0]["n"] == 5
+    assert sorted(r["event_id"] for r in claimed) == sorted(
+        [e.id for e in good] + ["fifth", "sixth"]
+    )

@@ -332,6 +332,19 @@ def test_what_decode_event_refuses_is_never_accepted(name: str, kind: str) -> No
     assert check([value, raw(prediction(1))], kind=kind)[0] is None
 
 
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.data())
+def test_id_hints_are_the_envelope_ids_or_none(data: st.DataObject) -> None:
+    model = data.draw(st.sampled_from([PredictionLogged, FeedbackReceived]))
+    batch = data.draw(st.lists(events(model), min_size=1, max_size=4))
+    hints = decoder("wire", model.TYPE).ids([encode_event(e) for e in batch])
+    for hint, event in zip(hints, batch, strict=True):
+        assert hint in (None, event.id)
+        if event.id.isascii() and event.id.isprintable() and not set(event.id) & set('"\\ '):
+            assert hint == event.id
+    assert decoder("wire", PREDICTION).ids([None, b"", b"{}", b'{"id": 1}']) == [None] * 4
+
+
 def test_the_wire_decoder_serves_only_the_high_volume_types() -> None:
     assert {t for t in EVENT_TYPES if wire_decoder(t) is not None} == set(WIRE_TYPES)
 

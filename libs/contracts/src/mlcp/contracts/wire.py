@@ -25,6 +25,7 @@ Envelope extension attributes are not kept (the consumers of these events do not
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Hashable, Sequence
 from datetime import UTC, datetime
@@ -100,10 +101,8 @@ class WireEvent(msgspec.Struct, gc=False):
     causationid: str | None = None
 
 
-class _EventId(msgspec.Struct, gc=False):
-    """Only the ``id`` of an envelope (its other members are skipped, not built)."""
-
-    id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+_ID_HINT = re.compile(rb'"id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,256})"')
+"""``"id": "<printable ASCII without quote or backslash>"``: ids that need escapes get no hint."""
 
 
 def _raw_twin(cls: type[Any], name: str, **overrides: Any) -> Any:
@@ -182,7 +181,6 @@ class WireDecoder:
             data=raw_data,
         )
         self._decoder = msgspec.json.Decoder(raw_event)
-        self._ids = msgspec.json.Decoder(_EventId)
         envelope: Any = CloudEvent
         self._source = _adapter(envelope, "source").validate_python
         self._subject = _adapter(envelope, "subject").validate_python
@@ -225,16 +223,15 @@ class WireDecoder:
         return out
 
     def ids(self, values: Sequence[bytes | None]) -> list[str | None]:
-        """Per record, its event id if it has a plausible one (~5× cheaper than ``decode``):
-        lets a consumer claim the ids in its inbox while it decodes the records."""
-        decode = self._ids.decode
-        out: list[str | None] = []
-        for raw in values:
-            try:
-                out.append(decode(raw).id if raw and len(raw) <= MAX_EVENT_BYTES else None)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                out.append(None)
-        return out
+        """Per record, a hint of its event id (~8× cheaper than ``decode``): lets a consumer
+        claim the ids in its inbox while it decodes the records.
+
+        A hint, not a decoding: the first ``"id"`` member of the text, which is the envelope's
+        in every encoder that writes the envelope's members before ``data``; a consumer must
+        claim the ids a hint missed and release those that were not its events'.
+        """
+        search = _ID_HINT.search
+        return [found[1].decode() if raw and (found := search(raw)) else None for raw in values]
 
     def adopt(self, event: CloudEvent[Any]) -> WireEvent:
         """The fast path's form of an event ``decode_event`` decoded (a record it left)."""

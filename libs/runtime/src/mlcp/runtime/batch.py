@@ -246,7 +246,8 @@ class BatchConsumer(DurableConsumer):
                     raise _Abandon(decoded)
                 events, records_by_id = decoded
                 valid = set(records_by_id)
-                stragglers = [i for i in records_by_id if i not in fresh and i not in ahead]
+                claimed = set(ahead)
+                stragglers = [i for i in records_by_id if i not in fresh and i not in claimed]
                 if stragglers:  # valid by decode_event only, without an id the fast path saw
                     fresh |= await inbox.claim_many(conn, name, stragglers, event_type)
                 if unused := [i for i in fresh if i not in valid]:
