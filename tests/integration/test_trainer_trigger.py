@@ -229,7 +229,7 @@ async def test_two_instances_in_one_group_request_once_per_crossing(
     assert [r.data.rows_since_last_run for r in requests] == [1000, 1000], (
         "2500 rows with a threshold of 1000: exactly two crossings"
     )
-    assert await query(settings, "SELECT count(*) FROM mlcp_inbox") >= 75
+    assert await query(settings, "SELECT count(*) FROM mlcp_batch_inbox") >= 75
     applied = [
         r.metrics.registry.get_sample_value(
             "mlcp_trainer_events_handled_total",
