@@ -61,7 +61,7 @@ from common import (
     ROOT,
     Service,
     add_common_args,
-    drop_schemas,
+    cleanup,
     finish,
     free_port,
     measure,
@@ -470,7 +470,7 @@ async def run(rounds: int, lookups: int, registrations: int) -> list[Series]:
             mlflow.wait(30)
         except subprocess.TimeoutExpired:
             mlflow.kill()
-        await drop_schemas(mlcp.schema, mlflow_schema)
+        await cleanup(mlcp.prefix, mlcp.schema, mlflow_schema)
     return list(series.values())
 
 
