@@ -106,8 +106,9 @@ _ID_HINT = re.compile(rb'"id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,256})"')
 
 
 def _raw_twin(cls: type[Any], name: str, **overrides: Any) -> Any:
-    """A subclass of ``cls`` that decodes the ``overrides`` fields differently (as str): the
-    decoder fills them in afterwards, and the objects remain instances of ``cls``."""
+    """A subclass of ``cls`` with the ``overrides`` field types: the concrete ``data`` of an
+    envelope, the one ``type`` accepted, instants decoded as str (parsed afterwards by
+    pydantic, in place) — the objects remain instances of ``cls``."""
     return msgspec.defstruct(name, list(overrides.items()), bases=(cls,), gc=False)
 
 
@@ -121,10 +122,11 @@ def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
 
 
 class _Known:
-    """Validity of the values of one field, checked once per distinct value.
+    """Validity of values that repeat from event to event, checked once per distinct value.
 
-    For fields whose values repeat (model, version, source, feature-name sets): a dict lookup
-    per event instead of a validation. Bounded, so a stream of distinct values cannot grow it.
+    Here the tuple (source, subject, model, version[, alias, *feature names]): a dict lookup
+    per event instead of five validations. Bounded, so a stream of distinct values cannot grow
+    it without limit.
     """
 
     LIMIT = 10_000
