@@ -380,7 +380,7 @@ async def test_inbox_rows_past_retention_are_purged_in_chunks_and_recent_ones_ke
             assert await inbox.claim(conn, "trainer:data.arrived", "old-1", "data.arrived")
             assert await inbox.claim(conn, "trainer:data.arrived", "new-1", "data.arrived")
             fresh = await inbox.claim_many(
-                conn, "monitor:p", [f"old-{i}" for i in range(5)] + ["new-2"], "p"
+                conn, "monitor:p", [f"old-{i}" for i in range(5)] + ["new-2"]
             )
         assert len(fresh) == 6
         for table in ("mlcp_inbox", "mlcp_batch_inbox"):
@@ -394,4 +394,4 @@ async def test_inbox_rows_past_retention_are_purged_in_chunks_and_recent_ones_ke
         assert await conn.fetchval("SELECT array_agg(event_id) FROM mlcp_inbox") == ["new-1"]
         assert await conn.fetchval("SELECT array_agg(event_id) FROM mlcp_batch_inbox") == ["new-2"]
         async with conn.transaction():  # the purged ids are forgotten: a redelivery applies
-            assert await inbox.claim_many(conn, "monitor:p", ["old-0", "new-2"], "p") == {"old-0"}
+            assert await inbox.claim_many(conn, "monitor:p", ["old-0", "new-2"]) == {"old-0"}

@@ -172,7 +172,6 @@ class WireDecoder:
         self.event_type = model.TYPE
         self._model = model
         wire: type[Any] = _WIRE_OF[model]
-        self._wire = wire
         self._event = _raw_twin(WireEvent, f"{model.__name__}Event", data=wire)
         raw_data = _raw_twin(wire, f"_Raw{wire.__name__}", ts=str)
         raw_event = _raw_twin(

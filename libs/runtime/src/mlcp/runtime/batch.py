@@ -228,12 +228,12 @@ class BatchConsumer(DurableConsumer):
         inbox rows — the costliest step of ingestion — on the other core meanwhile. Ids claimed
         for records that turn out invalid are released in the same transaction; later attempts
         (after a handler failure) take the plain path."""
-        topic, event_type, name = self.topics[0], self.event_type, self.inbox_name(self.event_type)
+        topic, name = self.topics[0], self.inbox_name(self.event_type)
         ahead = list(dict.fromkeys(i for i in decoder.ids(values) if i is not None))
         decoded: tuple[list[Any], dict[str, Any]] | Outcome = Outcome.RETRY_LATER
         try:
             async with self._pool().acquire() as conn, conn.transaction():
-                claim = asyncio.ensure_future(inbox.claim_many(conn, name, ahead, event_type))
+                claim = asyncio.ensure_future(inbox.claim_many(conn, name, ahead))
                 try:
                     await asyncio.sleep(0)  # the INSERT leaves for PostgreSQL; decode meanwhile
                     decoded = await self._decode(records, values)
@@ -249,7 +249,7 @@ class BatchConsumer(DurableConsumer):
                 claimed = set(ahead)
                 stragglers = [i for i in records_by_id if i not in fresh and i not in claimed]
                 if stragglers:  # valid by decode_event only, without an id the fast path saw
-                    fresh |= await inbox.claim_many(conn, name, stragglers, event_type)
+                    fresh |= await inbox.claim_many(conn, name, stragglers)
                 if unused := [i for i in fresh if i not in valid]:
                     await inbox.release_many(conn, name, unused)
                 new_events = [e for e in events if e.id in fresh]
@@ -306,7 +306,7 @@ class BatchConsumer(DurableConsumer):
     async def _apply_batch(self, events: list[Any], event_type: str, handler: BatchHandler) -> int:
         async with self._pool().acquire() as conn, conn.transaction():
             fresh = await inbox.claim_many(
-                conn, self.inbox_name(event_type), [e.id for e in events], event_type
+                conn, self.inbox_name(event_type), [e.id for e in events]
             )
             new_events = [e for e in events if e.id in fresh]
             tx = Tx(conn, service=self._service, settings=self._settings)

@@ -28,15 +28,14 @@ _BATCH_KEY = (
 )
 
 
-async def claim_many(conn: Conn, consumer: str, event_ids: list[str], event_type: str) -> set[str]:
+async def claim_many(conn: Conn, consumer: str, event_ids: list[str]) -> set[str]:
     """Record many event ids at once (batch consumers); returns those not applied before.
 
     One round trip into ``mlcp_batch_inbox``, in key order (adjacent index pages one after the
     other). The new ids come back as one array (not a row each): in the usual case every id of
-    a batch is new, and thousands of result rows would cost more than the insert.
-    ``event_type`` is the consumer's (its name already says it); kept for symmetry with claim.
+    a batch is new, and thousands of result rows would cost more than the insert. (No event
+    type column: a batch consumer's name already says it.)
     """
-    del event_type
     fresh = await conn.fetchval(
         f"""WITH new AS (
                INSERT INTO mlcp_batch_inbox (key, consumer, event_id)

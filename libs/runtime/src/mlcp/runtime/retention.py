@@ -33,13 +33,13 @@ CHUNK_ROWS = 10_000
 class _Table:
     name: str
     stamp: str
-    only: str = "true"  # which rows may go at all
+    outbox: bool = False  # kept MLCP_OUTBOX_RETENTION_DAYS, and only once published
 
 
 _TABLES = (
     _Table("mlcp_inbox", "received_at"),
     _Table("mlcp_batch_inbox", "received_at"),
-    _Table("mlcp_outbox", "published_at", "published_at IS NOT NULL"),
+    _Table("mlcp_outbox", "published_at", outbox=True),
 )
 
 
@@ -49,15 +49,14 @@ async def purge_once(
     """Delete what is past retention now; the rows deleted per table."""
     deleted: dict[str, int] = {}
     for table in _TABLES:
-        days = outbox_days if table.name == "mlcp_outbox" else inbox_days
+        days = outbox_days if table.outbox else inbox_days
         total = 0
         while True:
             async with pool.acquire() as conn:
                 status = await conn.execute(
                     f"""DELETE FROM {table.name} WHERE ctid = ANY(ARRAY(
                             SELECT ctid FROM {table.name}
-                            WHERE {table.only}
-                              AND {table.stamp} < now() - make_interval(days => $1)
+                            WHERE {table.stamp} < now() - make_interval(days => $1)
                             LIMIT $2))""",
                     days,
                     chunk_rows,
