@@ -607,3 +607,21 @@ def test_secret_like_values_are_never_echoed_in_configuration_errors(
         load_env_settings(Knobs)
     assert "MLCP_TEST_BOOTSTRAP_TOKEN" in str(caught.value)
     assert "short-secret-value" not in str(caught.value)
+
+
+async def test_a_stop_step_that_never_ends_is_cut_after_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlcp.runtime import service
+    from mlcp.runtime.service import ServiceRuntime
+
+    monkeypatch.setattr(service, "STOP_STEP_TIMEOUT_S", 0.05)
+    runtime = ServiceRuntime.__new__(ServiceRuntime)  # _bounded needs no state
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    assert not await runtime._bounded("a commit the broker keeps refusing", never)
+    assert never.cancelled()
+
+    async def quick() -> None:
+        await asyncio.sleep(0)
+
+    assert await runtime._bounded("a quick step", quick())

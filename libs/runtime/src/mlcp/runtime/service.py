@@ -47,6 +47,9 @@ from mlcp.runtime.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
 
+STOP_STEP_TIMEOUT_S = 15.0
+"""Longest wait for the last offset commit and for closing the pool when a service stops."""
+
 
 class _Server(uvicorn.Server):
     # uvicorn re-raises SIGTERM after serve() returns, which would kill the process before the
@@ -331,9 +334,8 @@ class ServiceRuntime:
     async def stop(self) -> None:
         """Stop consuming, then the relay (unsent rows wait in the outbox), then connections."""
         if self.broker.running:
-            await self.consumer.commit()
-            for batch, _, _ in self._batches:
-                await batch.commit()
+            for consumer in [self.consumer, *(batch for batch, _, _ in self._batches)]:
+                await self._bounded("the last offset commit", consumer.commit())
             await self.broker.stop()
         await self._stop_background()
         for task in self._tasks:
@@ -346,7 +348,8 @@ class ServiceRuntime:
             await self._producer.stop()
             self._producer = None
         if self._pool is not None:
-            await self._pool.close()
+            if not await self._bounded("closing the PostgreSQL pool", self._pool.close()):
+                self._pool.terminate()  # a connection still in use: closed by force
             self._pool = None
         for callback in self._shutdown:
             try:
@@ -354,6 +357,20 @@ class ServiceRuntime:
             except Exception:
                 log.exception("shutdown callback failed")
         self._shutdown.clear()
+
+    async def _bounded(self, what: str, step: Awaitable[None]) -> bool:
+        """Await one step of ``stop`` for at most STOP_STEP_TIMEOUT_S; False if it was cut.
+
+        aiokafka retries a commit for as long as the broker answers with a retriable error, and
+        asyncpg's pool waits for every connection to be given back: either can hang a stop (a
+        SIGTERM) for ever. Cutting them loses nothing: uncommitted records are read again and
+        the inbox drops them."""
+        try:
+            await asyncio.wait_for(step, STOP_STEP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("%s did not finish in %.0f s; going on", what, STOP_STEP_TIMEOUT_S)
+            return False
+        return True
 
     async def _stop_background(self) -> None:
         for job, task in self._background_tasks:
