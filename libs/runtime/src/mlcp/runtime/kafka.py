@@ -1,10 +1,16 @@
-"""Kafka clients with durable defaults (DESIGN.md §5, §11)."""
+"""Every Kafka client of the project is built here, with durable defaults (DESIGN.md §5, §11).
+
+One place decides the bootstrap servers and (soon) the security settings of every producer,
+consumer and admin client — the services, the CLI, the demo, the benchmarks and the tests — so
+that no client can be forgotten when the bus's settings change.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from mlcp.runtime.settings import Settings
 
@@ -19,11 +25,25 @@ DURABLE_PRODUCER_OPTIONS: dict[str, Any] = {
 }
 
 
-def durable_producer(settings: Settings, *, client_id: str) -> AIOKafkaProducer:
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Keywords every aiokafka client takes: where the brokers are and how to authenticate."""
+    return {"bootstrap_servers": settings.kafka_bootstrap}
+
+
+def durable_producer(settings: Settings, *, client_id: str, **overrides: Any) -> AIOKafkaProducer:
     """A producer with acks=all and idempotence (not started)."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, client_id=client_id, **DURABLE_PRODUCER_OPTIONS
-    )
+    options = {**DURABLE_PRODUCER_OPTIONS, **overrides}
+    return AIOKafkaProducer(client_id=client_id, **client_options(settings), **options)
+
+
+def make_consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer (not started); pass ``group_id`` only for a group the principal may use."""
+    return AIOKafkaConsumer(*topics, **client_options(settings), **options)
+
+
+def make_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
+    """An admin client (not started)."""
+    return AIOKafkaAdminClient(**client_options(settings), **options)
 
 
 def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
