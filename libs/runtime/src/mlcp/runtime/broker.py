@@ -14,7 +14,7 @@ from faststream.kafka.parser import AioKafkaBatchParser
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
-from mlcp.runtime.kafka import DURABLE_PRODUCER_OPTIONS
+from mlcp.runtime.kafka import DURABLE_PRODUCER_OPTIONS, faststream_security
 from mlcp.runtime.settings import Settings
 
 
@@ -23,6 +23,7 @@ def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"mlcp-{service}",
+        security=faststream_security(settings),
         # FastStream's own handler prints colored text; route it through our formatter instead,
         # with its per-message lines at DEBUG (the runtime's metrics count messages).
         logger=logging.getLogger("mlcp.faststream"),
