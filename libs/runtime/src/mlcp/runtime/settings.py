@@ -7,8 +7,9 @@ same thing in every service, the CLI, docker-compose and the tests.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -158,6 +159,16 @@ def describe_settings_error(exc: Exception, *, env_prefix: str = "MLCP_") -> str
         shown = "" if _SECRET_NAME.search(field) else f" (got {error.get('input')!r})"
         lines.append(f"{env_prefix}{field.upper()}: {error['msg']}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def settings_from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
+    """Settings from ``MLCP_*`` variables given as a mapping (a child's environment, the dev
+    stack's exports); the process environment is not read. Invalid → ``ConfigurationError``."""
+    values = {k.removeprefix("MLCP_").lower(): v for k, v in env.items() if k.startswith("MLCP_")}
+    try:
+        return Settings.model_validate({**values, **overrides})
+    except Exception as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
 
 
 def load_settings() -> Settings:
