@@ -236,7 +236,7 @@ async def test_event_for_an_unknown_version_is_dead_lettered(registry: Registry)
 
     async def dead_lettered() -> list[object]:
         topic = dlq_topic(registry.settings.topic(gate_passed("9.9.9").TYPE))
-        return await read_all(registry.infra.kafka_bootstrap, topic)
+        return await read_all(registry.infra.admin, topic)
 
     letters = await wait_for(dead_lettered, timeout=30, what="the DLQ record")
     headers = dict(letters[0].headers)

@@ -200,7 +200,7 @@ async def test_kill_9_during_training_is_retried_and_finishes_exactly_once(
     monkeypatch.setenv("SLOW_MODEL_MARKER", str(marker))
     monkeypatch.syspath_prepend(str(tmp_path))
     env = {
-        "MLCP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        **infra.kafka_env("svc-trainer"),
         "MLCP_DATABASE_URL": settings.database_url,
         "MLCP_TOPIC_PREFIX": settings.topic_prefix,
         "MLCP_DB_SCHEMA": str(settings.db_schema),

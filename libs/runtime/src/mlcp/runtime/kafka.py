@@ -41,9 +41,10 @@ def client_options(settings: Settings) -> dict[str, Any]:
     if protocol.endswith("SSL"):
         options["ssl_context"] = tls_context(settings.kafka_ca_file)
     if protocol.startswith("SASL_"):
+        username, password = settings.kafka_credentials()
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_username
-        options["sasl_plain_password"] = settings.kafka_secret()
+        options["sasl_plain_username"] = username
+        options["sasl_plain_password"] = password
     return options
 
 
@@ -73,9 +74,16 @@ def faststream_security(settings: Settings) -> BaseSecurity | None:
     kind = {"SCRAM-SHA-512": SASLScram512, "SCRAM-SHA-256": SASLScram256}.get(
         settings.kafka_sasl_mechanism, SASLPlaintext
     )
+    try:
+        username, password = settings.kafka_credentials()
+    except ConfigurationError:
+        # Building a service (its routes, a unit test) needs no identity; starting it does,
+        # and the runtime's start checks the credentials with one clear error before the
+        # broker connects (ServiceRuntime._start_producer).
+        return None
     return kind(
-        username=settings.kafka_username or "",
-        password=settings.kafka_secret() or "",
+        username=username,
+        password=password,
         ssl_context=context,
         use_ssl=context is not None,
     )

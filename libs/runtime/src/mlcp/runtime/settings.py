@@ -80,24 +80,30 @@ class Settings(BaseSettings):
     def _kafka_credentials(self) -> Settings:
         if self.kafka_password is not None and self.kafka_password_file is not None:
             raise ValueError("set MLCP_KAFKA_PASSWORD or MLCP_KAFKA_PASSWORD_FILE, not both")
-        if self.kafka_security_protocol.startswith("SASL_"):
-            if self.kafka_username is None:
-                raise ValueError(
-                    f"MLCP_KAFKA_USERNAME is required with MLCP_KAFKA_SECURITY_PROTOCOL="
-                    f"{self.kafka_security_protocol} (the bus principal, e.g. svc-registry; "
-                    "`mlcp dev env PRINCIPAL` prints the dev stack's)"
-                )
-            if self.kafka_password is None and self.kafka_password_file is None:
-                raise ValueError(
-                    f"MLCP_KAFKA_PASSWORD_FILE or MLCP_KAFKA_PASSWORD is required for "
-                    f"principal {self.kafka_username!r}"
-                )
         if self.kafka_ca_file is not None and not self.kafka_security_protocol.endswith("SSL"):
             raise ValueError(
                 "MLCP_KAFKA_CA_FILE is set but MLCP_KAFKA_SECURITY_PROTOCOL="
                 f"{self.kafka_security_protocol} does not use TLS (use SASL_SSL)"
             )
         return self
+
+    def kafka_credentials(self) -> tuple[str, str]:
+        """(username, password) for SASL, or ``ConfigurationError`` naming what is missing.
+        Checked when a client is built, not when settings are read: a process that never
+        touches Kafka (a migration, a unit test) needs no bus identity."""
+        if self.kafka_username is None:
+            raise ConfigurationError(
+                f"MLCP_KAFKA_USERNAME is required with MLCP_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol}: the bus principal, e.g. svc-registry "
+                "(`mlcp dev env PRINCIPAL` prints the dev stack's settings)"
+            )
+        secret = self.kafka_secret()
+        if secret is None:
+            raise ConfigurationError(
+                f"MLCP_KAFKA_PASSWORD_FILE or MLCP_KAFKA_PASSWORD is required for bus principal "
+                f"{self.kafka_username!r}"
+            )
+        return self.kafka_username, secret
 
     def kafka_secret(self) -> str | None:
         """The bus password, read now (a rotated password file is picked up at each start)."""
