@@ -1,4 +1,5 @@
-"""The runtime's delivery guarantees against real Kafka and PostgreSQL, in real processes.
+"""The runtime's delivery guarantees against real Kafka and PostgreSQL, in real processes, on
+the authenticated bus with and without TLS (SASL_PLAINTEXT, SASL_SSL with the dev stack's CA).
 
 * outbox relay SIGKILLed between publishing and marking rows sent → republished, applied once;
 * consumer SIGKILLed after its transaction committed, before the offset commit → redelivered,
@@ -26,6 +27,14 @@ from tests.integration.kafka_tools import create_topics, lag, produce, read_all
 pytestmark = pytest.mark.integration
 
 APP = str(Path(__file__).with_name("runtime_app.py"))
+
+
+@pytest.fixture(params=["SASL_PLAINTEXT", "SASL_SSL"])
+def infra(request: pytest.FixtureRequest, infra: Infra) -> Infra:
+    """Every crash test twice: through the plain SASL listener and through the TLS one."""
+    if request.param == "SASL_PLAINTEXT":
+        return infra
+    return request.getfixturevalue("tls_infra")  # type: ignore[no-any-return]
 MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 SHA = "a" * 64
 

@@ -8,6 +8,7 @@ does not grant — ACLs on anything else are never touched). Both run as the clu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -110,7 +111,25 @@ async def apply(
             await create_acls(admin, todo.add)
         if todo.remove:
             await delete_acls(admin, todo.remove)
+        await _until_in_effect(admin, policy, prefix)
         return todo
+
+
+async def _until_in_effect(
+    admin: AIOKafkaAdminClient, policy: BusPolicy, prefix: str, timeout_s: float = 15.0
+) -> None:
+    # The controller commits ACLs before the brokers' authorizers load them from the metadata
+    # log: a client let in right after `apply` could still be refused. DescribeAcls answers
+    # from the broker's authorizer, so once it shows the file, the file is in force.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        left = await plan(admin, policy, prefix)
+        if not (left.add or left.remove):
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"the cluster did not show the applied ACLs within {timeout_s}s")
+        await asyncio.sleep(0.1)
 
 
 async def remove_prefix(settings: Settings, policy: BusPolicy, prefix: str) -> int:

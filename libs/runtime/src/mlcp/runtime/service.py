@@ -361,6 +361,10 @@ class ServiceRuntime:
         # 29 TOPIC_AUTHORIZATION_FAILED, 31 CLUSTER_AUTHORIZATION_FAILED
         return not codes & {29, 31}
 
+    def subscribed_topics(self) -> list[str]:
+        """Every topic this service consumes (behind its prefix)."""
+        return self._all_topics()
+
     def _all_topics(self) -> list[str]:
         return self.consumer.topics + [t for b, _, _ in self._batches for t in b.topics]
 
