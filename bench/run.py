@@ -274,7 +274,7 @@ async def preflight() -> dict[str, str]:
     }
 
 
-def environment(args: argparse.Namespace, servers: dict[str, str]) -> dict[str, Any]:
+def environment(args: argparse.Namespace, server_info: dict[str, str]) -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -285,7 +285,7 @@ def environment(args: argparse.Namespace, servers: dict[str, str]) -> dict[str, 
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "platform": platform.platform(),
-        **servers,
+        **server_info,
     }
 
 
@@ -353,8 +353,8 @@ async def main(args: argparse.Namespace) -> int:
     ]
     if not benches:
         raise SystemExit(f"--only {args.only}: no such benchmark (scripts or row keys)")
-    servers = await preflight()
-    env = environment(args, servers)
+    server_info = await preflight()
+    env = environment(args, server_info)
     say(f"mlcp benchmarks ({env['mode']}): {len(benches)} scripts, Kafka {servers().bootstrap}")
     started = time.monotonic()
     outcomes = [await run_one(b, i, len(benches), args) for i, b in enumerate(benches, 1)]
