@@ -146,6 +146,7 @@ class Harness:
             self.runtime = None
 
     async def send(self, items: Sequence[EventData | bytes], topic_type: str | None = None) -> None:
+        self.infra.prepare_bus(self.prefix)  # the topics may be sent to before the monitor starts
         producer = durable_producer(self.infra.admin, client_id="mlcp-tests")
         await producer.start()
         try:

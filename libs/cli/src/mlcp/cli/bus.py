@@ -145,6 +145,37 @@ def apply(
 
 
 @bus_app.command()
+def init(
+    credentials: Annotated[
+        Path, typer.Argument(help="Directory with one password file per principal.")
+    ],
+    acl_file: AclFile = None,
+    prefix: Prefix = "",
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of new topics.")] = 3,
+    replication_factor: Annotated[int, typer.Option(min=1, help="Replicas of new topics.")] = 1,
+) -> None:
+    """Make a new cluster ready: every principal's SCRAM-SHA-512 credential from
+    CREDENTIALS/<principal> (a random password, written 0600, for a missing file), then the
+    topics and ACLs (`apply`). Idempotent; run it as the cluster's super user."""
+    from mlcp.runtime.bus import TopicLayout, init_cluster
+
+    policy = _policy(acl_file)
+    settings = cli_settings(policy.admin)
+    layout = TopicLayout(partitions, replication_factor)
+    try:
+        result = asyncio.run(
+            init_cluster(settings, policy, credentials, layout=layout, prefix=prefix)
+        )
+    except Exception as exc:
+        raise _fail_on_bus_error(exc) from None
+    for line in result.lines():
+        out.print(line, markup=False)
+    err.print(
+        f"{len(policy.principals)} principals set from {credentials}; topics and ACLs applied"
+    )
+
+
+@bus_app.command()
 def diff(acl_file: AclFile = None, prefix: Prefix = "") -> None:
     """What `mlcp bus apply` would change; exit code 1 when the cluster differs from the file."""
     from mlcp.runtime.bus import apply as apply_policy

@@ -53,27 +53,19 @@ def password_file(s: Settings, principal: str) -> Path:
 
 
 def _write_secret(path: Path, text: str) -> None:
-    # Created 0600 from the start (never world-readable, even for an instant), then renamed.
-    partial = path.with_name(f".{path.name}.partial")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    partial.replace(path)
+    from mlcp.runtime.bus import write_secret
+
+    write_secret(path, text)
 
 
 def ensure_credentials(s: Settings) -> dict[str, str]:
     """principal → password, creating a random password for any principal that has none."""
-    folder = credentials_dir(s)
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    out = {}
-    for principal in [*principals(), CONTROLLER_USER]:
-        path = password_file(s, principal)
-        if not path.exists():
-            _write_secret(path, secrets.token_urlsafe(24) + "\n")
-        out[principal] = read_password(path)
-    return out
+    from mlcp.runtime.bus import ensure_password_files
+
+    try:
+        return ensure_password_files(credentials_dir(s), [*principals(), CONTROLLER_USER])
+    except ValueError as exc:
+        raise DevstackError(f"{exc}: `mlcp-dev password PRINCIPAL` sets a new one") from None
 
 
 def read_password(path: Path) -> str:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -150,3 +153,48 @@ async def set_passwords(settings: Settings, passwords: dict[str, str]) -> None:
     async with admin_client(settings) as admin:
         for user, password in passwords.items():
             await upsert_scram_user(admin, user, password)
+
+
+# -- credentials of the principals ----------------------------------------------------------------
+def write_secret(path: Path, text: str) -> None:
+    """Write a secret file readable by its owner only (0600 from the first byte, then renamed
+    into place, so no reader ever sees it half written or world-readable)."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    partial.replace(path)
+
+
+def ensure_password_files(folder: Path, principals: list[str]) -> dict[str, str]:
+    """principal → password from ``folder/<principal>``; a missing file gets a random password.
+    The folder is made 0700."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    passwords = {}
+    for principal in principals:
+        path = folder / principal
+        if not path.exists():
+            write_secret(path, secrets.token_urlsafe(24) + "\n")
+        first = path.read_text().splitlines()
+        if not first or not first[0]:
+            raise ValueError(f"{path} is empty")
+        passwords[principal] = first[0]
+    return passwords
+
+
+async def init_cluster(
+    settings: Settings,
+    policy: BusPolicy,
+    credentials: Path,
+    *,
+    layout: TopicLayout | None = None,
+    prefix: str = "",
+) -> BusPlan:
+    """A new cluster made ready for mlcp, as its super user: every principal of the file gets a
+    SCRAM-SHA-512 credential with the password in ``credentials/<principal>`` (a random one when
+    the file is missing), then the topics and ACLs are applied. Idempotent."""
+    passwords = ensure_password_files(credentials, list(policy.principals))
+    await set_passwords(settings, passwords)
+    return await apply(settings, policy, prefix=prefix, layout=layout)
