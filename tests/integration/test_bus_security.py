@@ -113,10 +113,14 @@ async def test_a_consumer_cannot_use_another_services_group(secured: Infra, uniq
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
+
+    async def join() -> None:
+        await consumer.start()
+        await asyncio.wait_for(consumer.getone(), 30)
+
     try:
         with pytest.raises(GroupAuthorizationFailedError, match="mlcp-registry"):
-            await consumer.start()
-            await asyncio.wait_for(consumer.getone(), 30)
+            await join()
     finally:
         await consumer.stop()
 

@@ -35,6 +35,8 @@ def infra(request: pytest.FixtureRequest, infra: Infra) -> Infra:
     if request.param == "SASL_PLAINTEXT":
         return infra
     return request.getfixturevalue("tls_infra")  # type: ignore[no-any-return]
+
+
 MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 SHA = "a" * 64
 
