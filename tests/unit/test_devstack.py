@@ -41,6 +41,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLCP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLCP_DEV_KAFKA_PORT", str(_free_port()))
     monkeypatch.setenv("MLCP_DEV_KAFKA_CONTROLLER_PORT", str(_free_port()))
+    monkeypatch.setenv("MLCP_DEV_KAFKA_TLS_PORT", str(_free_port()))
     monkeypatch.setenv("MLCP_DEV_POSTGRES_PORT", str(_free_port()))
     return tmp_path
 

@@ -25,7 +25,8 @@ app = typer.Typer(
     help=(
         f"Dev stack without Docker: Apache Kafka {KAFKA_VERSION} (KRaft) and PostgreSQL on "
         "127.0.0.1. Set MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL to use existing servers instead; "
-        "MLCP_DEV_KAFKA_PORT, MLCP_DEV_KAFKA_CONTROLLER_PORT, MLCP_DEV_POSTGRES_PORT move the "
+        "MLCP_DEV_KAFKA_PORT, MLCP_DEV_KAFKA_TLS_PORT, MLCP_DEV_KAFKA_CONTROLLER_PORT, "
+        "MLCP_DEV_POSTGRES_PORT move the "
         "ports; MLCP_STATE_DIR and MLCP_CACHE_DIR move the data/logs and the jar cache."
     ),
     no_args_is_help=True,
