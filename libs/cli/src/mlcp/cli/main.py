@@ -7,7 +7,7 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -46,6 +46,29 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(bus_app, name="bus")
 add_registry_commands(app)
 app.command()(demo)
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        # The CLI and the two libraries whose versions decide what goes on the wire.
+        parts = [f"{name} {version(f'mlcp-{name}')}" for name in ("contracts", "runtime")]
+        print(f"mlcp {version('mlcp-cli')} ({', '.join(parts)})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """mlcp — model-governance control plane."""
+
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -148,19 +171,29 @@ def events_tail(
     type_: Annotated[
         list[str] | None, typer.Option("--type", help="Only types containing this (repeatable)")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per line (topic, partition, offset, key, the whole CloudEvent) "
+            "for scripts and jq.",
+        ),
+    ] = False,
 ) -> None:
     """Print events as they cross the bus (Ctrl-C stops)."""
-    from mlcp.cli.tail import tail
+    from mlcp.cli.tail import json_line, render, tail
 
     settings = cli_settings("operator")
-    out.print("[dim]      time   type                     subject              data[/]")
+    if as_json:
+
+        def emit(record: Any) -> None:
+            # print, not rich: one line of JSON exactly as written, flushed for a pipe.
+            print(json_line(record, settings.topic_prefix), flush=True)
+    else:
+        out.print("[dim]      time   type                     subject              data[/]")
+
+        def emit(record: Any) -> None:
+            out.print(escape(render(record.value or b"", record.topic, settings.topic_prefix)))
+
     with contextlib.suppress(KeyboardInterrupt):
-        run_on_bus(
-            settings,
-            tail(
-                settings,
-                lambda line: out.print(escape(line)),
-                from_beginning=from_beginning,
-                types=type_,
-            ),
-        )
+        run_on_bus(settings, tail(settings, emit, from_beginning=from_beginning, types=type_))

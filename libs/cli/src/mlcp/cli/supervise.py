@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mlcp.runtime.backoff import backoff_s
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
@@ -112,7 +114,7 @@ class Supervisor:
                 self._emit(child.name, child.color, "not restarted again (too many exits)")
                 return
             child.restarts += 1
-            await asyncio.sleep(min(2**child.restarts, 10))
+            await asyncio.sleep(backoff_s(child.restarts, initial_s=2.0, maximum_s=10.0))
             self._emit(child.name, child.color, f"restarting (#{child.restarts})")
             await self._spawn(child)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from datetime import UTC
+from typing import Any
 
 from mlcp.contracts import ALL_TOPICS, ContractError, decode_event
 from mlcp.runtime.kafka import make_consumer
@@ -36,15 +38,37 @@ def render(raw: bytes, topic: str, prefix: str) -> str:
     return f"{when:>12} {short:<24} {event.subject or '-':<20} {summarize(data)}"
 
 
+def json_line(record: Any, prefix: str) -> str:
+    """One record as one line of JSON: where it sits on Kafka and the whole CloudEvent as sent
+    (``event``), or, for a record that is not a valid event, why (``invalid``) and its bytes
+    (``value_base64``)."""
+    event_type = record.topic.removeprefix(prefix)
+    raw: bytes = record.value or b""
+    entry: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp_ms": record.timestamp,
+        "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+    }
+    try:
+        decode_event(raw, expected_type=event_type)
+        entry["event"] = json.loads(raw)
+    except ContractError as exc:
+        entry["invalid"] = exc.reason
+        entry["value_base64"] = base64.b64encode(raw).decode()
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+
 async def tail(
     settings: Settings,
-    emit: Callable[[str], None],
+    emit: Callable[[Any], None],
     *,
     from_beginning: bool,
     types: list[str] | None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Print every event on the mlcp topics until ``stop`` is set (or forever)."""
+    """Hand every record of the mlcp topics to ``emit`` until ``stop`` is set (or forever)."""
     wanted = [t for t in ALL_TOPICS if not types or any(s in t for s in types)]
     consumer = make_consumer(
         settings,
@@ -61,6 +85,6 @@ async def tail(
                 (r for recs in batch.values() for r in recs), key=lambda r: r.timestamp
             )
             for record in records:
-                emit(render(record.value or b"", record.topic, settings.topic_prefix))
+                emit(record)
     finally:
         await consumer.stop()

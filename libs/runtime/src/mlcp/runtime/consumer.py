@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from mlcp.contracts import CloudEvent, ContractError, decode_event
 from mlcp.runtime import inbox, outbox
 from mlcp.runtime.acl import load_policy
+from mlcp.runtime.backoff import backoff_s
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, Conn
 from mlcp.runtime.dlq import UNEXPECTED_SOURCE, DeadLetter, publish_dead_letter
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
@@ -273,10 +274,10 @@ class DurableConsumer:
         return Outcome.RETRY_LATER
 
     def _backoff(self, attempt: int) -> float:
-        initial = self._settings.retry_initial_backoff_s
-        # The exponent is capped: an outage of hours must not overflow the float.
-        exponent = min(attempt - 1, 32)
-        return float(min(initial * 2.0**exponent, self._settings.retry_max_backoff_s))
+        s = self._settings
+        return backoff_s(
+            attempt, initial_s=s.retry_initial_backoff_s, maximum_s=s.retry_max_backoff_s
+        )
 
     async def on_message(self, msg: Any) -> None:
         """FastStream entry point (``AckPolicy.MANUAL``): commit only what was settled."""

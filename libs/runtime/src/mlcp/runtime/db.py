@@ -9,6 +9,8 @@ import time
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from mlcp.runtime.backoff import Backoff
+
 # A connection as handlers see it: a plain one, or one borrowed from a pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -35,7 +37,7 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """Open a pool whose connections use ``schema`` first, waiting for the server to come up."""
     deadline = time.monotonic() + wait_s
-    delay = 0.2
+    backoff = Backoff(0.2, 2.0)
     while True:
         try:
             return await asyncpg.create_pool(
@@ -48,6 +50,6 @@ async def create_pool(
         except TRANSIENT_DB_ERRORS as exc:
             if time.monotonic() > deadline:
                 raise
-            log.warning("database not reachable yet (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            if backoff.attempt == 0:  # once: waiting at start is normal (compose, a restart)
+                log.info("waiting for PostgreSQL (%s: %s)", type(exc).__name__, exc)
+            await asyncio.sleep(backoff.next())

@@ -22,6 +22,7 @@ from asyncpg.pool import PoolConnectionProxy
 from pydantic import BaseModel
 
 from mlcp.contracts import CloudEvent, encode_event, new_event
+from mlcp.runtime.backoff import Backoff
 from mlcp.runtime.db import Conn
 from mlcp.runtime.faults import OUTBOX_AFTER_PUBLISH, crash_point
 from mlcp.runtime.kafka import encode_headers
@@ -171,7 +172,7 @@ class OutboxRelay:
         """Publish forever: woken in-process or by NOTIFY, and by a poll in case a wake-up was
         missed."""
         listener: PoolConnectionProxy | None = None
-        backoff = 0.2
+        backoff = Backoff(0.2, 5.0)
         gauge_at = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -185,7 +186,7 @@ class OutboxRelay:
                     # A count per wake-up would cost a round trip per published batch.
                     self._metrics.outbox_pending.set(await self.pending())
                     gauge_at = loop.time()
-                backoff = 0.2
+                backoff.reset()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
             except asyncio.CancelledError:
@@ -198,15 +199,15 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 # Kafka or PostgreSQL is away: the rows stay pending, try again with backoff.
+                delay = backoff.next()
                 log.warning(
-                    "outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, backoff
+                    "outbox relay: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
                 )
                 if listener is not None:
                     with contextlib.suppress(Exception):
                         await self._pool.release(listener)
                     listener = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(delay)
 
 
 def new_outgoing(

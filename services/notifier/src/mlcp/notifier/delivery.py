@@ -32,6 +32,7 @@ from mlcp.notifier.domain import (
     redact,
 )
 from mlcp.notifier.render import Language, digest_payload, single_payload
+from mlcp.runtime.backoff import jittered
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
 
 log = logging.getLogger(__name__)
@@ -320,8 +321,10 @@ class DeliveryLoop:
                 self._metrics.deliveries.labels(name, "rate_limited").inc(n)
                 log.warning("%s: rate limited (%s); retrying in %.1fs", name, outcome.detail, after)
             elif outcome.verdict == "retry":
-                delay = backoff_s(
-                    claimed.attempts, initial=opts.retry_initial_s, maximum=opts.retry_max_s
+                delay = jittered(
+                    backoff_s(
+                        claimed.attempts, initial=opts.retry_initial_s, maximum=opts.retry_max_s
+                    )
                 )
                 retried, failed = await store.mark_retry(
                     conn,

@@ -44,6 +44,8 @@ from typing import Any
 
 import asyncpg
 
+from mlcp.runtime.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 _MAX_ENTRIES = 100_000
@@ -222,7 +224,7 @@ class ReadCache:
 
     async def run(self) -> None:
         """Keep a LISTEN connection (a background task of the runtime) until :meth:`stop`."""
-        backoff = 0.2
+        backoff = Backoff(0.2, 5.0)
         while not self._stop.is_set():
             conn: asyncpg.Connection | None = None
             try:
@@ -233,7 +235,7 @@ class ReadCache:
                 await conn.add_listener(self._channel, self._on_notify)
                 self._drop_all()
                 self._live = True
-                backoff = 0.2
+                backoff.reset()
                 while not self._stop.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self._ping_s)
@@ -243,8 +245,7 @@ class ReadCache:
             except Exception as exc:
                 log.warning("registry cache off (%s: %s); retrying", type(exc).__name__, exc)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                    await asyncio.wait_for(self._stop.wait(), backoff.next())
             finally:
                 self._lost()
                 if conn is not None:
