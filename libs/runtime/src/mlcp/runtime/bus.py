@@ -17,9 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    CoordinatorNotAvailableError,
+    NotCoordinatorError,
+    TopicAlreadyExistsError,
+)
 
-from mlcp.runtime.acl import AclBinding, BusPolicy, describe
+from mlcp.runtime.acl import AclBinding, BusPolicy, describe, group_id
 from mlcp.runtime.kafka import make_admin
 from mlcp.runtime.kafka_admin import create_acls, delete_acls, describe_acls, upsert_scram_user
 from mlcp.runtime.settings import Settings
@@ -95,7 +99,10 @@ async def apply(
     layout = layout or TopicLayout()
     async with admin_client(settings) as admin:
         todo = await plan(admin, policy, prefix)
-        if dry_run or todo.empty:
+        if dry_run:
+            return todo
+        await _until_group_coordinator(admin, group_id(prefix, "bus-apply"))
+        if todo.empty:
             return todo
         if todo.missing_topics:
             configs = (
@@ -116,6 +123,27 @@ async def apply(
             await delete_acls(admin, todo.remove)
         await _until_in_effect(admin, policy, prefix)
         return todo
+
+
+async def _until_group_coordinator(
+    admin: AIOKafkaAdminClient, group: str, timeout_s: float = 30.0
+) -> None:
+    # A new cluster creates its offsets topic (__consumer_offsets) when the first consumer group
+    # asks for its coordinator, and answers "coordinator not available" until it exists: the
+    # services' first joins would log it as an aiokafka ERROR. Asking here, once, as the admin,
+    # means every group finds its coordinator at once (a quiet start).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            await admin.find_coordinator(group)
+            return
+        except (CoordinatorNotAvailableError, NotCoordinatorError):
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"Kafka had no group coordinator within {timeout_s}s (offsets topic missing?)"
+                ) from None
+            await asyncio.sleep(0.2)
 
 
 async def _until_in_effect(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 
 from mlcp.contracts import dlq_topic
+from mlcp.runtime.telemetry import producer_span, record_landed
 
 # Header names added to a dead-lettered record; the original headers are kept beside them.
 H_REASON = "mlcp-dlq-reason"
@@ -56,10 +57,11 @@ class DeadLetter:
 
 
 async def publish_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter) -> None:
-    """Write ``letter`` to ``<topic>.dlq`` and wait for acks=all."""
-    await producer.send_and_wait(
-        dlq_topic(letter.topic),
-        value=letter.value,
-        key=letter.key,
-        headers=letter.record_headers(),
-    )
+    """Write ``letter`` to ``<topic>.dlq`` and wait for acks=all (under a PRODUCER span)."""
+    topic, size = dlq_topic(letter.topic), len(letter.value or b"")
+    with producer_span(topic, key=letter.key, size=size) as span:
+        span.set_attribute("mlcp.dlq.reason", letter.reason)
+        landed = await producer.send_and_wait(
+            topic, value=letter.value, key=letter.key, headers=letter.record_headers()
+        )
+        record_landed(span, landed)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mlcp.runtime.telemetry import current_ids
+
 _event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "mlcp_event_id", default=None
 )
@@ -31,7 +33,8 @@ def event_context(event_id: str | None, correlation_id: str | None) -> Iterator[
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, service, event, correlation."""
+    """One JSON object per line: time, level, logger, message, service, event, correlation,
+    and the trace and span ids of the active span (W3C hex, as trace backends show them)."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -51,6 +54,8 @@ class JsonFormatter(logging.Formatter):
             entry["event_id"] = event_id
         if (correlation_id := _correlation_id.get()) is not None:
             entry["correlation_id"] = correlation_id
+        if (ids := current_ids()) is not None:  # the span the line was written in
+            entry["trace_id"], entry["span_id"] = ids
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

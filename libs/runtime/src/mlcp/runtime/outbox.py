@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from asyncpg.pool import PoolConnectionProxy
+from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from mlcp.contracts import CloudEvent, encode_event, new_event
@@ -27,7 +28,12 @@ from mlcp.runtime.db import Conn
 from mlcp.runtime.faults import OUTBOX_AFTER_PUBLISH, crash_point
 from mlcp.runtime.kafka import encode_headers
 from mlcp.runtime.metrics import RuntimeMetrics
-from mlcp.runtime.telemetry import outgoing_trace_headers
+from mlcp.runtime.telemetry import (
+    end_producer_span,
+    outgoing_trace_headers,
+    producer_trace_headers,
+    start_producer_span,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +123,7 @@ class OutboxRelay:
             # InitPlan) and, if another relay holds it, nothing is claimed.
             rows = await conn.fetch(
                 """WITH relay AS (SELECT pg_try_advisory_xact_lock($2) AS held)
-                   SELECT id, topic, key, payload, headers FROM mlcp_outbox
+                   SELECT id, event_id, topic, key, payload, headers FROM mlcp_outbox
                    WHERE (SELECT held FROM relay) AND published_at IS NULL ORDER BY id
                    LIMIT $1 FOR UPDATE SKIP LOCKED""",
                 self._batch_size,
@@ -128,16 +134,18 @@ class OutboxRelay:
             # Hand the whole batch to the producer before awaiting any ack, so it goes out in
             # as few requests as possible; the idempotent producer keeps the order within a
             # partition even when it retries.
-            acks = [
-                await self._producer.send(
-                    row["topic"],
-                    value=bytes(row["payload"]),
-                    key=row["key"].encode() if row["key"] is not None else None,
-                    headers=encode_headers(json.loads(row["headers"])),
-                )
-                for row in rows
-            ]
-            await asyncio.gather(*acks)
+            spans: list[Span] = []
+            acks: list[asyncio.Future[Any]] = []
+            try:
+                for row in rows:
+                    acks.append(await self._send(row, spans))
+                landed = await asyncio.gather(*acks)
+            except BaseException as exc:
+                for span in spans:
+                    end_producer_span(span, error=exc)
+                raise
+            for span, metadata in zip(spans, landed, strict=True):
+                end_producer_span(span, partition=metadata.partition, offset=metadata.offset)
             crash_point(OUTBOX_AFTER_PUBLISH)
             await conn.execute(
                 "UPDATE mlcp_outbox SET published_at = now() WHERE id = any($1::bigint[])",
@@ -145,6 +153,26 @@ class OutboxRelay:
             )
         self._metrics.outbox_published.inc(len(rows))
         return len(rows)
+
+    async def _send(self, row: asyncpg.Record, spans: list[Span]) -> asyncio.Future[Any]:
+        """Hand one row to the producer under its PRODUCER span; the future of its ack.
+
+        The span continues the trace the row was emitted in (its stored headers), and the
+        record carries the span's own context, so the consumer's span follows the send."""
+        value = bytes(row["payload"])
+        key = row["key"].encode() if row["key"] is not None else None
+        stored: dict[str, str] = json.loads(row["headers"])
+        span = start_producer_span(
+            row["topic"], parent=stored, key=key, message_id=row["event_id"], size=len(value)
+        )
+        spans.append(span)
+        ack: asyncio.Future[Any] = await self._producer.send(
+            row["topic"],
+            value=value,
+            key=key,
+            headers=encode_headers(producer_trace_headers(span, stored)),
+        )
+        return ack
 
     async def drain(self) -> int:
         """Publish until nothing is pending; returns how many rows were sent."""

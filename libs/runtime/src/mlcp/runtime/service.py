@@ -36,6 +36,7 @@ from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, m
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
 from mlcp.runtime.health import health_app
+from mlcp.runtime.http_tracing import ServerSpans
 from mlcp.runtime.kafka import check_access, describe_principal, durable_producer, make_admin
 from mlcp.runtime.logs import setup_logging
 from mlcp.runtime.metrics import RuntimeMetrics
@@ -43,6 +44,8 @@ from mlcp.runtime.migrations import load_migrations, migrate, runtime_migrations
 from mlcp.runtime.outbox import OutboxRelay
 from mlcp.runtime.retention import RetentionSweeper
 from mlcp.runtime.settings import ConfigurationError, Settings
+from mlcp.runtime.startup_logs import StartupNoiseFilter
+from mlcp.runtime.startup_logs import install as install_startup_filter
 from mlcp.runtime.telemetry import setup_tracing
 
 log = logging.getLogger(__name__)
@@ -112,6 +115,7 @@ class ServiceRuntime:
         self._fronts: list[Callable[[ASGIApp], ASGIApp]] = []
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
+        self._startup_noise: StartupNoiseFilter | None = None
 
     # -- wiring -------------------------------------------------------------------------------
     def on(self, event_type: str, handler: Handler) -> None:
@@ -327,6 +331,7 @@ class ServiceRuntime:
         deadline = loop.time() + self.settings.startup_timeout_s
         admin = make_admin(self.settings)
         await admin.start()
+        said = False
         try:
             while True:
                 existing = set(await admin.list_topics())
@@ -340,7 +345,9 @@ class ServiceRuntime:
                         f"topics missing and not ours to create: {', '.join(missing)}; run "
                         "`mlcp bus apply` as the cluster's admin (docs/security.md)"
                     )
-                log.info("waiting for topics %s (`mlcp bus apply` creates them)", missing)
+                if not said:  # once: the wait itself is normal while the bus is being set up
+                    log.info("waiting for topics %s (`mlcp bus apply` creates them)", missing)
+                    said = True
                 await asyncio.sleep(2.0)
         finally:
             await admin.close()
@@ -455,7 +462,7 @@ class ServiceRuntime:
         )
         for path, mounted in self._mounts:
             app.routes.append(Mount(path, app=mounted))
-        served: ASGIApp = app
+        served: ASGIApp = ServerSpans(app, app.routes)
         for layer in self._fronts:
             served = layer(served)
         return served
@@ -472,6 +479,7 @@ class ServiceRuntime:
             listener.close()
             await self.stop()
             raise
+        self._tasks.append(asyncio.create_task(self._settle_startup_logs(), name="settle-logs"))
         # httptools explicitly: uvicorn would fall back to the pure-Python h11 parser without a
         # word, which about doubled the registry's CPU per alias lookup (0.40 → 0.20 ms here).
         config = uvicorn.Config(
@@ -493,6 +501,18 @@ class ServiceRuntime:
             await http
         await self.stop()
         log.info("%s stopped", self.name)
+
+    async def _settle_startup_logs(self, grace_s: float = 2.0) -> None:
+        """Once every consumer is assigned (and the last rebalance had ``grace_s`` to finish),
+        Kafka's warnings are no longer start-up noise: let them through at their own level."""
+        if self._startup_noise is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.startup_timeout_s
+        while not self._consumers_assigned() and loop.time() < deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(grace_s)
+        self._startup_noise.settle()
 
     def _bind_http(self) -> socket.socket:
         # Bound here rather than by uvicorn so that a taken port is a clear configuration error
@@ -519,6 +539,7 @@ class ServiceRuntime:
     def run(self) -> None:
         """Blocking entry point for ``__main__``: logging, tracing, then ``serve``."""
         setup_logging(self.name, level=self.settings.log_level, fmt=self.settings.log_format)
+        self._startup_noise = install_startup_filter()
         setup_tracing(self.name)
         # uvloop: the event loop's own share of every request and Kafka fetch is in C.
         uvloop.run(self.serve())
