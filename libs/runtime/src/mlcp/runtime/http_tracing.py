@@ -4,7 +4,9 @@ The span continues the caller's ``traceparent`` and is named after the route tem
 (``GET /models/{model}/versions``), never the raw path, so that a trace backend groups requests
 by route instead of by model and version. OpenTelemetry's own ASGI middleware names spans by the
 raw path, adds two internal spans per request and writes the older attribute names unless told
-otherwise, hence this small layer on the SDK's API.
+otherwise; Starlette's (experimental) one finds the route only for FastAPI; FastAPI's native
+telemetry covers only the registry. Hence this small layer on the SDK's API, in front of every
+service's routes — FastAPI is told to leave the span to it.
 
 Not traced: the probes and the scrape (``/healthz``, ``/readyz``, ``/metrics``), polled every few
 seconds by orchestrators and Prometheus, and whatever a front layer answers before the routes
@@ -62,7 +64,13 @@ class ServerSpans:
         self._tracer = trace.get_tracer("mlcp.runtime.http", tracer_provider=tracer_provider)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # FastAPI (the registry's API) makes a SERVER span of its own unless an outer layer
+        # says it has one: its "fastapi.telemetry" scope key, None meaning "not yours".
+        scope["fastapi.telemetry"] = None
+        if scope["path"] in UNTRACED_PATHS:
             await self.app(scope, receive, send)
             return
         method = scope["method"] if scope["method"] in _KNOWN_METHODS else "_OTHER"
