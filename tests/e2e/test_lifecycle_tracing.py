@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,13 @@ from mlcp.contracts import (
 from mlcp.examples.sklearn import write_batches
 from tests import conftest
 from tests.conftest import Infra, Proc, free_port, wait_for
+from tests.deploy_queries import (
+    PROMETHEUS_OWN,
+    dashboard_queries,
+    names_in,
+    rule_queries,
+    served_series,
+)
 from tests.e2e.otlp_receiver import Receiver
 from tests.integration.kafka_tools import produce, read_all
 from tests.integration.test_runtime_crash import wait_ready
@@ -308,3 +316,25 @@ async def test_services_run_the_lifecycle_without_an_error_line_and_log_its_trac
     assert traced, "no log line carries a trace id"
     assert all(len(line["trace_id"]) == 32 and len(line["span_id"]) == 16 for line in traced)
     assert any(line["trace_id"] == TRACE_ID for line in traced), "no line of the lifecycle"
+
+
+async def test_every_metric_of_the_dashboards_and_rules_is_served(lifecycle: Lifecycle) -> None:
+    served: dict[str, set[str]] = {}
+    async with httpx.AsyncClient() as client:
+        for service, port in lifecycle.ports.items():
+            answer = await client.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            assert answer.status_code == 200, service
+            served[service] = served_series(answer.text)
+    every = set().union(*served.values()) | PROMETHEUS_OWN
+    queries = {**dashboard_queries(), **rule_queries()}
+    assert len(queries) > 40
+    for where, expr in queries.items():
+        literal, patterns, _ = names_in(expr)
+        assert literal <= every, f"{where}: no service serves {sorted(literal - every)}"
+        for pattern in patterns:
+            # A pattern stands for the same metric of every service (mlcp_<service>_…).
+            each = {
+                s: {n for n in names if re.fullmatch(pattern, n)} for s, names in served.items()
+            }
+            missing = sorted(s for s, names in each.items() if not names)
+            assert not missing, f"{where}: {pattern!r} matches nothing served by {missing}"

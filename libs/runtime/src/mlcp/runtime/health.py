@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -20,8 +21,10 @@ def health_app(
     checks: dict[str, ReadinessCheck],
     *,
     timeout_s: float = 2.0,
+    before_scrape: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
-    """An ASGI app; /readyz is 200 only when every check answers True within ``timeout_s``."""
+    """An ASGI app; /readyz is 200 only when every check answers True within ``timeout_s``;
+    ``before_scrape`` refreshes gauges that are read on demand (consumer lag) before /metrics."""
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"service": service, "status": "up"})
@@ -42,6 +45,9 @@ def health_app(
         )
 
     async def metrics(_: Request) -> Response:
+        if before_scrape is not None:
+            with contextlib.suppress(Exception):  # a gauge left stale beats a failed scrape
+                await asyncio.wait_for(before_scrape(), timeout_s)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(

@@ -41,6 +41,20 @@ class RuntimeMetrics:
             "Outbox rows published to Kafka.",
             registry=self.registry,
         )
+        self.events_published = Counter(
+            f"{prefix}_events_published_total",
+            "Events this service published (outbox relay), by CloudEvents type: the lifecycle's "
+            "steps (runs, registrations, gate results, promotions, rollbacks, drift).",
+            ["type"],
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            f"{prefix}_consumer_lag_records",
+            "Records on an assigned partition beyond this consumer's fetch position (updated at "
+            "each scrape): how far the service is behind its topics.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
         self.retention_deleted = Counter(
             f"{prefix}_retention_deleted_rows_total",
             "Inbox and published outbox rows deleted past their retention, by table.",

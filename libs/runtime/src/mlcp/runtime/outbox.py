@@ -22,7 +22,7 @@ from asyncpg.pool import PoolConnectionProxy
 from opentelemetry.trace import Span
 from pydantic import BaseModel
 
-from mlcp.contracts import CloudEvent, encode_event, new_event
+from mlcp.contracts import ALL_TOPICS, CloudEvent, encode_event, new_event
 from mlcp.runtime.backoff import Backoff
 from mlcp.runtime.db import Conn
 from mlcp.runtime.faults import OUTBOX_AFTER_PUBLISH, crash_point
@@ -147,12 +147,21 @@ class OutboxRelay:
             for span, metadata in zip(spans, landed, strict=True):
                 end_producer_span(span, partition=metadata.partition, offset=metadata.offset)
             crash_point(OUTBOX_AFTER_PUBLISH)
+            for row in rows:
+                self._metrics.events_published.labels(self._event_type(row["topic"])).inc()
             await conn.execute(
                 "UPDATE mlcp_outbox SET published_at = now() WHERE id = any($1::bigint[])",
                 [row["id"] for row in rows],
             )
         self._metrics.outbox_published.inc(len(rows))
         return len(rows)
+
+    def _event_type(self, topic: str) -> str:
+        # The topic behind a tenant's prefix is the CloudEvents type: its last dotted parts.
+        for known in ALL_TOPICS:
+            if topic.endswith(known):
+                return known
+        return topic
 
     async def _send(self, row: asyncpg.Record, spans: list[Span]) -> asyncio.Future[Any]:
         """Hand one row to the producer under its PRODUCER span; the future of its ack.

@@ -449,6 +449,24 @@ class ServiceRuntime:
                 return True
         return False
 
+    async def _measure_lag(self) -> None:
+        """Consumer lag per assigned partition: the partition's high watermark (from the last
+        fetch) minus this consumer's position. Revoked partitions leave the gauge."""
+        lag: dict[tuple[str, str], int] = {}
+        for subscriber in self.broker.subscribers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is None:
+                continue
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue  # nothing fetched yet: unknown, not zero
+                position = await consumer.position(tp)
+                lag[(tp.topic, str(tp.partition))] = max(highwater - position, 0)
+        self.metrics.consumer_lag.clear()
+        for (topic, partition), records in lag.items():
+            self.metrics.consumer_lag.labels(topic, partition).set(records)
+
     def http_app(self) -> ASGIApp:
         """/healthz, /readyz, /metrics, plus mounted apps, behind the front layers."""
 
@@ -459,6 +477,7 @@ class ServiceRuntime:
             self.name,
             self.metrics.registry,
             {"database": self._database_ok, "kafka": self._kafka_ok, "consumer": consumer_ok},
+            before_scrape=self._measure_lag,
         )
         for path, mounted in self._mounts:
             app.routes.append(Mount(path, app=mounted))
