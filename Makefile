@@ -64,8 +64,9 @@ fmt:
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-schemas:  ## regenerate docs/schemas and the contract snapshots after an intended change
+schemas:  ## regenerate docs/schemas, docs/asyncapi.yaml and the contract snapshots after an intended change
 	$(UV) run python -m mlcp.contracts.schemas --write docs/schemas
+	$(UV) run python -m mlcp.runtime.asyncapi --write docs/asyncapi.yaml
 	UPDATE_SNAPSHOTS=1 $(UV) run pytest tests/contracts -q
 
 bench: install  ## every benchmark vs its anchor, one table → bench/results/ (starts the dev stack)
