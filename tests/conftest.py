@@ -1,10 +1,16 @@
 """Shared fixtures: real Kafka and PostgreSQL for integration and e2e tests.
 
-Where they come from, in order (DESIGN.md §7):
-1. an environment variable naming a running server (``MLCP_KAFKA_BOOTSTRAP``,
-   ``MLCP_DATABASE_URL``) wins;
-2. else testcontainers, when a Docker engine answers;
-3. else the dev stack launcher (real Kafka from the Maven Central jars, embedded PostgreSQL).
+Where they come from, in order:
+1. environment variables naming running servers (``MLCP_KAFKA_BOOTSTRAP`` and
+   ``MLCP_DATABASE_URL``, with ``MLCP_TEST_CREDENTIALS_DIR`` for an authenticated bus) win;
+2. else, when a Docker engine answers, PostgreSQL runs in a container (testcontainers'
+   ``PostgresContainer``, ``postgres:17``) — Kafka does not: the bus the tests need is
+   authenticated and authorised (SCRAM users, ACLs, a TLS listener), which the dev stack's
+   launcher sets up and a stock ``apache/kafka`` container does not, so Kafka comes from the
+   launcher in this case too;
+3. else the dev stack launcher for both (real Kafka from the Maven Central jars, embedded
+   PostgreSQL).
+A container that fails to start is reported on stderr with the error, and the launcher is used.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class Infra:
     """One password file per principal (the dev stack's layout); None: an unauthenticated bus."""
     protocol: str = "SASL_PLAINTEXT"
     ca_file: Path | None = None
+    postgres_container: bool = False
+    """PostgreSQL runs in a testcontainers container (Kafka still from the dev stack)."""
 
     @property
     def authenticated(self) -> bool:
@@ -134,29 +142,40 @@ async def _apply_bus(infra: Infra, prefix: str) -> None:
 
 
 def _docker_answers() -> bool:
+    """A Docker engine answers a ping within 2 s (no engine, no socket, no SDK: False)."""
     try:
         import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(timeout=2)
-        client.ping()
-        return True
-    except Exception:
+    except ImportError:
         return False
-
-
-def _from_testcontainers(stack: contextlib.ExitStack) -> tuple[str, str] | None:
-    # testcontainers 4 contacts Docker in the constructors, so they are inside the guard too.
     try:
-        from testcontainers.kafka import KafkaContainer
-        from testcontainers.postgres import PostgresContainer
+        docker.from_env(timeout=2).ping()
+    except Exception as error:  # the SDK raises its own and requests' errors: all mean "no"
+        print(f"[infra] no Docker engine ({type(error).__name__}): the dev stack", file=sys.stderr)
+        return False
+    return True
 
-        kafka = KafkaContainer("apache/kafka:4.1.1").with_kraft()
-        postgres = PostgresContainer("postgres:17", username="mlcp", password="mlcp", dbname="mlcp")
-        stack.enter_context(kafka)
-        stack.enter_context(postgres)
-        dsn = postgres.get_connection_url(driver=None).replace("postgresql+psycopg2", "postgresql")
-        return kafka.get_bootstrap_server(), dsn
-    except Exception:
+
+POSTGRES_IMAGE = "postgres:17"
+
+
+def _postgres_container(stack: contextlib.ExitStack) -> str | None:
+    """The URL of PostgreSQL in a container that lives as long as ``stack``; None, with the
+    reason on stderr, when it cannot start (the caller falls back to the dev stack)."""
+    try:
+        # testcontainers 4 contacts Docker in the constructor: inside the guard too.
+        from testcontainers.community.postgres import PostgresContainer
+
+        container = PostgresContainer(
+            POSTGRES_IMAGE, username="mlcp", password="mlcp", dbname="mlcp", driver=None
+        )
+        stack.enter_context(container)
+        return str(container.get_connection_url())
+    except Exception as error:
+        print(
+            f"[infra] testcontainers could not start {POSTGRES_IMAGE} ({error!r}); "
+            "using the dev stack's PostgreSQL",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -236,12 +255,20 @@ def _locate_infra(stack: contextlib.ExitStack) -> Infra:
             protocol=protocol,
             ca_file=Path(ca) if ca else None,
         )
-    if _docker_answers() and (found := _from_testcontainers(stack)):
-        return Infra(kafka or found[0], database or found[1], "testcontainers", credentials=None)
+    container_db = _postgres_container(stack) if _docker_answers() else None
     from mlcp.devstack import up
 
-    info = up(progress=lambda line: print(f"[devstack] {line}", file=sys.stderr))
-    infra = Infra(info.bootstrap, info.database_url, "devstack", credentials=info.credentials_dir)
+    # With a container's PostgreSQL, the launcher starts Kafka only (an external database URL
+    # is never started by it).
+    env = {**os.environ, "MLCP_DATABASE_URL": container_db} if container_db else None
+    info = up(progress=lambda line: print(f"[devstack] {line}", file=sys.stderr), env=env)
+    infra = Infra(
+        info.bootstrap,
+        info.database_url,
+        "devstack",  # Kafka's source: what the TLS listener and the demo depend on
+        credentials=info.credentials_dir,
+        postgres_container=container_db is not None,
+    )
     if os.environ.get("MLCP_TEST_KAFKA_TLS") == "1" and info.tls_bootstrap and info.ca_file:
         infra = infra.with_tls(info.tls_bootstrap, info.ca_file)
     return infra
