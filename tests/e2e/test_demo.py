@@ -111,3 +111,9 @@ async def test_demo_plays_every_step(
     ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)/readyz", output)]
     assert len(ports) == 5
     assert not [p for p in ports if listening(p)]
+    # A quiet run: no ERROR line, neither on the screen nor in what the services logged.
+    logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "runs").rglob("*.log"))
+    assert logs, "the demo kept no service log"
+    loud = re.compile(r'\bERROR\b|\bCRITICAL\b|"level": "(error|critical)"')
+    errors = [line for line in (output + logs).splitlines() if loud.search(line)]
+    assert not errors, "\n".join(errors[:20])
