@@ -33,6 +33,8 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    field_serializer,
+    field_validator,
     model_validator,
 )
 
@@ -89,6 +91,18 @@ class Target(BaseModel):
     """regression (required): a prediction within this distance of its label is correct."""
 
     _lookup: dict[tuple[str, object], object] = PrivateAttr(default_factory=dict)
+
+    @field_validator("mapping", mode="before")
+    @classmethod
+    def _from_pairs(cls, value: Any) -> Any:
+        # The JSON form is a list of [spelling, class] pairs (JSON keys are strings only).
+        if isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value):
+            return dict(value)
+        return value
+
+    @field_serializer("mapping", when_used="json")
+    def _to_pairs(self, mapping: dict[TargetValue, TargetValue]) -> list[list[TargetValue]]:
+        return [[k, v] for k, v in mapping.items()]
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
