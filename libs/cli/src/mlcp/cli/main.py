@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -63,7 +62,10 @@ def _settings() -> Settings:
 def emit_data_arrived(
     dataset: Annotated[str, typer.Option(help="DataArrived.dataset (feeds the models on it)")],
     uri: Annotated[str, typer.Option(help="Where the batch is: a path, file:// or s3:// URI")],
-    batch_id: Annotated[str | None, typer.Option(help="Unique batch id (default: random)")] = None,
+    batch_id: Annotated[
+        str | None,
+        typer.Option(help="Batch id (default: sha256-<16 hex of the digest>, the same each time)"),
+    ] = None,
     rows: Annotated[
         int | None, typer.Option(help="Rows (default: counted from a local CSV)")
     ] = None,
@@ -96,7 +98,9 @@ def emit_data_arrived(
     try:
         data = DataArrived(
             dataset=dataset,
-            batch_id=batch_id or uuid.uuid4().hex[:12],
+            # Stable for the same file: a pipeline that re-runs the command names the same batch
+            # (the trainer counts the content once whatever the id).
+            batch_id=batch_id or DataArrived.batch_id_for(sha256),
             uri=uri,
             rows=rows,
             sha256=sha256,
@@ -106,7 +110,10 @@ def emit_data_arrived(
         err.print(f"[bold red]invalid event:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     event = asyncio.run(publish(settings, data, source="mlcp/cli", correlationid=correlation_id))
-    out.print(f"published {event.type} id={event.id} dataset={dataset} rows={rows}")
+    out.print(
+        f"published {event.type} id={event.id} dataset={dataset} "
+        f"batch_id={data.batch_id} rows={rows}"
+    )
 
 
 @app.command()
