@@ -89,6 +89,8 @@ class Monitor:
     def __init__(self, config: PlatformConfig, metrics: MonitorMetrics) -> None:
         self._config = config
         self._metrics = metrics
+        # Models whose target refuses some values (a declared type, or a regression).
+        self._strict = {name for name, m in config.models.items() if m.target.strict}
         # Versions are immutable once registered: their parsed profiles can be cached forever.
         self._versions: dict[tuple[str, str], Version] = {}
 
@@ -223,12 +225,14 @@ class Monitor:
     def _refuse_misfits(self, events: list[WireEvent], what: str) -> None:
         """Refuse (to the DLQ, at once) the events whose prediction or label does not fit
         their model's declared target; a model of ``type: auto`` refuses nothing."""
+        if not self._strict:
+            return  # the usual case: no model declares a type, nothing to check per event
         refused: dict[str, str] = {}
         for event in events:
             data = event.data
-            target = self.target(data.model)
-            if not target.strict:
+            if data.model not in self._strict:
                 continue
+            target = self.target(data.model)
             if what == "label":
                 value = data.label
             elif data.error or data.prediction is None:
