@@ -20,6 +20,7 @@ from mlcp.examples.sklearn import write_batches
 from mlcp.registry.app import build as build_registry
 from mlcp.registry.auth import RegistrySettings
 from mlcp.runtime import ServiceRuntime, Settings
+from mlcp.trainer import store
 from tests.conftest import Infra, wait_for
 from tests.integration import test_trainer_trigger as trigger_tests
 from tests.integration.test_trainer_trigger import emitted, send, settings_for
@@ -68,7 +69,7 @@ async def test_the_lineage_lists_every_batch_with_its_uri_rows_and_sha256(
     infra: Infra, unique: str, tmp_path: Path, start_trainer: Any, registry: ServiceRuntime
 ) -> None:
     settings: Settings = settings_for(infra, unique, tmp_path, threshold=600)  # same topics
-    await start_trainer(settings, workers=1)
+    trainer = await start_trainer(settings, workers=1)
     first, second = write_batches(tmp_path / "data", batches=2, rows_per_batch=300, seed=9)
     sent = first.event("churn-events")
     # The same file again under another id (a re-run pipeline): counted once, recorded.
@@ -105,3 +106,10 @@ async def test_the_lineage_lists_every_batch_with_its_uri_rows_and_sha256(
     # The dataset digest, by the recipe the RunFinished schema documents.
     recipe = "".join(f"{b['sha256']}\n" for b in dataset["batches"]).encode()
     assert dataset["sha256"] == hashlib.sha256(recipe).hexdigest()
+    # The trainer's own lineage of the run names the re-announcement.
+    async with trainer.pool.acquire() as conn:
+        recorded = await store.run_lineage(conn, finished.data.run_id)
+    assert recorded is not None
+    [(retry,)] = [[d["batch_id"] for d in b["duplicates"]] for b in recorded["batches"][:1]]
+    assert retry == f"{first.batch_id}-retry"
+    assert recorded["batches"][1]["duplicates"] == []
