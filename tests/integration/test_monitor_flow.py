@@ -3,6 +3,7 @@ restarts mid-window and bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -198,18 +199,29 @@ class Harness:
         await wait_for(done, timeout=60, what=f"{served} predictions of {version} ingested")
 
 
+@contextlib.asynccontextmanager
+async def monitor_with(
+    infra: Infra, unique: str, tmp_path: Path, config_text: str
+) -> AsyncIterator[Harness]:
+    """A harness on ``config_text``; stopped and its schema dropped afterwards."""
+    config = tmp_path / "mlcp.yaml"
+    config.write_text(config_text)
+    h = Harness(infra, unique, config)
+    try:
+        yield h
+    finally:
+        await h.stop()
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {h.schema} CASCADE")
+        finally:
+            await conn.close()
+
+
 @pytest.fixture
 async def harness(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    config = tmp_path / "mlcp.yaml"
-    config.write_text(CONFIG)
-    h = Harness(infra, unique, config)
-    yield h
-    await h.stop()
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {h.schema} CASCADE")
-    finally:
-        await conn.close()
+    async with monitor_with(infra, unique, tmp_path, CONFIG) as h:
+        yield h
 
 
 async def wait_versions(h: Harness, count: int) -> None:
@@ -563,16 +575,8 @@ DECLARED = CONFIG.replace(
 @pytest.fixture
 async def declared(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Harness]:
     """A monitor whose model declares integer classes and the spellings true / false."""
-    config = tmp_path / "mlcp.yaml"
-    config.write_text(DECLARED)
-    h = Harness(infra, unique, config)
-    yield h
-    await h.stop()
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {h.schema} CASCADE")
-    finally:
-        await conn.close()
+    async with monitor_with(infra, unique, tmp_path, DECLARED) as h:
+        yield h
 
 
 async def test_values_that_do_not_fit_the_declared_target_go_to_the_dlq_at_once(

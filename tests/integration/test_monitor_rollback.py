@@ -63,6 +63,23 @@ async def system(
             await conn.close()
 
 
+def failing_traffic() -> list[PredictionLogged]:
+    """100 predictions of churn 1.0.0, every 4th a failed request: an error rate of 25 %."""
+    return [
+        PredictionLogged(
+            model="churn",
+            version="1.0.0",
+            request_id=f"r{i}",
+            features={"tenure_months": 12.0, "plan": "basic"},
+            prediction=None if i % 4 == 0 else True,
+            error=i % 4 == 0,
+            latency_ms=15.0,
+            ts=T0 + timedelta(seconds=i),
+        )
+        for i in range(100)
+    ]
+
+
 async def registry_emitted(registry: ServiceRuntime, event_type: str) -> list[object]:
     return [e.data for e in await registry_events(registry, event_type)]
 
@@ -98,21 +115,7 @@ async def test_a_degraded_canary_is_rolled_back_by_the_registry(
     (promotion,) = await registry_emitted(registry, ModelPromoted.TYPE)
     assert promotion.alias == "canary"  # type: ignore[attr-defined]
 
-    await monitor.send(
-        [
-            PredictionLogged(
-                model="churn",
-                version="1.0.0",
-                request_id=f"r{i}",
-                features={"tenure_months": 12.0, "plan": "basic"},
-                prediction=None if i % 4 == 0 else True,
-                error=i % 4 == 0,
-                latency_ms=15.0,
-                ts=T0 + timedelta(seconds=i),
-            )
-            for i in range(100)
-        ]
-    )
+    await monitor.send(failing_traffic())
     (degraded,) = await monitor.wait_emitted(ModelDegraded.TYPE, 1, "ModelDegraded")
     assert degraded.alias == "canary"
 
@@ -183,22 +186,7 @@ async def test_the_verdict_the_rollback_and_its_alert_carry_the_versions_lifecyc
         await wait_for(canary_watched, timeout=60, what="the registry's canary promotion")
 
         # Inference traffic has correlation ids of its own (here: none, so each its own id).
-        traffic = [
-            new_event(
-                PredictionLogged(
-                    model="churn",
-                    version="1.0.0",
-                    request_id=f"r{i}",
-                    features={"tenure_months": 12.0, "plan": "basic"},
-                    prediction=None if i % 4 == 0 else True,
-                    error=i % 4 == 0,
-                    latency_ms=15.0,
-                    ts=T0 + timedelta(seconds=i),
-                ),
-                source="test/inference",
-            )
-            for i in range(100)
-        ]
+        traffic = [new_event(p, source="test/inference") for p in failing_traffic()]
         await produce(
             infra.kafka_bootstrap,
             f"{monitor.prefix}{PredictionLogged.TYPE}",
