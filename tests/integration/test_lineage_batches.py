@@ -23,6 +23,7 @@ from mlcp.runtime import ServiceRuntime, Settings
 from mlcp.trainer import store
 from tests.conftest import Infra, wait_for
 from tests.integration import test_trainer_trigger as trigger_tests
+from tests.integration.kafka_tools import as_principal
 from tests.integration.test_trainer_trigger import emitted, send, settings_for
 
 pytestmark = pytest.mark.integration
@@ -34,7 +35,8 @@ TRAINING_TIMEOUT = 300  # a child imports scikit-learn: slow on a loaded 2-core 
 
 @pytest.fixture
 async def registry(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[ServiceRuntime]:
-    settings = settings_for(infra, unique, tmp_path).model_copy(
+    # The trainer's topics, as the registry's own principal.
+    settings = as_principal(settings_for(infra, unique, tmp_path), "svc-registry").model_copy(
         update={"db_schema": f"registry_{unique}"}
     )
     runtime = build_registry(settings, RegistrySettings(bootstrap_token=TOKEN))

@@ -32,7 +32,7 @@ from mlcp.registry.auth import RegistrySettings
 from mlcp.runtime import ServiceRuntime
 from tests.conftest import Infra, wait_for
 from tests.contracts.contract_examples import EXAMPLES
-from tests.integration.kafka_tools import produce, read_all
+from tests.integration.kafka_tools import as_principal, owner_source, produce, read_all
 from tests.integration.test_monitor_flow import CONFIG, T0, Harness
 from tests.integration.test_notifier_service import SLACK_PATH, channel_env, running_notifier
 
@@ -46,7 +46,9 @@ async def system(
     config = tmp_path / "mlcp.yaml"
     config.write_text(CONFIG)
     monitor = Harness(infra, unique, config)
-    settings = monitor.settings().model_copy(update={"db_schema": f"registry_{unique}"})
+    settings = as_principal(monitor.settings(), "svc-registry").model_copy(
+        update={"db_schema": f"registry_{unique}"}
+    )
     registry = build_registry(settings, RegistrySettings(bootstrap_token="bootstrap-" + "x" * 40))
     await registry.start()
     await monitor.start()
@@ -160,9 +162,10 @@ async def test_the_verdict_the_rollback_and_its_alert_carry_the_versions_lifecyc
     lifecycle = f"lifecycle-{unique}"
 
     async def publish(data: EventData, **envelope: Any) -> CloudEvent[Any]:
-        event = new_event(data, source="test/lifecycle", **envelope)
+        # As its owner would (consumers dead-letter an unexpected source).
+        event = new_event(data, source=owner_source(data.TYPE), **envelope)
         topic = f"{monitor.prefix}{event.type}"
-        await produce(infra.kafka_bootstrap, topic, [(b"churn", encode_event(event), [])])
+        await produce(infra.admin, topic, [(b"churn", encode_event(event), [])])
         return event
 
     sink = Sink()
@@ -188,13 +191,13 @@ async def test_the_verdict_the_rollback_and_its_alert_carry_the_versions_lifecyc
         # Inference traffic has correlation ids of its own (here: none, so each its own id).
         traffic = [new_event(p, source="test/inference") for p in failing_traffic()]
         await produce(
-            infra.kafka_bootstrap,
+            infra.settings("inference"),
             f"{monitor.prefix}{PredictionLogged.TYPE}",
             [(b"churn", encode_event(e), []) for e in traffic],
         )
 
         async def verdict() -> list[Any] | None:
-            records = await read_all(infra.kafka_bootstrap, f"{monitor.prefix}{ModelDegraded.TYPE}")
+            records = await read_all(infra.admin, f"{monitor.prefix}{ModelDegraded.TYPE}")
             return [decode_event(r.value) for r in records] or None
 
         [degraded] = await wait_for(verdict, timeout=60, what="ModelDegraded on the bus")

@@ -46,6 +46,7 @@ from mlcp.contracts import (
 from mlcp.contracts.wire import WireDecoder, wire_decoder
 from mlcp.runtime import inbox
 from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Refused, Tx
+from mlcp.runtime.dlq import UNEXPECTED_SOURCE
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.telemetry import cause_traces, record_traceparent
 
@@ -213,6 +214,11 @@ class BatchConsumer(DurableConsumer):
                 if outcome is Outcome.RETRY_LATER:
                     return outcome
                 continue
+            if (refused := self.refused_source(event_type, event.source)) is not None:
+                outcome = await self._dead_letter(record, UNEXPECTED_SOURCE, refused, attempts=0)
+                if outcome is Outcome.RETRY_LATER:
+                    return outcome
+                continue
             if event.id not in records_by_id:  # the same event twice in one batch
                 records_by_id[event.id] = record
                 events.append(event)
@@ -264,11 +270,11 @@ class BatchConsumer(DurableConsumer):
             return abandon.outcome
         except INFRA_ERRORS as exc:
             return await self._back_off(topic, exc)
-        except Refused as refused:
+        except Refused as refusal:
             if isinstance(decoded, Outcome):
                 raise  # not from the handler: the batch is read again
             events, records_by_id = decoded
-            rest = await self._refuse(refused, events, records_by_id)
+            rest = await self._refuse(refusal, events, records_by_id)
             if isinstance(rest, Outcome):
                 return rest
             with cause_traces(_traces(records_by_id)):
@@ -296,8 +302,8 @@ class BatchConsumer(DurableConsumer):
                 break
             except INFRA_ERRORS as exc:
                 return await self._back_off(topic, exc)
-            except Refused as refused:
-                rest = await self._refuse(refused, events, records_by_id)
+            except Refused as refusal:
+                rest = await self._refuse(refusal, events, records_by_id)
                 if isinstance(rest, Outcome):
                     return rest
                 # Each refusal removes at least one event, so this ends; it is no failed attempt.
@@ -314,18 +320,18 @@ class BatchConsumer(DurableConsumer):
         return Outcome.APPLIED
 
     async def _refuse(
-        self, refused: Refused, events: list[Any], records_by_id: dict[str, Any]
+        self, refusal: Refused, events: list[Any], records_by_id: dict[str, Any]
     ) -> list[Any] | Outcome:
         """Dead-letter the events a handler refused; the others (RETRY_LATER when the DLQ
         cannot be written). A refusal that names none of them is a handler bug: raised."""
-        rest = [e for e in events if e.id not in refused.errors]
+        rest = [e for e in events if e.id not in refusal.errors]
         if len(rest) == len(events):
-            raise RuntimeError(f"the handler refused events not in its batch: {refused}")
+            raise RuntimeError(f"the handler refused events not in its batch: {refusal}")
         for event in events:
-            if event.id in refused.errors:
+            if event.id in refusal.errors:
                 record = records_by_id[event.id]
-                error = refused.errors[event.id]
-                outcome = await self._dead_letter(record, refused.reason, error, attempts=1)
+                error = refusal.errors[event.id]
+                outcome = await self._dead_letter(record, refusal.reason, error, attempts=1)
                 if outcome is Outcome.RETRY_LATER:
                     return outcome
         return rest
@@ -363,11 +369,11 @@ class BatchConsumer(DurableConsumer):
                 applied = await self._apply_batch([event], event_type, handler)
             except INFRA_ERRORS as exc:
                 return await self._back_off(topic, exc)
-            except Refused as refused:
+            except Refused as refusal:
                 outcome = await self._dead_letter(
                     records_by_id[event.id],
-                    refused.reason,
-                    refused.errors.get(event.id, str(refused)),
+                    refusal.reason,
+                    refusal.errors.get(event.id, str(refusal)),
                     attempts=1,
                 )
                 if outcome is Outcome.RETRY_LATER:
