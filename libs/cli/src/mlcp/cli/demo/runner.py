@@ -251,7 +251,14 @@ class Demo:
             self.settings, {run.model, model_config.dataset}, self.started, self._event_line
         )
         registry_url = f"http://127.0.0.1:{run.ports['registry']}"
-        inference = Inference(self.settings, registry_url, token, run.model, model_config.label)
+        inference = Inference(
+            self.settings,
+            registry_url,
+            token,
+            run.model,
+            model_config.label,
+            model_config.artifact.policy(),
+        )
         factor = self.options.deadline_factor
         run.outcomes = [Outcome(s.name, s.expected, s.deadline_s * factor) for s in STEPS]
         await timeline.start()
