@@ -283,6 +283,14 @@ class Worker:
                 ):
                     await tx.emit(self._failed(run, stage, error, error_type))
                 return
+            if body.get("baseline_error"):
+                # A champion refused by the restricted loader is a security signal, not noise.
+                log.warning(
+                    "run %s: the production version of %s was not scored: %s",
+                    run.run_id,
+                    run.model,
+                    body["baseline_error"],
+                )
             try:
                 finished = self._finished(run, body)
             except ValidationError as exc:
