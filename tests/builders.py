@@ -347,6 +347,21 @@ def _wrong_digest(root: Path, marker: Path) -> bytes:
     return reduce_pickle(os.system, touch(marker))
 
 
+def _proto_mid_stream(root: Path, marker: Path) -> bytes:
+    # Labelled as data; the unpickler accepts PROTO anywhere, a scan stricter than it must not
+    # take the stream for "not a pickle" at that point.
+    return b"N0\x80\x02" + _protocol0_call(marker)
+
+
+def _long_line(root: Path, marker: Path) -> bytes:
+    # A 5,000-byte protocol-0 string first: a scan that gives up on long lines calls this data.
+    return b"S'" + b"x" * 5000 + b"'\n0" + _protocol0_call(marker)
+
+
+def _protocol0_call(marker: Path) -> bytes:
+    return b"cposix\nsystem\n(S'" + touch(marker).encode() + b"'\ntR."
+
+
 def _many_opcodes(root: Path, marker: Path) -> bytes:
     # Half a million tiny opcodes: a scan that kept each one would grow without bound.
     return stream(b"(" + b"N" * 500_000 + b"t0" + call("posix", "system", touch(marker)))
@@ -477,6 +492,22 @@ HOSTILE: tuple[Hostile, ...] = (
             "import pickle, zipfile;"
             " pickle.loads(zipfile.ZipFile({path!r}).read('archive/data.pkl'))"
         ),
+    ),
+    Hostile(
+        "pickle-behind-a-mid-stream-proto",
+        "onnx",
+        ("global_refused",),
+        "global posix.system is refused: it can run code",
+        _proto_mid_stream,
+        prove=PICKLE_LOAD,
+    ),
+    Hostile(
+        "pickle-behind-a-long-line",
+        "onnx",
+        ("global_refused",),
+        "global posix.system is refused: it can run code",
+        _long_line,
+        prove=PICKLE_LOAD,
     ),
     Hostile(
         "zip-hidden-behind-onnx-bytes",

@@ -177,7 +177,7 @@ def test_native_formats_without_pickle_content_pass_the_scan(tmp_path: Path, dat
         (pickle.dumps(complex(1, 2), protocol=0), "format", "a pickle of protocol 0 or 1"),
         (b"\x80\x04\xffjunk", "malformed", "unknown opcode 0xff"),
         (b"\x80\x04N", "malformed", "the stream ends before STOP"),
-        (stream(b"\x80\x04N"), "malformed", "PROTO after the first opcode"),
+        (stream(b"\x80\x04N"), "malformed", "PROTO after the first opcode (at byte 2)"),
         (stream(b"h\x07"), "malformed", "memo key 7 that was never stored"),
         (stream(b"t"), "malformed", "TUPLE without a MARK"),
     ],
