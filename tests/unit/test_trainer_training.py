@@ -16,30 +16,13 @@ from mlcp.examples.sklearn import BatchFile, write_batches
 from mlcp.runtime.target import Target
 from mlcp.trainer import child
 from mlcp.trainer.batches import file_sha256, local_path
-from mlcp.trainer.training import BatchSpec, JobSpec, StageError, quality_metrics, run_job
+from mlcp.trainer.training import JobSpec, StageError, quality_metrics, run_job
 from mlcp.trainer.worker import run_in_child
+from tests.builders import job_spec as spec_for
 
 pytestmark = pytest.mark.unit
 
 QUALITY = ("accuracy", "f1", "roc_auc", "train_rows", "holdout_rows")
-
-
-def spec_for(
-    files: list[BatchFile], root: Path, entrypoint: str = "mlcp.examples.sklearn:train_logistic"
-) -> JobSpec:
-    return JobSpec(
-        run_id="run-1",
-        model="churn",
-        entrypoint=entrypoint,
-        params={"C": 1.0, "max_iter": 200, "seed": 7},
-        label="churned",
-        features=None,
-        batches=tuple(
-            BatchSpec("churn-events", f.batch_id, f.uri, f.sha256, f.rows, f.completeness, f.format)
-            for f in files
-        ),
-        artifact_root=str(root / "artifacts"),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +96,36 @@ def test_the_production_version_is_scored_on_the_same_holdout(
     assert result["baseline"]["version"] == "1.0.0"
     assert 0.5 < result["baseline"]["metrics"]["accuracy"] <= 1.0
     assert result["baseline"]["metrics"]["latency_p95_ms"] > 0
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_a_hostile_champion_is_refused_by_the_restricted_loader_and_never_runs(
+    files: list[BatchFile], tmp_path: Path, allow_pickle: bool
+) -> None:
+    """A production artifact that slipped past the gate: the challenger is still trained and
+    stored, the baseline is missing with the reason, and the payload never ran."""
+    from mlcp.artifacts import ArtifactPolicy
+    from mlcp.trainer.training import ArtifactSpec
+    from tests.builders import reduce_pickle, sha256_of, touch
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "artifacts" / "evil.pkl"
+    evil.parent.mkdir(parents=True)
+    evil.write_bytes(reduce_pickle(os.system, touch(marker)))
+    spec = JobSpec(
+        **{
+            **spec_for(files, tmp_path).__dict__,
+            "baseline": ArtifactSpec("1.0.0", evil.as_uri(), sha256_of(evil), "pickle"),
+            "artifact_policy": ArtifactPolicy(allow_pickle=allow_pickle),
+        }
+    )
+    result = run_job(spec)
+    assert result["baseline"] is None
+    assert result["baseline_error"].startswith(
+        "ArtifactRefused: global posix.system is refused: it can run code (in evil.pkl)"
+    )
+    assert result["artifact"]["format"] == "skops"
+    assert not marker.exists()
 
 
 def test_a_batch_whose_checksum_changed_fails_the_load_stage(

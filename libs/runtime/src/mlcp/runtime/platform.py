@@ -22,9 +22,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from mlcp.artifacts.policy import ArtifactPolicy, parse_trusted
 from mlcp.contracts.common import OPERATORS
 from mlcp.runtime.settings import ConfigurationError
 from mlcp.runtime.target import Target
@@ -139,9 +141,18 @@ class GateStage(_Strict):
     """manual: how long the approval request stays open."""
     check: str | None = None
     """external: the check name CI reports (defaults to the stage name)."""
-    trusted: list[str] = Field(default_factory=list)
-    """security_scan: pickle globals (``module.name`` or a module prefix) and skops types
-    trusted beyond the scanner's defaults, e.g. ``sklearn.tree._tree.Tree``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trusted_moved(cls, data: Any) -> Any:
+        # A stage-level list once trusted module prefixes for the scan alone; trust is now exact
+        # names that every loader must share, so it lives with the model.
+        if isinstance(data, dict) and "trusted" in data:
+            raise ValueError(
+                f"stage {data.get('name')!r}: 'trusted' moved to the model's "
+                "artifact.trusted (exact names such as sklearn.tree._tree.Tree)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Self:
@@ -184,7 +195,6 @@ _KIND_ONLY: dict[str, tuple[str, ...]] = {
     "timeout": ("external",),
     "expires": ("manual",),
     "check": ("external",),
-    "trusted": ("security_scan",),
 }
 
 
@@ -211,6 +221,30 @@ class RolloutPolicy(_Strict):
     rollback_window: Duration = timedelta(hours=24)
 
 
+class ArtifactRules(_Strict):
+    """How a model's artifacts may be stored: read alike by the gate's security_scan and every
+    loader (trainer baseline, inference). See docs/security.md."""
+
+    allow_pickle: bool = False
+    """Accept pickle / joblib artifacts (still only under the exact allow-list). Off: only
+    formats that cannot execute code (skops)."""
+    trusted: list[str] = Field(default_factory=list)
+    """Exact names added to the allow-list for this model: ``module.Name`` or
+    ``module:Qualified.Name`` (pickle globals and skops types alike), e.g.
+    ``sklearn.tree._tree.Tree``. Never a module prefix."""
+
+    @field_validator("trusted")
+    @classmethod
+    def _exact_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            parse_trusted(name)
+        return names
+
+    def policy(self) -> ArtifactPolicy:
+        """These rules as the artifact library's policy."""
+        return ArtifactPolicy(allow_pickle=self.allow_pickle, trusted=frozenset(self.trusted))
+
+
 class ModelConfig(_Strict):
     """Everything the platform knows about one model."""
 
@@ -227,6 +261,7 @@ class ModelConfig(_Strict):
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     gates: list[GateStage] = Field(default_factory=list)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    artifact: ArtifactRules = Field(default_factory=ArtifactRules)
 
     @model_validator(mode="after")
     def _dag(self) -> Self:

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,11 @@ from sklearn.metrics import (  # type: ignore[import-untyped]
 )
 from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
 
+from mlcp.artifacts import ArtifactLimits, ArtifactPolicy, FileStore, load_artifact
 from mlcp.contracts.common import DatasetRef
 from mlcp.contracts.types import PACKAGE_PATTERN
 from mlcp.runtime.target import DEFAULT_TARGET, LabelMismatch, Target
-from mlcp.trainer.batches import BatchError, file_sha256, load_batch, local_path
+from mlcp.trainer.batches import BatchError, file_sha256, load_batch
 from mlcp.trainer.profile import reference_profile
 
 HOLDOUT_FRACTION = 0.2
@@ -93,6 +94,9 @@ class JobSpec:
     baseline: ArtifactSpec | None = None
     target: Target = DEFAULT_TARGET
     """How predictions are compared with labels (``accuracy``), as the monitor compares them."""
+    artifact_policy: ArtifactPolicy = field(default_factory=ArtifactPolicy)
+    """The model's artifact rules (``models.<name>.artifact``), for loading the baseline."""
+    artifact_limits: ArtifactLimits = field(default_factory=ArtifactLimits)
 
 
 def resolve_entrypoint(entrypoint: str) -> Callable[..., Any]:
@@ -219,19 +223,19 @@ def score(model: Any, X: Any, y: Any, target: Target = DEFAULT_TARGET) -> dict[s
     return {**quality_metrics(model, X, y, target), **latency_metrics(model, X)}
 
 
-def load_artifact(artifact: ArtifactSpec) -> Any:
-    """Load a stored skops artifact after checking its digest (no untrusted types allowed)."""
-    if artifact.format != ARTIFACT_FORMAT:
-        raise ValueError(f"artifact format {artifact.format!r} is not loadable (only skops)")
-    path = local_path(artifact.uri)
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"artifact {artifact.uri} is not reachable")
-    actual = file_sha256(path)
-    if actual != artifact.sha256:
-        raise ValueError(f"artifact {artifact.uri}: sha256 {actual} != {artifact.sha256}")
-    import skops.io as sio  # type: ignore[import-untyped]  # slow import: only when needed
-
-    return sio.load(path)
+def load_baseline(spec: JobSpec) -> Any:
+    """The production version's model, through the one restricted loader (sha256 verified,
+    scanned, the model's allow-list): a champion that slipped past the gate cannot run code
+    here either."""
+    assert spec.baseline is not None
+    return load_artifact(
+        spec.baseline.uri,
+        spec.baseline.sha256,
+        spec.baseline.format,
+        store=FileStore(Path(spec.artifact_root)),
+        policy=spec.artifact_policy,
+        limits=spec.artifact_limits,
+    )
 
 
 def save_artifact(model: Any, root: Path) -> dict[str, Any]:
@@ -240,7 +244,7 @@ def save_artifact(model: Any, root: Path) -> dict[str, Any]:
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".skops")
     os.close(fd)
     tmp = Path(tmp_name)
-    import skops.io as sio  # slow import (it walks scikit-learn): only when needed
+    import skops.io as sio  # type: ignore[import-untyped]  # slow import (it walks scikit-learn)
 
     try:
         sio.dump(model, tmp)
@@ -342,7 +346,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         # A champion that cannot be scored (other features, missing artifact) must not block the
         # challenger: the run records why and the baseline gate sees no baseline.
         try:
-            champion = load_artifact(spec.baseline)
+            champion = load_baseline(spec)
             baseline = {
                 "version": spec.baseline.version,
                 "metrics": score(champion, X_test, y_test, spec.target),
