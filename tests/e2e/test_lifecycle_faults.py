@@ -36,9 +36,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from mlcp.artifacts import FileStore, load_artifact
 from mlcp.contracts import PredictionLogged, decode_event, new_event
 from mlcp.examples.sklearn import BatchFile, make_rows, write_batches
-from mlcp.trainer.training import ArtifactSpec, load_artifact
 from tests.conftest import wait_for
 from tests.e2e.reconcile import Expectations, Report, reconcile
 from tests.e2e.stack import (
@@ -119,6 +119,7 @@ class Bed:
     sink: SinkProc
     schemas: dict[str, str]
     data_dir: Path
+    artifact_root: Path
 
     def schema(self, service: str) -> str:
         return self.schemas[service]
@@ -158,7 +159,9 @@ async def bed_for(stack: PrivateStack, tmp_path: Path, models: list[str]) -> Asy
         started = time.monotonic()
         await services.start()
         log(f"five services ready in {time.monotonic() - started:.1f}s (prefix {prefix})")
-        yield Bed(stack, services, bus, registry, sink, schemas, tmp_path / "data")
+        yield Bed(
+            stack, services, bus, registry, sink, schemas, tmp_path / "data", tmp_path / "artifacts"
+        )
     except BaseException:
         log(f"FAILED — service logs:\n{services.tails()}")
         raise
@@ -185,8 +188,10 @@ class Inference:
         key = (model, str(body["version"]))
         if key not in self._estimators:
             art = body["artifact"]
-            spec = ArtifactSpec(key[1], art["uri"], art["sha256"], art["format"])
-            self._estimators[key] = await asyncio.to_thread(load_artifact, spec)
+            store = FileStore(self._bed.artifact_root)
+            self._estimators[key] = await asyncio.to_thread(
+                lambda: load_artifact(art["uri"], art["sha256"], art["format"], store=store)
+            )
         return key[1], self._estimators[key]
 
     async def serve(

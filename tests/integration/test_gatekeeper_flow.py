@@ -1,5 +1,6 @@
 """The gatekeeper through real Kafka and PostgreSQL: a passing DAG, each failing kind (with a
-real malicious pickle that is never loaded), people and CI decisions, duplicated and
+real malicious pickle that is never loaded, and the hostile artifacts that once passed the
+scan), people and CI decisions, duplicated and
 out-of-order events, supersession, an external check that times out, restart-safe deadlines.
 
 One gatekeeper runs for the module (its own topic prefix and schema); each test uses its own
@@ -40,6 +41,7 @@ from mlcp.contracts import (
 )
 from mlcp.gatekeeper.app import GatekeeperSettings, build
 from mlcp.runtime import ServiceRuntime, Settings
+from tests.builders import HOSTILE
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import create_topics, produce, read_all
 from tests.unit.test_gatekeeper_domain import registered
@@ -72,13 +74,24 @@ MODELS = {
     "slow": HUMAN % "2s",
     "api": HUMAN % "1h",
 }
+# The attack classes that passed the old scan and were promoted (issue #14), each for a model
+# that opted in to pickle: only the allow-list and the budgets stand in the way.
+ONCE_PROMOTED = {
+    "h-dotted": "dotted-name-under-trusted-module",
+    "h-loader": "loader-joblib-on-a-second-file",
+    "h-bomb": "decompression-bomb-gzip",
+    "h-container": "zip-labelled-onnx-with-inner-pickle",
+    "h-one-gib": "one-gib-file",
+}
+MODELS.update(dict.fromkeys(ONCE_PROMOTED, AUTO))
 OUTPUTS = [CheckPassed, GateFailed, GatePassed, ApprovalRequested]
 
 
 def config_text() -> str:
     lines = ["models:"]
     for name, gates in MODELS.items():
-        lines.append(f'  {name}: {{dataset: d, label: y, train: "m:f", gates: {gates}}}')
+        rules = ", artifact: {allow_pickle: true}" if name in ONCE_PROMOTED else ""
+        lines.append(f'  {name}: {{dataset: d, label: y, train: "m:f", gates: {gates}{rules}}}')
     return "\n".join(lines) + "\n"
 
 
@@ -277,7 +290,11 @@ async def test_malicious_pickle_is_rejected_and_never_loaded(gk: Gatekeeper) -> 
     await gk.send(registered("1.0.0", model="f-scan", artifact=artifact))
     [failed] = await gk.wait_emitted(GateFailed, "f-scan")
     assert (failed.stage, failed.kind) == ("scan", "security_scan")
-    assert failed.reason == "picklescan: unsafe posix.system"
+    assert failed.reason == (
+        "global posix.system is refused: it can run code (in evil.pkl); a pickle stream, and "
+        "this model does not allow pickle (artifact.allow_pickle in its config); save it with "
+        "skops (in evil.pkl)"
+    )
     unsafe = failed.evidence[1]
     assert (unsafe.metric, unsafe.observed, unsafe.threshold) == ("unsafe_globals", 1.0, 0.0)
     # The three stages before it passed: the scan really ran after its dependencies.
@@ -286,6 +303,26 @@ async def test_malicious_pickle_is_rejected_and_never_loaded(gk: Gatekeeper) -> 
         "data",
         "baseline",
     }
+    assert not was_created(marker)
+
+
+@pytest.mark.parametrize(("model", "hostile"), ONCE_PROMOTED.items(), ids=list(ONCE_PROMOTED))
+async def test_hostile_artifacts_that_once_passed_fail_the_gate_and_are_never_promoted(
+    gk: Gatekeeper, tmp_path: Path, model: str, hostile: str
+) -> None:
+    case = next(h for h in HOSTILE if h.name == hostile)
+    marker = tmp_path / "payload-ran"
+    directory = gk.root / model
+    directory.mkdir()
+    built = case.write(directory, marker)
+    await gk.send(registered("1.0.0", model=model, artifact=built.ref()))
+    [failed] = await gk.wait_emitted(GateFailed, model, timeout=60)
+    assert (failed.stage, failed.kind) == ("scan", "security_scan")
+    assert case.reason in failed.reason
+    assert any(not e.satisfied for e in failed.evidence)
+    assert await gk.emitted(GatePassed, model) == []
+    rows = await gk.fetch("SELECT status, reason FROM candidates WHERE model=$1", model)
+    assert (rows[0]["status"], rows[0]["reason"]) == ("failed", failed.reason)
     assert not was_created(marker)
 
 

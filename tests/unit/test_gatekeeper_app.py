@@ -63,6 +63,16 @@ def test_a_bad_sweep_interval_names_its_variable(
         build(settings_with(tmp_path, "{name: a, kind: manual}"))
 
 
+def test_a_bad_artifact_limit_names_its_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLCP_ARTIFACT_MAX_DECOMPRESSED_BYTES", "a lot")
+    with pytest.raises(
+        ConfigurationError, match="MLCP_ARTIFACT_MAX_DECOMPRESSED_BYTES: not a size"
+    ):
+        build(settings_with(tmp_path, "{name: a, kind: security_scan}"))
+
+
 def test_a_valid_config_subscribes_to_the_gate_inputs(tmp_path: Path) -> None:
     runtime = build(
         settings_with(tmp_path, "{name: a, kind: manual, expires: 1h}"),

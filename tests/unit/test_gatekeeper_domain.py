@@ -292,8 +292,14 @@ def test_baseline_missing_the_metric_fails() -> None:
         ),
         (ScanReport(SHA, None, "none", error="no such file"), "artifact unreadable: no such file"),
         (
-            ScanReport(SHA, SHA, "picklescan", error="stream could not be parsed to its end"),
-            "picklescan: stream could not be parsed to its end",
+            ScanReport(
+                SHA,
+                SHA,
+                "allow-list+picklescan",
+                unsafe=("posix.system",),
+                error="global posix.system is refused: it can run code (in m.pkl)",
+            ),
+            "global posix.system is refused: it can run code (in m.pkl)",
         ),
     ],
 )

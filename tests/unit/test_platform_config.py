@@ -26,6 +26,7 @@ def test_example_config_loads_with_its_dag_and_policies() -> None:
     config = load_platform_config(EXAMPLE)
     churn = config.model("churn")
     assert churn.dataset == "churn-events"
+    assert churn.target.key(True) == churn.target.key(1) == "1"
     assert [s.name for s in churn.gates] == [
         "quality",
         "data",
@@ -164,7 +165,10 @@ GATE = MODEL % ", gates: [%s]"
         ),
         ("{name: e, kind: external, expires: 1h}", "stage 'e' of kind external does not take"),
         ("{name: s, kind: security_scan, metric: x}", "stage 's' of kind security_scan does not"),
-        ("{name: m, kind: metrics, require: {a: '> 1'}, trusted: [x]}", "does not take 'trusted'"),
+        (
+            "{name: s, kind: security_scan, trusted: [sklearn.tree._tree.Tree]}",
+            "stage 's': 'trusted' moved to the model's artifact.trusted",
+        ),
         ("{name: e, kind: external, timeout: soon}", "gates[0].timeout"),
     ],
 )
@@ -179,15 +183,44 @@ def test_gate_stage_kind_specific_fields_load() -> None:
         GATE
         % (
             '{name: d, kind: data_quality, require: {completeness: ">= 0.98", rows: ">= 100"}},'
-            " {name: s, kind: security_scan, trusted: [sklearn.tree._tree.Tree]},"
+            " {name: s, kind: security_scan},"
             " {name: b, kind: baseline, metric: loss, higher_is_better: false,"
             " min_relative_change: 0.05}"
         )
     )
     d, s, b = config.model("churn").gates
     assert set(d.require) == {"completeness", "rows"}
-    assert s.trusted == ["sklearn.tree._tree.Tree"]
+    assert s.kind == "security_scan"
     assert (b.higher_is_better, b.min_relative_change) == (False, 0.05)
+
+
+def test_artifact_rules_default_to_no_pickle_and_take_exact_names() -> None:
+    assert parse_platform_config(MODEL % "").model("churn").artifact.policy().allow_pickle is False
+    rules = (
+        parse_platform_config(
+            MODEL % ", artifact: {allow_pickle: true, trusted: [sklearn.tree._tree.Tree]}"
+        )
+        .model("churn")
+        .artifact
+    )
+    policy = rules.policy()
+    assert policy.allow_pickle is True
+    assert ("sklearn.tree._tree", "Tree") in policy.pickle_globals()
+    assert "sklearn.tree._tree.Tree" in policy.skops_types()
+
+
+@pytest.mark.parametrize(
+    ("artifact", "expected"),
+    [
+        ("{trusted: [sklearn]}", "models.churn.artifact.trusted: 'sklearn' is not an exact name"),
+        ("{allow_pickel: true}", "models.churn.artifact.allow_pickel"),
+        ("{allow_pickle: maybe}", "models.churn.artifact.allow_pickle"),
+    ],
+)
+def test_artifact_rules_are_validated_at_start(artifact: str, expected: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_platform_config(MODEL % f", artifact: {artifact}")
+    assert expected in str(info.value)
 
 
 def test_gate_stage_round_trips_through_its_json_dump() -> None:

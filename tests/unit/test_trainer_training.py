@@ -10,34 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from mlcp.contracts import DatasetRef
 from mlcp.contracts.profile import ReferenceProfile
 from mlcp.examples.sklearn import BatchFile, write_batches
+from mlcp.runtime.target import Target
 from mlcp.trainer import child
 from mlcp.trainer.batches import file_sha256, local_path
-from mlcp.trainer.training import BatchSpec, JobSpec, StageError, run_job
+from mlcp.trainer.training import JobSpec, StageError, quality_metrics, run_job
 from mlcp.trainer.worker import run_in_child
+from tests.builders import job_spec as spec_for
 
 pytestmark = pytest.mark.unit
 
 QUALITY = ("accuracy", "f1", "roc_auc", "train_rows", "holdout_rows")
-
-
-def spec_for(
-    files: list[BatchFile], root: Path, entrypoint: str = "mlcp.examples.sklearn:train_logistic"
-) -> JobSpec:
-    return JobSpec(
-        run_id="run-1",
-        model="churn",
-        entrypoint=entrypoint,
-        params={"C": 1.0, "max_iter": 200, "seed": 7},
-        label="churned",
-        features=None,
-        batches=tuple(
-            BatchSpec("churn-events", f.batch_id, f.uri, f.sha256, f.rows, f.completeness, f.format)
-            for f in files
-        ),
-        artifact_root=str(root / "artifacts"),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +59,14 @@ def test_a_job_trains_evaluates_profiles_and_stores_the_artifact(
     [dataset] = result["datasets"]
     assert dataset["batch_ids"] == [f.batch_id for f in files]
     assert dataset["rows"] == 900
+    # Every batch with its uri, rows and digest; the dataset digest is their fingerprint.
+    assert [(b["batch_id"], b["uri"], b["rows"], b["sha256"]) for b in dataset["batches"]] == [
+        (f.batch_id, f.uri, f.rows, f.sha256) for f in files
+    ]
+    assert DatasetRef.model_validate(dataset).sha256 == DatasetRef.fingerprint(
+        f.sha256 for f in files
+    )
+    assert result["target"]["kind"] == "classification"
     assert result["environment"]["packages"]["scikit-learn"]
     assert result["baseline"] is None
 
@@ -103,6 +96,36 @@ def test_the_production_version_is_scored_on_the_same_holdout(
     assert result["baseline"]["version"] == "1.0.0"
     assert 0.5 < result["baseline"]["metrics"]["accuracy"] <= 1.0
     assert result["baseline"]["metrics"]["latency_p95_ms"] > 0
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_a_hostile_champion_is_refused_by_the_restricted_loader_and_never_runs(
+    files: list[BatchFile], tmp_path: Path, allow_pickle: bool
+) -> None:
+    """A production artifact that slipped past the gate: the challenger is still trained and
+    stored, the baseline is missing with the reason, and the payload never ran."""
+    from mlcp.artifacts import ArtifactPolicy
+    from mlcp.trainer.training import ArtifactSpec
+    from tests.builders import reduce_pickle, sha256_of, touch
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "artifacts" / "evil.pkl"
+    evil.parent.mkdir(parents=True)
+    evil.write_bytes(reduce_pickle(os.system, touch(marker)))
+    spec = JobSpec(
+        **{
+            **spec_for(files, tmp_path).__dict__,
+            "baseline": ArtifactSpec("1.0.0", evil.as_uri(), sha256_of(evil), "pickle"),
+            "artifact_policy": ArtifactPolicy(allow_pickle=allow_pickle),
+        }
+    )
+    result = run_job(spec)
+    assert result["baseline"] is None
+    assert result["baseline_error"].startswith(
+        "ArtifactRefused: global posix.system is refused: it can run code (in evil.pkl)"
+    )
+    assert result["artifact"]["format"] == "skops"
+    assert not marker.exists()
 
 
 def test_a_batch_whose_checksum_changed_fails_the_load_stage(
@@ -210,3 +233,55 @@ def test_code_version_follows_the_training_file_not_the_repository_head(
     )
     (tmp_path / "codever_model.py").write_text("def train(X, y, params):\n    return 1\n")
     assert code_version("codever_model:train") == f"git:{model_commit[:12]}-dirty"
+
+
+class Answers:
+    """A fitted model stand-in that answers given values (as numpy arrays, like sklearn)."""
+
+    def __init__(self, values: list[object], *, classifier: bool = True) -> None:
+        self._values = values
+        self._estimator_type = "classifier" if classifier else "regressor"
+
+    def predict(self, X: object) -> object:
+        import numpy as np
+
+        return np.asarray(self._values)
+
+    def __sklearn_tags__(self) -> object:
+        from sklearn.utils import Tags, TargetTags  # type: ignore[import-untyped]
+
+        tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=True))
+        return tags
+
+
+def test_holdout_accuracy_uses_the_same_rule_as_the_monitor() -> None:
+    """The offline accuracy a version is registered with and the live accuracy the monitor
+    judges it by are the same function of the same pairs (mlcp.runtime.target)."""
+    import pandas as pd
+
+    labels = pd.Series([1, 0, 1, 1])
+    answers = [True, False, True, False]  # a model answering booleans for integer labels
+    mapped = Target(type="integer", mapping={True: 1, False: 0})
+    assert quality_metrics(Answers(answers), None, labels, mapped)["accuracy"] == 0.75
+    assert mapped.accuracy(answers, labels.tolist()) == 0.75
+    default = quality_metrics(Answers(answers), None, labels)["accuracy"]
+    assert default == 0.75, "true and 1 agree under the default target too"
+    regression = Target(kind="regression", tolerance=0.5)
+    metrics = quality_metrics(
+        Answers([1.2, 2.9, 3.0, 5.0], classifier=False),
+        None,
+        pd.Series([1.0, 2.0, 3.4, 4.6]),
+        regression,
+    )
+    assert metrics["accuracy"] == 0.75
+    assert {"r2", "rmse", "mae"} <= set(metrics)
+
+
+def test_holdout_values_that_do_not_fit_the_target_fail_the_evaluate_stage() -> None:
+    import pandas as pd
+
+    strict = Target(type="integer")
+    with pytest.raises(StageError) as caught:
+        quality_metrics(Answers(["yes", "no"]), None, pd.Series([1, 0]), strict)
+    assert caught.value.stage == "evaluate"
+    assert '"yes" is not an integer' in str(caught.value)

@@ -6,6 +6,8 @@ per-record consumer pays a transaction per event; this pays one per batch.
 
 Failure handling keeps the per-record guarantees:
 * an invalid record goes to the DLQ on its own; the rest of the batch is applied;
+* events the handler refuses (:class:`~mlcp.runtime.consumer.Refused`) go to the DLQ at once
+  with its reason, and the batch is applied again without them (no retries, no backoff);
 * a handler that keeps failing on the batch is retried with backoff, then the batch is applied
   one event at a time, so only the events that still fail go to the DLQ;
 * PostgreSQL or Kafka unreachable → the whole batch is read again after a backoff.
@@ -43,7 +45,7 @@ from mlcp.contracts import (
 )
 from mlcp.contracts.wire import WireDecoder, wire_decoder
 from mlcp.runtime import inbox
-from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Tx
+from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Refused, Tx
 from mlcp.runtime.dlq import UNEXPECTED_SOURCE
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.telemetry import cause_traces, record_traceparent
@@ -268,6 +270,15 @@ class BatchConsumer(DurableConsumer):
             return abandon.outcome
         except INFRA_ERRORS as exc:
             return await self._back_off(topic, exc)
+        except Refused as refusal:
+            if isinstance(decoded, Outcome):
+                raise  # not from the handler: the batch is read again
+            events, records_by_id = decoded
+            rest = await self._refuse(refusal, events, records_by_id)
+            if isinstance(rest, Outcome):
+                return rest
+            with cause_traces(_traces(records_by_id)):
+                return await self._apply_with_retries(rest, records_by_id, started)
         except Exception as exc:
             if isinstance(decoded, Outcome):
                 raise  # not a handler failure: the batch is read again
@@ -291,6 +302,13 @@ class BatchConsumer(DurableConsumer):
                 break
             except INFRA_ERRORS as exc:
                 return await self._back_off(topic, exc)
+            except Refused as refusal:
+                rest = await self._refuse(refusal, events, records_by_id)
+                if isinstance(rest, Outcome):
+                    return rest
+                # Each refusal removes at least one event, so this ends; it is no failed attempt.
+                events, attempt = rest, attempt - 1
+                continue
             except Exception as exc:
                 if attempt >= self._settings.handler_max_attempts:
                     log.warning("batch handler for %s failed %d times; one by one", topic, attempt)
@@ -300,6 +318,23 @@ class BatchConsumer(DurableConsumer):
                 await asyncio.sleep(self._backoff(attempt))
         self._applied(len(events), applied, started)
         return Outcome.APPLIED
+
+    async def _refuse(
+        self, refusal: Refused, events: list[Any], records_by_id: dict[str, Any]
+    ) -> list[Any] | Outcome:
+        """Dead-letter the events a handler refused; the others (RETRY_LATER when the DLQ
+        cannot be written). A refusal that names none of them is a handler bug: raised."""
+        rest = [e for e in events if e.id not in refusal.errors]
+        if len(rest) == len(events):
+            raise RuntimeError(f"the handler refused events not in its batch: {refusal}")
+        for event in events:
+            if event.id in refusal.errors:
+                record = records_by_id[event.id]
+                error = refusal.errors[event.id]
+                outcome = await self._dead_letter(record, refusal.reason, error, attempts=1)
+                if outcome is Outcome.RETRY_LATER:
+                    return outcome
+        return rest
 
     def _applied(self, count: int, applied: int, started: float) -> None:
         topic = self.topics[0]
@@ -334,6 +369,16 @@ class BatchConsumer(DurableConsumer):
                 applied = await self._apply_batch([event], event_type, handler)
             except INFRA_ERRORS as exc:
                 return await self._back_off(topic, exc)
+            except Refused as refusal:
+                outcome = await self._dead_letter(
+                    records_by_id[event.id],
+                    refusal.reason,
+                    refusal.errors.get(event.id, str(refusal)),
+                    attempts=1,
+                )
+                if outcome is Outcome.RETRY_LATER:
+                    return outcome
+                continue
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 record = records_by_id[event.id]

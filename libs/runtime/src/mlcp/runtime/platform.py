@@ -3,7 +3,8 @@
 One file, one schema, validated the same way by every service (each reads the part it needs), so
 two services can never disagree about what the file means. Any error stops the start with the
 path of the field, e.g. ``models.churn.gates[2].depends_on: unknown stage 'qualty'``.
-The documented shape is in docs/configuration.md; deploy/mlcp.example.yaml is a full example.
+deploy/mlcp.example.yaml is a full, commented example; each service's doc (docs/*.md) lists the
+keys it reads.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
+from mlcp.artifacts.policy import ArtifactPolicy, parse_trusted
 from mlcp.contracts.common import OPERATORS
 from mlcp.runtime.settings import ConfigurationError
+from mlcp.runtime.target import Target
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 Name = Annotated[str, Field(pattern=_NAME)]
@@ -137,9 +141,18 @@ class GateStage(_Strict):
     """manual: how long the approval request stays open."""
     check: str | None = None
     """external: the check name CI reports (defaults to the stage name)."""
-    trusted: list[str] = Field(default_factory=list)
-    """security_scan: pickle globals (``module.name`` or a module prefix) and skops types
-    trusted beyond the scanner's defaults, e.g. ``sklearn.tree._tree.Tree``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trusted_moved(cls, data: Any) -> Any:
+        # A stage-level list once trusted module prefixes for the scan alone; trust is now exact
+        # names that every loader must share, so it lives with the model.
+        if isinstance(data, dict) and "trusted" in data:
+            raise ValueError(
+                f"stage {data.get('name')!r}: 'trusted' moved to the model's "
+                "artifact.trusted (exact names such as sklearn.tree._tree.Tree)"
+            )
+        return data
 
     @model_validator(mode="after")
     def _kind_fields(self) -> Self:
@@ -182,7 +195,6 @@ _KIND_ONLY: dict[str, tuple[str, ...]] = {
     "timeout": ("external",),
     "expires": ("manual",),
     "check": ("external",),
-    "trusted": ("security_scan",),
 }
 
 
@@ -209,11 +221,38 @@ class RolloutPolicy(_Strict):
     rollback_window: Duration = timedelta(hours=24)
 
 
+class ArtifactRules(_Strict):
+    """How a model's artifacts may be stored: read alike by the gate's security_scan and every
+    loader (trainer baseline, inference). See docs/security.md."""
+
+    allow_pickle: bool = False
+    """Accept pickle / joblib artifacts (still only under the exact allow-list). Off: only
+    formats that cannot execute code (skops)."""
+    trusted: list[str] = Field(default_factory=list)
+    """Exact names added to the allow-list for this model: ``module.Name`` or
+    ``module:Qualified.Name`` (pickle globals and skops types alike), e.g.
+    ``sklearn.tree._tree.Tree``. Never a module prefix."""
+
+    @field_validator("trusted")
+    @classmethod
+    def _exact_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            parse_trusted(name)
+        return names
+
+    def policy(self) -> ArtifactPolicy:
+        """These rules as the artifact library's policy."""
+        return ArtifactPolicy(allow_pickle=self.allow_pickle, trusted=frozenset(self.trusted))
+
+
 class ModelConfig(_Strict):
     """Everything the platform knows about one model."""
 
     dataset: Name
     label: str = Field(min_length=1)
+    target: Target = Field(default_factory=Target)
+    """How predictions and labels compare (classification / regression), for the monitor's live
+    accuracy and the trainer's holdout accuracy alike (mlcp.runtime.target)."""
     features: Literal["auto"] | list[str] = "auto"
     train: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     """The training entrypoint, ``module:callable``."""
@@ -222,6 +261,7 @@ class ModelConfig(_Strict):
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     gates: list[GateStage] = Field(default_factory=list)
     rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    artifact: ArtifactRules = Field(default_factory=ArtifactRules)
 
     @model_validator(mode="after")
     def _dag(self) -> Self:
@@ -322,6 +362,11 @@ class PlatformConfig(_Strict):
         except KeyError:
             known = sorted(self.models)
             raise KeyError(f"model {name!r} is not configured (known: {known})") from None
+
+    def target(self, name: str) -> Target:
+        """A model's target; the default (classification, ``type: auto``) when not configured."""
+        found = self.models.get(name)
+        return found.target if found else Target()
 
     def models_fed_by(self, dataset: str) -> list[str]:
         """The models whose training data is ``dataset``."""

@@ -14,6 +14,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlcp.artifacts import ArtifactLimits
+
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
 
@@ -165,6 +167,15 @@ def describe_settings_error(exc: Exception, *, env_prefix: str = "MLCP_") -> str
         shown = "" if _SECRET_NAME.search(field) else f" (got {error.get('input')!r})"
         lines.append(f"{env_prefix}{field.upper()}: {error['msg']}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_artifact_limits() -> ArtifactLimits:
+    """The artifact budgets (``MLCP_ARTIFACT_MAX_*``), or ``ConfigurationError`` naming the bad
+    variable."""
+    try:
+        return ArtifactLimits.from_env()
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid configuration:\n  {exc}") from None
 
 
 def settings_from_env(env: Mapping[str, str], **overrides: Any) -> Settings:

@@ -21,7 +21,7 @@ from mlcp.gatekeeper import scan, store
 from mlcp.gatekeeper.handlers import GateMetrics, Handlers, sweep_forever
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.platform import load_platform_config
-from mlcp.runtime.settings import load_env_settings
+from mlcp.runtime.settings import load_artifact_limits, load_env_settings
 
 SERVICE = "gatekeeper"
 DEFAULT_PORT = 8083
@@ -66,7 +66,10 @@ def build(
         settings=settings,
     )
     handlers = Handlers(
-        config, settings.artifact_root.expanduser(), GateMetrics(runtime.metrics.registry)
+        config,
+        settings.artifact_root.expanduser(),
+        GateMetrics(runtime.metrics.registry),
+        limits=load_artifact_limits(),
     )
     # The sweep runs once at start (deadlines passed while the service was down fail their
     # stages right away), then every sweep_interval_s.

@@ -71,11 +71,12 @@ class ScanReport:
     actual_sha256: str | None
     """None when the artifact could not be read."""
     scanner: str
-    """'picklescan', 'skops' or 'none' (a format without pickle content)."""
+    """Who looked, e.g. 'allow-list+picklescan' or 'allow-list+skops'."""
     unsafe: tuple[str, ...] = ()
     """Globals or types refused (e.g. 'posix.system')."""
     error: str | None = None
-    """Why the artifact could not be read or fully scanned; a scan with an error fails."""
+    """Why the artifact is refused, in words (every finding, most serious first) or why it could
+    not be read; a scan with an error fails."""
 
 
 @dataclass(frozen=True)
@@ -488,10 +489,10 @@ def evaluate_scan(scan: ScanReport) -> tuple[Evidence, ...]:
     ]
     if scan.actual_sha256 is not None:
         clean = not scan.unsafe and scan.error is None
-        if scan.unsafe:
+        if scan.error:
+            detail = scan.error  # the scan's own words: the cause, the name, where
+        elif scan.unsafe:
             detail = f"{scan.scanner}: unsafe {', '.join(scan.unsafe)}"
-        elif scan.error:
-            detail = f"{scan.scanner}: {scan.error}"
         else:
             detail = f"{scan.scanner}: nothing unsafe"
         evidence.append(

@@ -18,6 +18,7 @@ from typing import Any
 import semver
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from mlcp.artifacts import ArtifactLimits, ArtifactPolicy, FileStore
 from mlcp.contracts import (
     ApprovalGranted,
     ApprovalRejected,
@@ -31,7 +32,7 @@ from mlcp.contracts import (
 )
 from mlcp.gatekeeper import domain, store
 from mlcp.gatekeeper.domain import Decision, ScanReport
-from mlcp.gatekeeper.scan import scan_artifact
+from mlcp.gatekeeper.scan import scan
 from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.platform import PlatformConfig
 from mlcp.runtime.telemetry import current_traceparent, resume_trace
@@ -86,10 +87,15 @@ class Handlers:
     """The gatekeeper's event handlers, bound to the platform config and the artifact root."""
 
     def __init__(
-        self, config: PlatformConfig, artifact_root: Path, metrics: GateMetrics | None = None
+        self,
+        config: PlatformConfig,
+        artifact_root: Path,
+        metrics: GateMetrics | None = None,
+        limits: ArtifactLimits | None = None,
     ) -> None:
         self.config = config
-        self.artifact_root = artifact_root
+        self.artifacts = FileStore(artifact_root)
+        self.limits = limits or ArtifactLimits()
         self.metrics = metrics or GateMetrics()
 
     # -- registration -----------------------------------------------------------------------------
@@ -199,11 +205,14 @@ class Handlers:
         await _emit(tx, events, self.metrics, candidate)
 
     async def _scan(self, candidate: store.Candidate, dag: domain.Dag) -> ScanReport:
-        trusted = [t for s in dag.stages if s.kind == "security_scan" for t in s.trusted]
-        # Hashing and disassembly are blocking file work: keep the event loop free.
+        # The model's artifact rules as configured now (not when it registered): the loaders
+        # read the current config too, and withdrawing trust must take effect at once.
+        model = self.config.models.get(dag.model)
+        policy = model.artifact.policy() if model is not None else ArtifactPolicy()
+        # Hashing and scanning are blocking file work: keep the event loop free.
         with self.metrics.scan_seconds.time():
             return await asyncio.to_thread(
-                scan_artifact, candidate.registration.artifact, self.artifact_root, trusted
+                scan, candidate.registration.artifact, self.artifacts, policy, self.limits
             )
 
 

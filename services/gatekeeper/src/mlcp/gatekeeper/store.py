@@ -71,7 +71,12 @@ async def lock_candidate(conn: Conn, model: str, version: str) -> Candidate | No
         version,
     )
     states = {r["stage"]: _stage_state(r) for r in rows}
-    stages = tuple(GateStage.model_validate(s) for s in json.loads(row["stages"]))
+    # Rows written before trust moved to the model's artifact rules may carry a stage-level
+    # 'trusted' list; the scan no longer reads it, so it is dropped rather than refused.
+    stages = tuple(
+        GateStage.model_validate({k: v for k, v in s.items() if k != "trusted"})
+        for s in json.loads(row["stages"])
+    )
     dag = Dag(
         model=model,
         version=version,

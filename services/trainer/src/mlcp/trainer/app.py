@@ -12,7 +12,7 @@ from mlcp.contracts import (
 )
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.platform import PlatformConfig, load_platform_config
-from mlcp.runtime.settings import load_env_settings
+from mlcp.runtime.settings import load_artifact_limits, load_env_settings
 from mlcp.trainer.handlers import TrainerHandlers
 from mlcp.trainer.worker import Worker, WorkerSettings
 
@@ -37,10 +37,13 @@ class TrainerRuntime(ServiceRuntime):
         )
         self.config = config
         self.worker_settings = worker_settings
-        self.handlers = TrainerHandlers(config, service=SERVICE, settings=self.settings)
+        self.handlers = TrainerHandlers(
+            config, service=SERVICE, settings=self.settings, registry=self.metrics.registry
+        )
+        limits = load_artifact_limits()
         for i in range(worker_settings.workers):
             # Cancelled at stop: a worker kills its training child and hands the run back.
-            self.background(f"worker-{i}", Worker(self, config, worker_settings).run)
+            self.background(f"worker-{i}", Worker(self, config, worker_settings, limits).run)
 
     async def request_training(self, model: str, *, requested_by: str) -> str:
         """Manual trigger (for the CLI): emit TrainingRequested(reason=manual); its event id."""

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 from sklearn.base import is_classifier  # type: ignore[import-untyped]
 from sklearn.metrics import (  # type: ignore[import-untyped]
-    accuracy_score,
     f1_score,
     mean_absolute_error,
     mean_squared_error,
@@ -34,9 +33,11 @@ from sklearn.metrics import (  # type: ignore[import-untyped]
 )
 from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
 
+from mlcp.artifacts import ArtifactLimits, ArtifactPolicy, FileStore, load_artifact
 from mlcp.contracts.common import DatasetRef
 from mlcp.contracts.types import PACKAGE_PATTERN
-from mlcp.trainer.batches import BatchError, file_sha256, load_batch, local_path
+from mlcp.runtime.target import DEFAULT_TARGET, LabelMismatch, Target
+from mlcp.trainer.batches import BatchError, file_sha256, load_batch
 from mlcp.trainer.profile import reference_profile
 
 HOLDOUT_FRACTION = 0.2
@@ -64,6 +65,8 @@ class BatchSpec:
     rows: int
     completeness: float
     format: str | None = None
+    duplicates: int = 0
+    """Re-announcements of the same content (not counted again), for the lineage."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,11 @@ class JobSpec:
     batches: tuple[BatchSpec, ...]
     artifact_root: str
     baseline: ArtifactSpec | None = None
+    target: Target = DEFAULT_TARGET
+    """How predictions are compared with labels (``accuracy``), as the monitor compares them."""
+    artifact_policy: ArtifactPolicy = field(default_factory=ArtifactPolicy)
+    """The model's artifact rules (``models.<name>.artifact``), for loading the baseline."""
+    artifact_limits: ArtifactLimits = field(default_factory=ArtifactLimits)
 
 
 def resolve_entrypoint(entrypoint: str) -> Callable[..., Any]:
@@ -144,16 +152,35 @@ def holdout_split(X: Any, y: Any, seed: int) -> tuple[Any, Any, Any, Any]:
         )
 
 
-def quality_metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
-    """Holdout metrics: accuracy, F1 and ROC AUC for classifiers; R², RMSE, MAE otherwise."""
+def quality_metrics(
+    model: Any, X: Any, y: Any, target: Target = DEFAULT_TARGET
+) -> dict[str, float]:
+    """Holdout metrics: accuracy, F1 and ROC AUC for classifiers; R², RMSE, MAE for regressors
+    (with ``accuracy`` = share within the tolerance when the target is a regression).
+
+    ``accuracy`` is the model's ``target`` rule applied to each (prediction, label) pair — the
+    same function the monitor scores live traffic with, so offline and live accuracy agree on
+    what a correct prediction is. A value that does not fit the target fails the stage.
+    """
     pred = model.predict(X)
-    if not is_classifier(model):
-        return {
+    try:
+        accuracy = target.accuracy(list(pred), list(y))
+    except LabelMismatch as exc:
+        raise StageError(
+            "evaluate",
+            f"holdout values do not fit the model's target ({target.describe()}): {exc}",
+            "LabelMismatch",
+        ) from exc
+    if target.kind == "regression" or not is_classifier(model):
+        out = {
             "r2": float(r2_score(y, pred)),
             "rmse": float(np.sqrt(mean_squared_error(y, pred))),
             "mae": float(mean_absolute_error(y, pred)),
         }
-    out = {"accuracy": float(accuracy_score(y, pred))}
+        if target.kind == "regression" and accuracy is not None:
+            out["accuracy"] = accuracy
+        return out
+    out = {"accuracy": float(accuracy if accuracy is not None else 0.0)}
     classes = list(getattr(model, "classes_", sorted(pd.unique(y))))
     binary = len(classes) == 2
     if binary:
@@ -191,24 +218,24 @@ def latency_metrics(model: Any, X: Any) -> dict[str, float]:
     }
 
 
-def score(model: Any, X: Any, y: Any) -> dict[str, float]:
+def score(model: Any, X: Any, y: Any, target: Target = DEFAULT_TARGET) -> dict[str, float]:
     """Quality and latency metrics of ``model`` on a holdout."""
-    return {**quality_metrics(model, X, y), **latency_metrics(model, X)}
+    return {**quality_metrics(model, X, y, target), **latency_metrics(model, X)}
 
 
-def load_artifact(artifact: ArtifactSpec) -> Any:
-    """Load a stored skops artifact after checking its digest (no untrusted types allowed)."""
-    if artifact.format != ARTIFACT_FORMAT:
-        raise ValueError(f"artifact format {artifact.format!r} is not loadable (only skops)")
-    path = local_path(artifact.uri)
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"artifact {artifact.uri} is not reachable")
-    actual = file_sha256(path)
-    if actual != artifact.sha256:
-        raise ValueError(f"artifact {artifact.uri}: sha256 {actual} != {artifact.sha256}")
-    import skops.io as sio  # type: ignore[import-untyped]  # slow import: only when needed
-
-    return sio.load(path)
+def load_baseline(spec: JobSpec) -> Any:
+    """The production version's model, through the one restricted loader (sha256 verified,
+    scanned, the model's allow-list): a champion that slipped past the gate cannot run code
+    here either."""
+    assert spec.baseline is not None
+    return load_artifact(
+        spec.baseline.uri,
+        spec.baseline.sha256,
+        spec.baseline.format,
+        store=FileStore(Path(spec.artifact_root)),
+        policy=spec.artifact_policy,
+        limits=spec.artifact_limits,
+    )
 
 
 def save_artifact(model: Any, root: Path) -> dict[str, Any]:
@@ -217,7 +244,7 @@ def save_artifact(model: Any, root: Path) -> dict[str, Any]:
     fd, tmp_name = tempfile.mkstemp(dir=root, prefix=".tmp-", suffix=".skops")
     os.close(fd)
     tmp = Path(tmp_name)
-    import skops.io as sio  # slow import (it walks scikit-learn): only when needed
+    import skops.io as sio  # type: ignore[import-untyped]  # slow import (it walks scikit-learn)
 
     try:
         sio.dump(model, tmp)
@@ -310,7 +337,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     model = _stage("train", lambda: train(X_train, y_train, dict(spec.params)))
     if not hasattr(model, "predict"):
         raise StageError("train", f"{spec.entrypoint} returned {type(model).__name__}, no predict")
-    metrics = _stage("evaluate", lambda: score(model, X_test, y_test))
+    metrics = _stage("evaluate", lambda: score(model, X_test, y_test, spec.target))
     metrics["train_rows"] = float(len(X_train))
     metrics["holdout_rows"] = float(len(X_test))
     baseline = None
@@ -319,10 +346,10 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         # A champion that cannot be scored (other features, missing artifact) must not block the
         # challenger: the run records why and the baseline gate sees no baseline.
         try:
-            champion = load_artifact(spec.baseline)
+            champion = load_baseline(spec)
             baseline = {
                 "version": spec.baseline.version,
-                "metrics": score(champion, X_test, y_test),
+                "metrics": score(champion, X_test, y_test, spec.target),
             }
         except Exception as exc:
             baseline_error = f"{type(exc).__name__}: {exc}"
@@ -342,6 +369,16 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
                 "sha256": DatasetRef.fingerprint(b.sha256 for b in batches),
                 "rows": rows,
                 "completeness": min(1.0, max(0.0, completeness)),
+                "batches": [
+                    {
+                        "batch_id": b.batch_id,
+                        "uri": b.uri,
+                        "rows": b.rows,
+                        "sha256": b.sha256,
+                        "duplicates": b.duplicates,
+                    }
+                    for b in batches
+                ],
             }
         )
     return {
@@ -357,6 +394,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         ],
         "feature_schema": [{"name": str(c), "dtype": str(X[c].dtype)} for c in X.columns],
         "label": spec.label,
+        "target": spec.target.model_dump(mode="json"),
         "reference_profile": profile.model_dump(mode="json"),
         "artifact": artifact,
         "entrypoint": spec.entrypoint,

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlcp.artifacts import ArtifactLimits
 from mlcp.contracts import (
     CloudEvent,
     RunFailed,
@@ -131,11 +132,16 @@ class Worker:
     """Claims and executes runs for one trainer instance."""
 
     def __init__(
-        self, runtime: ServiceRuntime, config: PlatformConfig, settings: WorkerSettings
+        self,
+        runtime: ServiceRuntime,
+        config: PlatformConfig,
+        settings: WorkerSettings,
+        artifact_limits: ArtifactLimits | None = None,
     ) -> None:
         self.runtime = runtime
         self.config = config
         self.settings = settings
+        self.artifact_limits = artifact_limits or ArtifactLimits()
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def _tx(self, conn: Any, cause: CloudEvent[Any]) -> Tx:
@@ -206,14 +212,24 @@ class Worker:
             features=None if cfg.features == "auto" else list(cfg.features),
             batches=tuple(
                 BatchSpec(
-                    run.dataset, b.batch_id, b.uri, b.sha256, b.rows, b.completeness, b.format
+                    run.dataset,
+                    b.batch_id,
+                    b.uri,
+                    b.sha256,
+                    b.rows,
+                    b.completeness,
+                    b.format,
+                    b.duplicates,
                 )
                 for b in batches
             ),
+            target=cfg.target,
             artifact_root=str(self.runtime.settings.artifact_root.expanduser()),
             baseline=None
             if champion is None
             else ArtifactSpec(champion.version, champion.uri, champion.sha256, champion.format),
+            artifact_policy=cfg.artifact.policy(),
+            artifact_limits=self.artifact_limits,
         )
 
     async def _heartbeat(self, run: store.ClaimedRun, lost: asyncio.Event) -> None:
@@ -275,6 +291,14 @@ class Worker:
                 ):
                     await tx.emit(self._failed(run, stage, error, error_type))
                 return
+            if body.get("baseline_error"):
+                # A champion refused by the restricted loader is a security signal, not noise.
+                log.warning(
+                    "run %s: the production version of %s was not scored: %s",
+                    run.run_id,
+                    run.model,
+                    body["baseline_error"],
+                )
             try:
                 finished = self._finished(run, body)
             except ValidationError as exc:

@@ -1,8 +1,8 @@
 """A stand-in for an inference service: serves the registry's aliases, logs to the bus.
 
-It does what DESIGN §1 asks of a real one: reads which version serves (``production`` /
-``canary`` alias, through the registry API), loads that version's artifact (sha256 verified,
-skops without untrusted types — the trainer's loader), predicts, and emits ``PredictionLogged``
+It does what a real one does: reads which version serves (``production`` / ``canary`` alias,
+through the registry API), loads that version's artifact through ``mlcp.artifacts``' restricted
+loader (sha256 verified, scanned, the model's allow-list), predicts, and emits ``PredictionLogged``
 per request and ``FeedbackReceived`` when the true label is known. Requests are split between
 canary and production by the canary's ``traffic_percent``; with no production yet, the canary
 serves everything.
@@ -19,9 +19,16 @@ from typing import Any
 
 import httpx
 
+from mlcp.artifacts import (
+    ArtifactLimits,
+    ArtifactPolicy,
+    ArtifactStore,
+    FileStore,
+    load_artifact,
+)
 from mlcp.contracts import FeedbackReceived, PredictionLogged, encode_event, new_event
 from mlcp.runtime.kafka import durable_producer, encode_headers
-from mlcp.runtime.settings import Settings
+from mlcp.runtime.settings import Settings, load_artifact_limits
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,17 @@ class Traffic:
         return self.correct.get(version, 0) / n if n else None
 
 
-def load_estimator(artifact: dict[str, Any], version: str) -> Any:
-    """The artifact's estimator, through the trainer's verified skops loader."""
-    from mlcp.trainer.training import ArtifactSpec, load_artifact
-
+def load_estimator(
+    artifact: dict[str, Any], store: ArtifactStore, policy: ArtifactPolicy, limits: ArtifactLimits
+) -> Any:
+    """The artifact's estimator, through the one restricted loader."""
     return load_artifact(
-        ArtifactSpec(version, artifact["uri"], artifact["sha256"], artifact["format"])
+        artifact["uri"],
+        artifact["sha256"],
+        artifact["format"],
+        store=store,
+        policy=policy,
+        limits=limits,
     )
 
 
@@ -61,9 +73,18 @@ class Inference:
     """Routes requests to the serving versions of one model and logs them."""
 
     def __init__(
-        self, settings: Settings, registry_url: str, token: str, model: str, label: str
+        self,
+        settings: Settings,
+        registry_url: str,
+        token: str,
+        model: str,
+        label: str,
+        policy: ArtifactPolicy | None = None,
     ) -> None:
         self._settings = settings
+        self._artifacts = FileStore(settings.artifact_root.expanduser())
+        self._policy = policy or ArtifactPolicy()
+        self._limits = load_artifact_limits()
         self._model = model
         self._label = label
         self._http = httpx.AsyncClient(
@@ -90,7 +111,7 @@ class Inference:
         artifact = body["artifact"]
         if artifact["sha256"] not in self._loaded:
             self._loaded[artifact["sha256"]] = await asyncio.to_thread(
-                load_estimator, artifact, body["version"]
+                load_estimator, artifact, self._artifacts, self._policy, self._limits
             )
         return Served(
             alias,

@@ -236,7 +236,10 @@ class Demo:
         """Settings that reach the stack as ``principal`` (the demo plays several roles: the
         pipeline, the inference service, the operator watching the bus)."""
         assert self.stack is not None
-        return settings_from_env(self.stack.env(principal), topic_prefix=self.prefix)
+        # The services inherit this process's environment: the demo's inference reads artifacts
+        # from the root the trainer writes to.
+        shared = {k: v for k, v in os.environ.items() if k == "MLCP_ARTIFACT_ROOT"}
+        return settings_from_env({**shared, **self.stack.env(principal)}, topic_prefix=self.prefix)
 
     async def _sink_ready(self) -> None:
         url = f"http://127.0.0.1:{self.run.sink_port}/_sink/requests"
@@ -261,7 +264,12 @@ class Demo:
         )
         registry_url = f"http://127.0.0.1:{run.ports['registry']}"
         inference = Inference(
-            self.as_principal("inference"), registry_url, token, run.model, model_config.label
+            self.as_principal("inference"),
+            registry_url,
+            token,
+            run.model,
+            model_config.label,
+            model_config.artifact.policy(),
         )
         factor = self.options.deadline_factor
         run.outcomes = [Outcome(s.name, s.expected, s.deadline_s * factor) for s in STEPS]
