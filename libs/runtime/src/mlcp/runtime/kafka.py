@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from mlcp.contracts import topic_config
 from mlcp.runtime.settings import Settings
 
 # aiokafka and FastStream default to acks=1 without idempotence: a leader failover can then lose
@@ -49,3 +50,14 @@ def make_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
 def encode_headers(headers: dict[str, str]) -> list[tuple[str, bytes]]:
     """Kafka record headers from a str→str mapping."""
     return [(k, v.encode()) for k, v in headers.items()]
+
+
+def new_topic(settings: Settings, name: str) -> NewTopic:
+    """How a missing topic is created: the settings' partitions and replication, plus the
+    topic-level configuration its event type needs (``mlcp.contracts.topic_config``)."""
+    return NewTopic(
+        name,
+        settings.topic_partitions,
+        settings.topic_replication_factor,
+        topic_configs=topic_config(name),
+    )

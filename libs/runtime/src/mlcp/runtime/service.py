@@ -24,7 +24,6 @@ import asyncpg
 import uvicorn
 import uvloop
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream.kafka.annotations import KafkaMessage
 from starlette.routing import Mount
@@ -36,7 +35,7 @@ from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, m
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
 from mlcp.runtime.health import health_app
-from mlcp.runtime.kafka import durable_producer
+from mlcp.runtime.kafka import durable_producer, make_admin, new_topic
 from mlcp.runtime.logs import setup_logging
 from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.migrations import load_migrations, migrate, runtime_migrations
@@ -110,6 +109,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._mounts: list[tuple[str, ASGIApp]] = []
         self._fronts: list[Callable[[ASGIApp], ASGIApp]] = []
+        self._produced: list[str] = []
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
 
@@ -153,6 +153,11 @@ class ServiceRuntime:
             "fetch_max_wait_ms": linger_ms,
         }
         self._batches.append((consumer, tracker, options))
+
+    def produces(self, event_type: str) -> None:
+        """Create ``event_type``'s topic at start if missing, with the configuration its type
+        needs (retention …): for a topic no service subscribes to, which nothing else creates."""
+        self._produced.append(event_type)
 
     def background(
         self,
@@ -306,17 +311,17 @@ class ServiceRuntime:
                 await asyncio.sleep(1.0)
 
     async def ensure_topics(self) -> None:
-        """Create the subscribed topics and their DLQs if missing (production pre-creates them)."""
-        partitions = self.settings.topic_partitions
-        replication = self.settings.topic_replication_factor
+        """Create the subscribed topics and their DLQs, and the topics declared with
+        ``produces``, if missing (production pre-creates them)."""
         names = [t for topic in self._all_topics() for t in (topic, dlq_topic(topic))]
+        names += [self.settings.topic(event_type) for event_type in self._produced]
         if not names:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = make_admin(self.settings)
         await admin.start()
         try:
             existing = set(await admin.list_topics())
-            missing = [NewTopic(n, partitions, replication) for n in names if n not in existing]
+            missing = [new_topic(self.settings, n) for n in names if n not in existing]
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)

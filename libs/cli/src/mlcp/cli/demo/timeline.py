@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from mlcp.contracts import ALL_TOPICS, ContractError, decode_event
+from mlcp.runtime.kafka import make_admin, new_topic
 from mlcp.runtime.settings import Settings
 
 
@@ -198,15 +198,11 @@ class Timeline:
 
 async def ensure_topics(settings: Settings, names: list[str]) -> None:
     """Create the topics that do not exist yet (the services would create them at start too)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = make_admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(n, settings.topic_partitions, settings.topic_replication_factor)
-            for n in names
-            if n not in existing
-        ]
+        missing = [new_topic(settings, n) for n in names if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a service made it meanwhile
                 await admin.create_topics(missing)
