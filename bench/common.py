@@ -215,6 +215,10 @@ class Service:
         env.setdefault("MLCP_KAFKA_BOOTSTRAP", KAFKA)
         env.setdefault("MLCP_DATABASE_URL", DATABASE)
         env.setdefault("MLCP_LOG_LEVEL", "WARNING")
+        if self.name == "registry":
+            from mlcp.cli.up import dev_audit_key  # the audit keyring `mlcp up` would use
+
+            env.update(dev_audit_key(env))
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", f"mlcp.{self.name}"],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import signal
 import socket
@@ -31,7 +30,7 @@ from mlcp.cli.demo.inference import Inference
 from mlcp.cli.demo.scenario import STEPS, Scenario, StepFailed
 from mlcp.cli.demo.timeline import Seen, Timeline, describe
 from mlcp.cli.supervise import Supervisor, python_module
-from mlcp.cli.up import SERVICES, service_env, wait_ready
+from mlcp.cli.up import SERVICES, service_env, state_dir, wait_ready
 from mlcp.runtime.platform import ModelConfig
 from mlcp.runtime.settings import Settings
 
@@ -91,8 +90,7 @@ def plan(options: Options) -> Run:
     else:
         ports = {name: free_port() for name in SERVICES}
         sink_port = free_port()
-    state = Path(os.environ.get("MLCP_STATE_DIR") or "~/.local/state/mlcp").expanduser()
-    directory = (options.data_dir or state / "demo") / run_id
+    directory = (options.data_dir or state_dir() / "demo") / run_id
     directory.mkdir(parents=True, exist_ok=True)
     return Run(run_id, f"demo-{run_id}", directory, ports, sink_port)
 
