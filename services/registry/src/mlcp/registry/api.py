@@ -71,7 +71,7 @@ PrincipalStr = Annotated[
 ]
 UrlStr = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[!-~]+$")]
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:[Zz]|[+-]\d{2}:\d{2})$"
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
 )
 
 
@@ -127,6 +127,11 @@ class CheckReport(_Body):
 
 class GrantRequest(_Body):
     """A role for a token, optionally expiring (``expires_at`` or ``ttl_seconds``)."""
+
+    # Published in the schema too, so clients (and fuzzers) know the rule before sending.
+    model_config = ConfigDict(
+        json_schema_extra={"not": {"required": ["expires_at", "ttl_seconds"]}}
+    )
 
     role: Role
     expires_at: Timestamp | None = None
@@ -259,11 +264,14 @@ def create_api(
         return check
 
     def perm(
-        permission: domain.Permission | None, described: Mapping[int, str] | None = None
+        permission: domain.Permission | None,
+        described: Mapping[int, str] | None = None,
+        links: Mapping[int, dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
+        successes = {status: {"links": found} for status, found in (links or {}).items()}
         return {
             "openapi_extra": {PERMISSION_KEY: permission or AUTHENTICATED},
-            "responses": errors(described or {}),
+            "responses": {**errors(described or {}), **successes},
         }
 
     unknown_model = {404: "Unknown model."}
@@ -719,7 +727,30 @@ def create_api(
 
     Admin = Annotated[Caller, Depends(needs("manage_tokens"))]
 
-    @api.post("/tokens", status_code=201, **perm("manage_tokens"))
+    # OpenAPI links: what a client (or a stateful fuzzer) can do next with an answer's ids.
+    token_links = {
+        "AddGrant": {"operationId": "add_grant", "parameters": {"token_id": "$response.body#/id"}},
+        "RevokeToken": {
+            "operationId": "revoke_token",
+            "parameters": {"token_id": "$response.body#/id"},
+        },
+    }
+    grant_links = {
+        "RevokeGrant": {
+            "operationId": "revoke_grant",
+            "parameters": {
+                "token_id": "$response.body#/token_id",
+                "grant_id": "$response.body#/id",
+            },
+        }
+    }
+
+    @api.post(
+        "/tokens",
+        status_code=201,
+        operation_id="create_token",
+        **perm("manage_tokens", links={201: token_links}),
+    )
     async def create_token(caller: Admin, body: Annotated[TokenRequest, Body()]) -> dict[str, Any]:
         """Issue a token (shown once) with its grants."""
         now = _now()
@@ -755,6 +786,7 @@ def create_api(
     @api.delete(
         "/tokens/{token_id}",
         status_code=204,
+        operation_id="revoke_token",
         **perm("manage_tokens", {404: "No active token with this id."}),
     )
     async def revoke_token(caller: Admin, token_id: TokenId) -> Response:
@@ -777,7 +809,8 @@ def create_api(
     @api.post(
         "/tokens/{token_id}/grants",
         status_code=201,
-        **perm("manage_tokens", {404: "Unknown token."}),
+        operation_id="add_grant",
+        **perm("manage_tokens", {404: "Unknown token."}, links={201: grant_links}),
     )
     async def add_grant(
         caller: Admin, token_id: TokenId, body: Annotated[GrantRequest, Body()]
@@ -800,6 +833,7 @@ def create_api(
     @api.delete(
         "/tokens/{token_id}/grants/{grant_id}",
         status_code=204,
+        operation_id="revoke_grant",
         **perm("manage_tokens", {404: "The token has no active grant with this id."}),
     )
     async def revoke_grant(

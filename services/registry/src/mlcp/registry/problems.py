@@ -10,9 +10,7 @@ field. The input that failed is never echoed: it may be large, and a non-finite 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,8 +21,8 @@ from starlette.responses import Response
 
 from mlcp.registry import domain
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
+from mlcp.runtime.problem import PROBLEM_JSON, http_exception_as_problem, problem_response
 
-PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_S = 2
 _REF = "#/components/schemas/Problem"
 
@@ -50,27 +48,7 @@ class Problem(BaseModel):
     )
 
 
-def problem(
-    status: int,
-    detail: str,
-    *,
-    instance: str | None = None,
-    errors: Sequence[Mapping[str, Any]] | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    """An ``application/problem+json`` answer."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-    }
-    if instance is not None:
-        body["instance"] = instance
-    if errors is not None:
-        body["errors"] = list(errors)
-    encoded = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return Response(encoded.encode(), status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+problem = problem_response
 
 
 def unavailable(instance: str | None, exc: BaseException) -> Response:
@@ -110,9 +88,12 @@ def install(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return problem(
-            exc.status_code, str(exc.detail), instance=request.url.path, headers=exc.headers
-        )
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot even decode (not UTF-8): invalid input
+            # like any other, so one status (422) means "fix your request".
+            issue = {"loc": ["body"], "msg": str(exc.detail), "type": "body_undecodable"}
+            return problem(422, describe([issue]), instance=request.url.path, errors=[issue])
+        return await http_exception_as_problem(request, exc)
 
     async def invalid(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
