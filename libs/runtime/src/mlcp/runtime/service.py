@@ -35,6 +35,7 @@ from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, m
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
 from mlcp.runtime.health import health_app
+from mlcp.runtime.internal import InternalOnly, parse_networks
 from mlcp.runtime.kafka import durable_producer, make_admin, new_topic
 from mlcp.runtime.logs import setup_logging
 from mlcp.runtime.metrics import RuntimeMetrics
@@ -177,8 +178,11 @@ class ServiceRuntime:
         """Await ``callback()`` after everything else stopped (close an HTTP client …)."""
         self._shutdown.append(callback)
 
-    def mount(self, path: str, app: ASGIApp) -> None:
-        """Serve an extra ASGI app (for example the registry's API) beside /healthz."""
+    def mount(self, path: str, app: ASGIApp, *, internal: bool = False) -> None:
+        """Serve an extra ASGI app (for example the registry's API) beside /healthz; an
+        ``internal`` one answers only clients in ``MLCP_INTERNAL_API_CLIENTS``."""
+        if internal:
+            app = InternalOnly(app, parse_networks(self.settings.internal_api_clients))
         self._mounts.append((path, app))
 
     def front(self, layer: Callable[[ASGIApp], ASGIApp]) -> None:
