@@ -594,16 +594,18 @@ def create_api(
                     ),
                     correlationid=correlation,
                 )
-            await audit_trail.append(
-                tx,
-                actor=caller.principal,
-                action="approval",
-                at=_now(),
-                model=model,
-                version=version,
-                after={"stage": stage, "decision": decision, "comment": comment},
-                cause_event_id=event.id,
-            )
+                # Its checkpoint belongs to the same lifecycle and trace.
+                await audit_trail.append(
+                    tx,
+                    actor=caller.principal,
+                    action="approval",
+                    at=_now(),
+                    model=model,
+                    version=version,
+                    after={"stage": stage, "decision": decision, "comment": comment},
+                    cause_event_id=event.id,
+                    correlationid=correlation,
+                )
         return {"event_id": event.id, "decision": decision}
 
     @api.post(
@@ -670,16 +672,18 @@ def create_api(
                     ),
                     correlationid=correlation,
                 )
-            await audit_trail.append(
-                tx,
-                actor=caller.principal,
-                action="check_reported",
-                at=_now(),
-                model=model,
-                version=version,
-                after={"check": stage.name, "status": body.status, "url": body.url},
-                cause_event_id=event.id,
-            )
+                # Its checkpoint belongs to the same lifecycle and trace.
+                await audit_trail.append(
+                    tx,
+                    actor=caller.principal,
+                    action="check_reported",
+                    at=_now(),
+                    model=model,
+                    version=version,
+                    after={"check": stage.name, "status": body.status, "url": body.url},
+                    cause_event_id=event.id,
+                    correlationid=correlation,
+                )
         return {"event_id": event.id, "check": stage.name, "status": body.status}
 
     # --- audit ---------------------------------------------------------------------------------

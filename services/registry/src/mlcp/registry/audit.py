@@ -56,9 +56,11 @@ class AuditTrail:
         before: Any = None,
         after: Any = None,
         cause_event_id: str | None = None,
+        correlationid: str | None = None,
     ) -> int:
         """Append a row in ``tx`` and emit the chain's new signed head through the outbox (so
-        the checkpoint is published if, and only if, the row commits); returns its seq."""
+        the checkpoint is published if, and only if, the row commits); returns its seq. The
+        checkpoint carries ``correlationid`` (default: the transaction's)."""
         key = self.keyring.active
         seq, digest = await store.append_audit(
             tx.conn,
@@ -81,7 +83,8 @@ class AuditTrail:
                 key_id=checkpoint.key_id,
                 signed_at=checkpoint.signed_at,
                 signature=checkpoint.signature,
-            )
+            ),
+            correlationid=correlationid,
         )
         return seq
 
