@@ -30,6 +30,7 @@ from mlcp.registry.app import build
 from mlcp.registry.auth import RegistrySettings
 from mlcp.registry.keys import Keyring, key_from_seed, new_key_text, parse_keyring
 from mlcp.runtime import Settings
+from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, Proc, free_port, wait_for
 from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG
 
@@ -145,7 +146,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        await wait_for(_ready(proc, url), timeout=90, what="registry ready")
+        await wait_ready(proc, url)
         headers = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
         async with httpx.AsyncClient(base_url=url, headers=headers) as client:
             for n in range(ROWS):  # each new token is one governance action: one audit row
@@ -167,23 +168,7 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
         yield found
     finally:
         proc.stop()
-        conn = await asyncpg.connect(infra.database_url)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        finally:
-            await conn.close()
-
-
-def _ready(proc: Proc, url: str) -> Callable[[], Awaitable[bool]]:
-    async def ready() -> bool:
-        assert proc.popen.poll() is None, proc.output()
-        try:
-            async with httpx.AsyncClient() as client:
-                return (await client.get(f"{url}/readyz", timeout=2)).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    return ready
+        await drop_schema(infra.database_url, schema)
 
 
 # --- the tampering ------------------------------------------------------------------------------
@@ -361,14 +346,6 @@ async def add_tokens(runtime: Any, n: int) -> None:
             assert (await c.post("/tokens", json={"principal": f"p{i}"})).status_code == 201
 
 
-async def drop(infra: Infra, schema: str) -> None:
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    finally:
-        await conn.close()
-
-
 async def verify_command(infra: Infra, schema: str, keyring_text: str) -> tuple[int, Any]:
     env = {
         **os.environ,
@@ -422,7 +399,7 @@ async def test_key_rotation_keeps_old_rows_verifiable(
         code, verdict = await verify_command(infra, schema, new)
         assert (code, verdict["first_bad_seq"], verdict["problem"]) == (1, 1, "unknown_key")
     finally:
-        await drop(infra, schema)
+        await drop_schema(infra.database_url, schema)
 
 
 async def test_rows_from_before_the_keyed_chain_are_sealed_at_the_first_start(
@@ -470,7 +447,7 @@ async def test_rows_from_before_the_keyed_chain_are_sealed_at_the_first_start(
         finally:
             await runtime.stop()
     finally:
-        await drop(infra, schema)
+        await drop_schema(infra.database_url, schema)
 
 
 def _at(seq: int) -> Any:

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
+from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, free_port, wait_for
 from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
 
@@ -38,7 +38,7 @@ CHECKS = ",".join(
 )
 
 
-async def test_schemathesis_finds_no_server_error(
+async def test_schemathesis_finds_no_server_error_and_every_answer_documented(
     infra: Infra, unique: str, spawn: Any, tmp_path: Path
 ) -> None:
     config = tmp_path / "mlcp.yaml"
@@ -62,16 +62,8 @@ async def test_schemathesis_finds_no_server_error(
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
 
-    async def ready() -> bool:
-        assert proc.popen.poll() is None, proc.output()
-        try:
-            async with httpx.AsyncClient() as client:
-                return (await client.get(f"{base}/readyz", timeout=2)).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        await wait_for(ready, timeout=60, what="registry ready")
+        await wait_ready(proc, base, timeout=60)
         # Give the generated requests something to find: a model with versions and aliases.
         from mlcp.contracts import encode_event, new_event
         from tests.integration.kafka_tools import produce
@@ -143,8 +135,4 @@ async def test_schemathesis_finds_no_server_error(
         assert json.dumps(spec)  # the document itself is valid JSON
     finally:
         proc.stop()
-        conn = await asyncpg.connect(infra.database_url)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        finally:
-            await conn.close()
+        await drop_schema(infra.database_url, schema)
