@@ -29,9 +29,8 @@ from mlcp.registry import chain, store
 from mlcp.registry.app import build
 from mlcp.registry.auth import RegistrySettings
 from mlcp.registry.keys import Keyring, key_from_seed, new_key_text, parse_keyring
-from mlcp.runtime import Settings
 from tests.builders import drop_schema, wait_ready
-from tests.conftest import Infra, Proc, free_port, wait_for
+from tests.conftest import Infra, Proc, free_port, unique_token, wait_for
 from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG
 
 pytestmark = pytest.mark.integration
@@ -125,14 +124,10 @@ async def live(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncI
     directory = tmp_path_factory.mktemp("audit")
     config = directory / "mlcp.yaml"
     config.write_text(CONFIG)
-    token = os.urandom(5).hex()
+    token = unique_token()
     schema, port = f"audit_{token}", free_port()
-    env = {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        "MLCP_DATABASE_URL": infra.database_url,
-        "MLCP_TOPIC_PREFIX": f"t{token}.",
-        "MLCP_DB_SCHEMA": schema,
-    }
+    # The registry's own principal: it writes the checkpoints and reads them back (no group).
+    env = {**infra.env("svc-registry", prefix=f"t{token}."), "MLCP_DB_SCHEMA": schema}
     proc = Proc(
         ["-m", "mlcp.registry"],
         {
@@ -299,6 +294,9 @@ async def test_intact_chain_verifies_the_same_through_every_entry_point(live: Li
     code, _, stderr = await live.via_command(MLCP_AUDIT_KEY_FILE="/nonexistent/keyring")
     assert code == 2
     assert "cannot read the audit keyring" in stderr
+    # An auditor reads the checkpoints as `operator`, who may read every topic and write none.
+    code, verdict, _ = await live.via_command(**live.infra.kafka_env("operator"))
+    assert (code, verdict["ok"], verdict["checkpoint"]["seq"]) == (0, True, ROWS), verdict
     # Kafka unreachable: the table alone still verifies, with a warning about what it cannot.
     code, verdict, stderr = await live.via_command(MLCP_KAFKA_BOOTSTRAP="127.0.0.1:1")
     assert (code, verdict["ok"], verdict["checkpoint"]) == (0, True, None)
@@ -311,9 +309,8 @@ async def test_intact_chain_verifies_the_same_through_every_entry_point(live: Li
 async def start_registry(infra: Infra, schema: str, keyring: Keyring, tmp: Path) -> Any:
     config = tmp / "mlcp.yaml"
     config.write_text(CONFIG)
-    settings = Settings(
-        kafka_bootstrap=infra.kafka_bootstrap,
-        database_url=infra.database_url,
+    settings = infra.settings(
+        "svc-registry",
         topic_prefix=f"t{schema}.",
         db_schema=schema,
         http_port=0,
@@ -349,9 +346,7 @@ async def add_tokens(runtime: Any, n: int) -> None:
 async def verify_command(infra: Infra, schema: str, keyring_text: str) -> tuple[int, Any]:
     env = {
         **os.environ,
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        "MLCP_DATABASE_URL": infra.database_url,
-        "MLCP_TOPIC_PREFIX": f"t{schema}.",
+        **infra.env("svc-registry", prefix=f"t{schema}."),
         "MLCP_DB_SCHEMA": schema,
         "MLCP_AUDIT_KEY": keyring_text,
     }

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from mlcp.cli.supervise import Supervisor, python_module
+from mlcp.devstack import StackInfo
 
 SERVICES = {
     "registry": 8081,
@@ -78,9 +79,11 @@ async def run_services(
     emit: Callable[[str, str, str], None],
     on_ready: Callable[[dict[str, bool]], None],
     *,
+    stack: StackInfo,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Start the services, report readiness, run until SIGINT/SIGTERM (or ``stop``)."""
+    """Start the services, each as its own bus principal, report readiness, run until
+    SIGINT/SIGTERM (or ``stop``)."""
     supervisor = Supervisor(emit)
     env = dict(env)
     if not (env.get("MLCP_SLACK_WEBHOOK_URL") or env.get("MLCP_WECOM_WEBHOOK_URL")):
@@ -89,7 +92,8 @@ async def run_services(
         env["MLCP_SLACK_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/slack"
         env["MLCP_WECOM_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/wecom"
     for name, port in SERVICES.items():
-        supervisor.add(name, python_module(f"mlcp.{name}"), service_env(env, name, port))
+        own = {**env, **stack.env(f"svc-{name}")}
+        supervisor.add(name, python_module(f"mlcp.{name}"), service_env(own, name, port))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

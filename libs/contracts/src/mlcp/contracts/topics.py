@@ -52,11 +52,12 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     # for ever, never compacted (a re-sent older checkpoint must not replace a newer one).
     AUDIT_CHECKPOINTED: {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
 }
-"""Topic-level settings a topic needs beyond the broker's defaults (applied when it is created)."""
+"""Topic-level settings a topic needs beyond the broker's defaults: ``mlcp bus apply`` creates
+the topic with them and sets them back when they differ (the one place they are defined)."""
 
 
 def topic_config(topic: str) -> dict[str, str]:
-    """The settings ``topic`` (an event type behind any topic prefix) must be created with."""
+    """The settings ``topic`` (an event type behind any topic prefix) must have."""
     for event_type, config in TOPIC_CONFIGS.items():
         if topic.endswith(event_type):
             return dict(config)

@@ -45,6 +45,8 @@ def build(
     cache = ReadCache(settings.database_url, runtime.schema)
     runtime.background("read-cache", cache.run, stop=cache.stop, grace_s=5.0)
     audit = AuditTrail(keyring, runtime.schema)
+    # Verify reads the signed checkpoints back: the topic must exist (made by `mlcp bus apply`,
+    # kept for ever) before the first one is published.
     runtime.produces(AuditCheckpointed.TYPE)
     runtime.background("audit-seal", lambda: audit.seal_forever(runtime))
     handlers = Handlers(config, cache, audit)
