@@ -460,6 +460,10 @@ class Service:
             "MLCP_HTTP_PORT": str(self.port),
         }
         env.setdefault("MLCP_LOG_LEVEL", "WARNING")
+        if self.name == "registry":
+            from mlcp.cli.up import dev_audit_key  # the audit keyring `mlcp up` would use
+
+            env.update(dev_audit_key(env))
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", f"mlcp.{self.name}"],

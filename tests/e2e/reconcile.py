@@ -29,7 +29,9 @@ from typing import Any
 import asyncpg
 
 from mlcp.contracts import decode_event
-from mlcp.registry.store import verify_audit_chain
+from mlcp.registry.audit import verify_chain
+from mlcp.registry.chain import Checkpoint, checkpoint_is_authentic
+from mlcp.registry.keys import AuditSettings, load_keyring
 from tests.e2e.stack import Bus
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -42,7 +44,12 @@ PRODUCERS = {
         "mlcp.run.finished.v1",
         "mlcp.run.failed.v1",
     ],
-    "registry": ["mlcp.model.registered.v1", "mlcp.model.promoted.v1", "mlcp.model.rolled_back.v1"],
+    "registry": [
+        "mlcp.model.registered.v1",
+        "mlcp.model.promoted.v1",
+        "mlcp.model.rolled_back.v1",
+        "mlcp.audit.checkpointed.v1",
+    ],
     "gatekeeper": [
         "mlcp.gate.check_passed.v1",
         "mlcp.gate.failed.v1",
@@ -75,6 +82,7 @@ FACTS: dict[str, Callable[[Any], tuple[Any, ...] | None]] = {
     "mlcp.gate.passed.v1": lambda d: (d.model, d.version),
     "mlcp.canary.healthy.v1": lambda d: (d.model, d.version),
     "mlcp.model.degraded.v1": lambda d: (d.model, d.version, d.alias),
+    "mlcp.audit.checkpointed.v1": lambda d: (d.chain, d.seq),  # one signed head per audit row
 }
 
 
@@ -281,12 +289,21 @@ async def _registry(
                     f"rollout of {r['model']}: {alias}={r[alias]} but the alias says "
                     f"{current.get((r['model'], alias))}"
                 )
+    # The keyed chain against every signed checkpoint the registry put on the bus.
+    keyring = load_keyring(AuditSettings())
+    checkpoints = [
+        Checkpoint(d.chain, d.seq, d.hash, d.key_id, d.signed_at, d.signature)
+        for d in (e.data for e in events["mlcp.audit.checkpointed.v1"].values())
+        if d.chain == schema
+    ]
+    if forged := [c.seq for c in checkpoints if not checkpoint_is_authentic(c, keyring)]:
+        report.problem(f"checkpoints not signed by the registry's key: rows {forged[:5]}")
     async with conn.transaction():
         await conn.execute(f"SET LOCAL search_path TO {schema}")
-        chain = await verify_audit_chain(conn)
-    report.figures["audit chain"] = chain
-    if not chain["ok"]:
-        report.problem(f"audit chain broken: {chain}")
+        verdict = await verify_chain(conn, keyring, checkpoints)
+    report.figures["audit chain"] = verdict.as_dict()
+    if not verdict.ok or verdict.unanchored_rows:
+        report.problem(f"audit chain broken or not all checkpointed: {verdict.as_dict()}")
 
     # Every audited alias move is announced exactly once on the bus, and nothing else is.
     announced: Counter[tuple[Any, ...]] = Counter()

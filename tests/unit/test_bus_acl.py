@@ -1,6 +1,7 @@
 """The ACL file (mlcp/runtime/acls.yaml) against the event catalog and the services: every topic
 has exactly its owner as writer, each service reads exactly what it subscribes to, and the
-Kafka ACLs that follow grant nothing more."""
+Kafka ACLs that follow grant nothing more; topics are made with the configuration the event
+catalog fixes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from mlcp.notifier.app import build as build_notifier
 from mlcp.registry.app import build as build_registry
 from mlcp.runtime import ServiceRuntime, Settings
 from mlcp.runtime.acl import AclBinding, PolicyError, load_policy, parse_policy
+from mlcp.runtime.bus import BusPlan, ConfigChange, TopicLayout
 from mlcp.trainer.app import build as build_trainer
 
 pytestmark = pytest.mark.unit
@@ -44,6 +46,7 @@ OWNERS = {
     "mlcp.drift.detected.v1": "svc-monitor",
     "mlcp.model.degraded.v1": "svc-monitor",
     "mlcp.canary.healthy.v1": "svc-monitor",
+    "mlcp.audit.checkpointed.v1": "svc-registry",
 }
 
 
@@ -161,3 +164,33 @@ def test_an_invalid_acl_file_is_refused_naming_the_place(text: str, message: str
     with pytest.raises(PolicyError, match=r"x\.yaml") as info:
         parse_policy(text, source="x.yaml")
     assert message in str(info.value)
+
+
+def test_the_registry_alone_writes_its_checkpoints_and_reads_them_back_without_a_group() -> None:
+    policy = load_policy()
+    topic = "t1.mlcp.audit.checkpointed.v1"
+    acls = {(b.principal, b.operation) for b in policy.bindings("t1.") if b.resource_name == topic}
+    assert acls == {
+        ("User:svc-registry", "WRITE"),
+        ("User:svc-registry", "READ"),
+        ("User:operator", "READ"),
+    }
+    assert policy.allowed_sources("mlcp.audit.checkpointed.v1") == {"mlcp/registry"}
+
+
+def test_new_topics_get_the_configuration_their_event_type_needs() -> None:
+    kept_for_ever = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+    layout = TopicLayout(partitions=3, replication=3, min_insync_replicas=2)
+    checkpoints = layout.new_topic("t1.mlcp.audit.checkpointed.v1")
+    assert (checkpoints.num_partitions, checkpoints.replication_factor) == (3, 3)
+    assert checkpoints.topic_configs == {**kept_for_ever, "min.insync.replicas": "2"}
+    assert TopicLayout().new_topic("mlcp.model.promoted.v1").topic_configs == {}
+    # Its dead-letter topic is an ordinary one.
+    assert TopicLayout().new_topic("mlcp.audit.checkpointed.v1.dlq").topic_configs == {}
+
+
+def test_a_plan_shows_configuration_to_set_back() -> None:
+    change = ConfigChange({"retention.ms": "604800000"}, {"retention.ms": "-1"}, {})
+    plan = BusPlan(configs={"mlcp.audit.checkpointed.v1": change})
+    assert not plan.empty
+    assert plan.lines() == ["~ topic mlcp.audit.checkpointed.v1 retention.ms: 604800000 -> -1"]

@@ -120,8 +120,9 @@ def apply(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
 ) -> None:
-    """Create the missing topics and make the ACLs of mlcp's topics and groups exactly what the
-    file grants (idempotent). ACLs on other resources are never touched."""
+    """Create the missing topics, set the configuration their event types need (the audit
+    checkpoints' retention) and make the ACLs of mlcp's topics and groups exactly what the file
+    grants (idempotent). ACLs on other resources are never touched."""
     from mlcp.runtime.bus import TopicLayout
     from mlcp.runtime.bus import apply as apply_policy
 
@@ -138,8 +139,8 @@ def apply(
         out.print(line, markup=False)
     verb = "would change" if dry_run else "changed"
     summary = (
-        f"{len(result.missing_topics)} topics, {len(result.add)} ACLs to add, "
-        f"{len(result.remove)} to remove"
+        f"{len(result.missing_topics)} topics, {len(result.configs)} topic configurations, "
+        f"{len(result.add)} ACLs to add, {len(result.remove)} to remove"
     )
     err.print("in step with the file: nothing to do" if result.empty else f"{verb}: {summary}")
 

@@ -11,6 +11,7 @@ Example::
 
 from typing import Any
 
+from mlcp.contracts.audit import AuditCheckpointed
 from mlcp.contracts.base import Contract, EventData
 from mlcp.contracts.catalog import EVENT_TYPES, model_for
 from mlcp.contracts.codec import MAX_EVENT_BYTES, decode_event, describe_errors, encode_event
@@ -58,7 +59,7 @@ from mlcp.contracts.profile import (
     ReferenceProfile,
 )
 from mlcp.contracts.registry import ModelPromoted, ModelRolledBack, ModelVersionRegistered
-from mlcp.contracts.topics import ALL_TOPICS, dlq_topic
+from mlcp.contracts.topics import ALL_TOPICS, dlq_topic, topic_config
 from mlcp.contracts.training import RunFailed, RunFinished, RunStarted, TrainingRequested
 
 
@@ -78,6 +79,7 @@ __all__ = [
     "ApprovalRejected",
     "ApprovalRequested",
     "ArtifactRef",
+    "AuditCheckpointed",
     "Baseline",
     "BatchRef",
     "CanaryHealthy",
@@ -125,4 +127,5 @@ __all__ = [
     "json_schemas",
     "model_for",
     "new_event",
+    "topic_config",
 ]

@@ -236,6 +236,7 @@ async def _secure_bus(s: Settings, progress: Callable[[str], None], timeout: flo
     )
     if not result.empty:
         progress(
-            f"bus: {len(result.missing_topics)} topics created, {len(result.add)} ACLs added, "
-            f"{len(result.remove)} removed (mlcp/runtime/acls.yaml)"
+            f"bus: {len(result.missing_topics)} topics created, {len(result.configs)} topic "
+            f"configurations set, {len(result.add)} ACLs added, {len(result.remove)} removed "
+            "(mlcp/runtime/acls.yaml)"
         )

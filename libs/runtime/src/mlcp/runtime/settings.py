@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     consumer_commit_interval_s: float = Field(0.2, gt=0, le=60)
     consumer_session_timeout_ms: int = Field(10_000, ge=1_000)
     consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
+    internal_api_clients: str = "127.0.0.0/8,::1"
+    """Networks (comma-separated addresses / CIDR blocks) whose clients an internal read API —
+    the gatekeeper's, the monitor's — answers; everyone else gets 403 (mlcp.runtime.internal)."""
 
     @model_validator(mode="after")
     def _kafka_credentials(self) -> Settings:
@@ -132,6 +135,14 @@ class Settings(BaseSettings):
     def _postgres_scheme(cls, value: str) -> str:
         if not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("internal_api_clients")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from mlcp.runtime.internal import parse_networks
+
+        parse_networks(value)
         return value
 
     def group_id(self, service: str) -> str:

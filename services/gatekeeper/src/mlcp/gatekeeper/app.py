@@ -82,5 +82,5 @@ def build(
     runtime.on(ApprovalGranted.TYPE, handlers.on_approval_granted)
     runtime.on(ApprovalRejected.TYPE, handlers.on_approval_rejected)
     runtime.on(ExternalCheckReported.TYPE, handlers.on_check_reported)
-    runtime.mount("/", api(runtime))
+    runtime.mount("/", api(runtime), internal=True)
     return runtime

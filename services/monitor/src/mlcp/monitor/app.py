@@ -57,4 +57,4 @@ def wire(runtime: ServiceRuntime, monitor: Monitor) -> None:
     runtime.on(ModelRolledBack.TYPE, monitor.on_model_rolled_back)
     runtime.on_batch(PredictionLogged.TYPE, monitor.on_predictions, max_records=BATCH_RECORDS)
     runtime.on_batch(FeedbackReceived.TYPE, monitor.on_feedback, max_records=BATCH_RECORDS)
-    runtime.mount("/", status_app(runtime))
+    runtime.mount("/", status_app(runtime), internal=True)
