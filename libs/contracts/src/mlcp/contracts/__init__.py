@@ -30,6 +30,7 @@ from mlcp.contracts.errors import (
     InvalidData,
     InvalidEnvelope,
     InvalidJson,
+    NestingTooDeep,
     PayloadTooLarge,
     TypeMismatch,
     UnknownEventType,
@@ -50,6 +51,7 @@ from mlcp.contracts.monitoring import (
     FeatureDrift,
     ModelDegraded,
 )
+from mlcp.contracts.nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mlcp.contracts.profile import (
     CategoricalProfile,
     NumericProfile,
@@ -73,6 +75,7 @@ __all__ = [
     "ALL_TOPICS",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
+    "MAX_JSON_DEPTH",
     "ApprovalGranted",
     "ApprovalRejected",
     "ApprovalRequested",
@@ -103,6 +106,7 @@ __all__ = [
     "ModelPromoted",
     "ModelRolledBack",
     "ModelVersionRegistered",
+    "NestingTooDeep",
     "NumericProfile",
     "PayloadTooLarge",
     "PredictionLogged",
@@ -122,5 +126,6 @@ __all__ = [
     "envelope_of",
     "json_schemas",
     "model_for",
+    "nesting_exceeds",
     "new_event",
 ]

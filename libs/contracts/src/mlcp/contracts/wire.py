@@ -38,6 +38,7 @@ from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from mlcp.contracts.codec import MAX_EVENT_BYTES
 from mlcp.contracts.envelope import CloudEvent
 from mlcp.contracts.inference import FeedbackReceived, PredictionLogged
+from mlcp.contracts.nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mlcp.contracts.types import (
     MAX_FEATURES,
     MAX_ID_LENGTH,
@@ -168,9 +169,18 @@ _FEATURE_NAMES: TypeAdapter[list[FeatureName]] = TypeAdapter(list[FeatureName])
 class WireDecoder:
     """Decodes the records of one high-volume event type; see the module's docstring."""
 
-    def __init__(self, model: type[PredictionLogged] | type[FeedbackReceived]) -> None:
+    def __init__(
+        self,
+        model: type[PredictionLogged] | type[FeedbackReceived],
+        *,
+        max_bytes: int = MAX_EVENT_BYTES,
+        max_depth: int = MAX_JSON_DEPTH,
+    ) -> None:
         self.event_type = model.TYPE
         self._model = model
+        # decode_event's limits: a record past them is left to it, to be refused with a reason.
+        self._max_bytes = max_bytes
+        self._max_depth = max_depth
         wire: type[Any] = _WIRE_OF[model]
         self._event = _raw_twin(WireEvent, f"{model.__name__}Event", data=wire)
         raw_data = _raw_twin(wire, f"_Raw{wire.__name__}", ts=str)
@@ -198,12 +208,13 @@ class WireDecoder:
         where: list[int] = []
         decode, known, verdicts = self._decoder.decode, self._known, self._known.verdicts
         prediction = self._model is PredictionLogged
+        max_bytes, max_depth = self._max_bytes, self._max_depth
         for i, raw in enumerate(values):
-            if not raw or len(raw) > MAX_EVENT_BYTES:
+            if not raw or len(raw) > max_bytes or nesting_exceeds(raw, max_depth):
                 continue
             try:
                 event = decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except Exception:  # anything the bytes provoke is decode_event's to name
                 continue
             data = event.data
             key: tuple[Any, ...]
@@ -303,9 +314,12 @@ _WIRE_OF: dict[type[BaseModel], type[Any]] = {
 }
 
 
-def wire_decoder(event_type: str) -> WireDecoder | None:
-    """The fast decoder of ``event_type``, or None for the types that have none."""
+def wire_decoder(
+    event_type: str, *, max_bytes: int = MAX_EVENT_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> WireDecoder | None:
+    """The fast decoder of ``event_type`` (with decode_event's limits), or None for the types
+    that have none."""
     for model in _WIRE_OF:
         if getattr(model, "TYPE", None) == event_type:
-            return WireDecoder(model)  # type: ignore[arg-type]
+            return WireDecoder(model, max_bytes=max_bytes, max_depth=max_depth)  # type: ignore[arg-type]
     return None
