@@ -83,3 +83,63 @@ async def lag(bootstrap: str, group: str, topic: str) -> int | None:
     finally:
         await consumer.stop()
         await admin.close()
+
+
+def _settings(bootstrap: str) -> Any:
+    from mlcp.runtime.settings import Settings
+
+    return Settings(kafka_bootstrap=bootstrap)
+
+
+async def produce_to(
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]],
+    **options: Any,
+) -> None:
+    """Send (partition, key, value, headers) records in order, with producer ``options``
+    (``compression_type="gzip"``, a larger ``max_request_size`` …), and wait for acks=all."""
+    from mlcp.runtime.kafka import durable_producer
+
+    producer = durable_producer(_settings(bootstrap), client_id="mlcp-tests", **options)
+    await producer.start()
+    try:
+        for partition, key, value, headers in records:
+            await producer.send_and_wait(
+                topic, value=value, key=key, headers=headers, partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+async def lags(bootstrap: str, group: str, topics: list[str]) -> dict[str, int | None]:
+    """``lag`` of many topics in one look (None: the group committed nothing on that topic)."""
+    from mlcp.runtime.kafka import make_admin, make_consumer
+
+    settings = _settings(bootstrap)
+    admin = make_admin(settings)
+    consumer = make_consumer(settings, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(cluster.partitions_for_topic(t) or ())
+        ]
+        ends = await consumer.end_offsets(tps)
+        out: dict[str, int | None] = {}
+        for topic in topics:
+            mine = [tp for tp in tps if tp.topic == topic]
+            if not any(tp in committed for tp in mine):
+                out[topic] = None
+                continue
+            out[topic] = sum(
+                ends[tp] - max(committed[tp].offset if tp in committed else 0, 0) for tp in mine
+            )
+        return out
+    finally:
+        await consumer.stop()
+        await admin.close()

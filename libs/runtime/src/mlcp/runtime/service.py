@@ -35,6 +35,7 @@ from mlcp.runtime.batch import BatchConsumer, BatchHandler
 from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, make_broker
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
+from mlcp.runtime.dlq import DeadLetterWriter
 from mlcp.runtime.health import health_app
 from mlcp.runtime.kafka import durable_producer
 from mlcp.runtime.logs import setup_logging
@@ -91,12 +92,16 @@ class ServiceRuntime:
         self.migrations_dir = migrations_dir
         self.metrics = RuntimeMetrics(name)
         self.broker = make_broker(self.settings, name, self.metrics.registry)
+        # One writer for every consumer of the process: one producer, the topics' limits.
+        self.dead_letters = DeadLetterWriter(
+            service=name, settings=self.settings, pool=lambda: self.pool
+        )
         self.consumer = DurableConsumer(
             service=name,
             settings=self.settings,
             metrics=self.metrics,
             pool=lambda: self.pool,
-            producer=lambda: self.producer,
+            dead_letters=self.dead_letters,
             wake_relay=self.wake_relay,
         )
         self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
@@ -142,7 +147,7 @@ class ServiceRuntime:
             settings=self.settings,
             metrics=self.metrics,
             pool=lambda: self.pool,
-            producer=lambda: self.producer,
+            dead_letters=self.dead_letters,
             wake_relay=self.wake_relay,
         )
         tracker = AssignmentTracker(before_revoke=consumer.commit)
@@ -306,7 +311,8 @@ class ServiceRuntime:
                 await asyncio.sleep(1.0)
 
     async def ensure_topics(self) -> None:
-        """Create the subscribed topics and their DLQs if missing (production pre-creates them)."""
+        """Create the subscribed topics and their DLQs if missing (production pre-creates them),
+        then read the DLQs' size limits (the dead letters are fitted to them)."""
         partitions = self.settings.topic_partitions
         replication = self.settings.topic_replication_factor
         names = [t for topic in self._all_topics() for t in (topic, dlq_topic(topic))]
@@ -320,6 +326,7 @@ class ServiceRuntime:
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(missing)
+            await self.dead_letters.learn_limits(admin, [dlq_topic(t) for t in self._all_topics()])
         finally:
             await admin.close()
 
@@ -344,6 +351,7 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.dead_letters.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

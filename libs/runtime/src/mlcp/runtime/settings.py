@@ -13,6 +13,8 @@ from typing import TypeVar
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mlcp.contracts import MAX_EVENT_BYTES, MAX_JSON_DEPTH
+
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
 
@@ -58,6 +60,12 @@ class Settings(BaseSettings):
     consumer_commit_interval_s: float = Field(0.2, gt=0, le=60)
     consumer_session_timeout_ms: int = Field(10_000, ge=1_000)
     consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
+    max_record_bytes: int = Field(MAX_EVENT_BYTES, ge=1024, le=MAX_EVENT_BYTES)
+    """Largest record a consumer decodes; a larger one is dead-lettered (reason ``too_large``)
+    unparsed. The contract's own limit is the ceiling: lower it to bound a consumer's memory."""
+    max_json_depth: int = Field(MAX_JSON_DEPTH, ge=8, le=512)
+    """Deepest JSON nesting a consumer parses; a deeper record is dead-lettered (``too_deep``)
+    unparsed. At most 512: the parsers recurse per level, up to the interpreter's ~1000."""
 
     @field_validator("database_url")
     @classmethod
