@@ -143,3 +143,31 @@ async def lags(bootstrap: str, group: str, topics: list[str]) -> dict[str, int |
     finally:
         await consumer.stop()
         await admin.close()
+
+
+async def delete_before(bootstrap: str, topic: str, partition: int, offset: int) -> None:
+    """Delete the records of ``topic`` ``partition`` before ``offset`` (what retention does)."""
+    from aiokafka.admin import RecordsToDelete
+
+    from mlcp.runtime.kafka import make_admin
+
+    admin = make_admin(_settings(bootstrap))
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(offset)})
+    finally:
+        await admin.close()
+
+
+async def set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+    """Change topic-level configs (``max.message.bytes`` …) of an existing topic."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from mlcp.runtime.kafka import make_admin
+
+    admin = make_admin(_settings(bootstrap))
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    finally:
+        await admin.close()
