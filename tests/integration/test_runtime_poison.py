@@ -40,7 +40,13 @@ from mlcp.contracts import ALL_TOPICS, EVENT_TYPES, DataArrived, dlq_topic, enco
 from mlcp.runtime.dlq import H_SHA256, H_TRUNCATED, H_VALUE_BYTES
 from tests.conftest import Infra, free_port, wait_for
 from tests.contracts.contract_examples import EXAMPLES
-from tests.integration.kafka_tools import create_topics, lags, produce_to, read_all
+from tests.integration.kafka_tools import (
+    create_topics,
+    lags,
+    produce_to,
+    read_all,
+    set_topic_config,
+)
 from tests.integration.test_runtime_crash import env_for, fetchval, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -293,6 +299,43 @@ async def test_a_poison_record_read_again_after_a_crash_is_dead_lettered_once(
         assert reasons == ["invalid_json", "too_deep"], f"{kind}: each letter once"
         assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 1
         consumer.stop()
+
+
+async def test_letters_fit_the_dlq_topics_own_limit_even_when_it_shrinks(
+    infra: Infra, unique: str, spawn: Any
+) -> None:
+    """The consumer reads the DLQ topic's max.message.bytes at start and fits letters to it;
+    when an operator lowers it later, the broker's refusal (which also breaks an idempotent
+    producer's sequence on that partition) makes it retry with a new producer and a smaller
+    letter until one fits — the partition never stalls."""
+    prefix, sink = f"t{unique}.", f"shrink_{unique}"
+    topic = f"{prefix}{DataArrived.TYPE}"
+    dlq = dlq_topic(topic)
+    group = f"{prefix}mlcp-{sink}"
+    await create_topics(infra.kafka_bootstrap, [topic, dlq], partitions=1)
+    await set_topic_config(infra.kafka_bootstrap, dlq, {"max.message.bytes": "200000"})
+    port = free_port()
+    app = spawn([APP, "consume"], env_for(infra, sink, prefix, MLCP_HTTP_PORT=str(port)), "app")
+    await wait_ready(port, app)
+
+    first = b"\xff" + b"x" * 300_000
+    await produce_to(infra.kafka_bootstrap, topic, [(0, b"ds", first, [])])
+    await wait_for(settled(infra.kafka_bootstrap, group, topic), timeout=60, what="1st letter")
+    await set_topic_config(infra.kafka_bootstrap, dlq, {"max.message.bytes": "30000"})
+    second = b"\xff" + b"y" * 100_000  # fits the limit read at start, not the new one
+    good = sentinel(DataArrived.TYPE)
+    records = [(0, b"ds", second, []), (0, b"ds", encode_event(good), [])]
+    await produce_to(infra.kafka_bootstrap, topic, records)
+    await wait_for(settled(infra.kafka_bootstrap, group, topic), timeout=90, what="2nd letter")
+
+    letters = await read_all(infra.kafka_bootstrap, dlq)
+    assert [dict(r.headers)["mlcp-dlq-offset"] for r in letters] == [b"0", b"1"]
+    assert all(H_TRUNCATED in dict(r.headers) for r in letters)
+    assert 30_000 < len(letters[0].value) + 1000 <= 200_000, "fitted to the limit read at start"
+    assert len(letters[1].value) < 30_000, "fitted to the lowered limit"
+    assert first.startswith(letters[0].value)
+    assert second.startswith(letters[1].value)
+    assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 1
 
 
 def settled(bootstrap: str, group: str, topic: str) -> Callable[[], Awaitable[bool]]:
