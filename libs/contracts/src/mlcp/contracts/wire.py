@@ -106,11 +106,13 @@ _ID_HINT = re.compile(rb'"id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,256})"')
 """``"id": "<printable ASCII without quote or backslash>"``: ids that need escapes get no hint."""
 
 
-def _raw_twin(cls: type[Any], name: str, **overrides: Any) -> Any:
+def _raw_twin(cls: type[Any], name: str, *, closed: bool = False, **overrides: Any) -> Any:
     """A subclass of ``cls`` with the ``overrides`` field types: the concrete ``data`` of an
     envelope, the one ``type`` accepted, instants decoded as str (parsed afterwards by
-    pydantic, in place) — the objects remain instances of ``cls``."""
-    return msgspec.defstruct(name, list(overrides.items()), bases=(cls,), gc=False)
+    pydantic, in place) — the objects remain instances of ``cls``. ``closed``: a member the
+    struct does not declare is an error."""
+    fields = list(overrides.items())
+    return msgspec.defstruct(name, fields, bases=(cls,), gc=False, forbid_unknown_fields=closed)
 
 
 def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
@@ -183,15 +185,23 @@ class WireDecoder:
         self._max_depth = max_depth
         wire: type[Any] = _WIRE_OF[model]
         self._event = _raw_twin(WireEvent, f"{model.__name__}Event", data=wire)
-        raw_data = _raw_twin(wire, f"_Raw{wire.__name__}", ts=str)
-        raw_event = _raw_twin(
-            self._event,
-            f"_Raw{model.__name__}Event",
-            type=Literal[model.TYPE],  # another type is TypeMismatch: decode_event's to tell
-            time=str,
-            data=raw_data,
-        )
-        self._decoder = msgspec.json.Decoder(raw_event)
+        decoders = []
+        for closed in (True, False):
+            raw_data = _raw_twin(wire, f"_Raw{wire.__name__}", closed=closed, ts=str)
+            raw_event = _raw_twin(
+                self._event,
+                f"_Raw{model.__name__}Event",
+                closed=closed,
+                type=Literal[model.TYPE],  # another type is TypeMismatch: decode_event's to tell
+                time=str,
+                data=raw_data,
+            )
+            decoders.append(msgspec.json.Decoder(raw_event))
+        # Closed: a record with no member the structs do not declare nests 3 levels at most
+        # (envelope, data, features of scalars), within any depth limit, so it needs no depth
+        # check; one with other members (extension attributes, future fields) is measured,
+        # then decoded by the open structs, which skip those members.
+        self._closed, self._open = decoders
         envelope: Any = CloudEvent
         self._source = _adapter(envelope, "source").validate_python
         self._subject = _adapter(envelope, "subject").validate_python
@@ -206,16 +216,24 @@ class WireDecoder:
         out: list[Any] = [None] * len(values)
         events: list[Any] = []
         where: list[int] = []
-        decode, known, verdicts = self._decoder.decode, self._known, self._known.verdicts
+        closed, decode = self._closed.decode, self._open.decode
+        known, verdicts = self._known, self._known.verdicts
         prediction = self._model is PredictionLogged
         max_bytes, max_depth = self._max_bytes, self._max_depth
         for i, raw in enumerate(values):
-            if not raw or len(raw) > max_bytes or nesting_exceeds(raw, max_depth):
+            if not raw or len(raw) > max_bytes:
                 continue
             try:
-                event = decode(raw)
-            except Exception:  # anything the bytes provoke is decode_event's to name
-                continue
+                event = closed(raw)  # the usual record: no depth check needed (see __init__)
+            except Exception:
+                # Other members (or a bad record): decode_event's depth rule first, so that a
+                # deep member the open structs would skip is refused as decode_event does.
+                if nesting_exceeds(raw, max_depth):
+                    continue
+                try:
+                    event = decode(raw)
+                except Exception:  # anything the bytes provoke is decode_event's to name
+                    continue
             data = event.data
             key: tuple[Any, ...]
             # The values that repeat from event to event, validated once per distinct set.
