@@ -109,6 +109,27 @@ def test_letters_of_the_same_record_share_a_position_and_others_do_not() -> None
     assert letter(b"a").position != letter(b"a", timestamp=1_700_000_000_001).position
 
 
+# --------------------------------------------------------------------------- settings
+
+
+def test_the_limits_default_to_the_contracts_and_can_be_lowered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("MLCP_MAX_RECORD_BYTES", "MLCP_MAX_JSON_DEPTH"):
+        monkeypatch.delenv(name, raising=False)
+    assert (Settings().max_record_bytes, Settings().max_json_depth) == (1024 * 1024, 64)
+    monkeypatch.setenv("MLCP_MAX_RECORD_BYTES", "65536")
+    monkeypatch.setenv("MLCP_MAX_JSON_DEPTH", "16")
+    settings = Settings()
+    assert (settings.max_record_bytes, settings.max_json_depth) == (65536, 16)
+    consumer = batch_consumer(max_record_bytes=4096, max_json_depth=8)
+    deep = b'{"data": ' + b"[" * 9 + b"]" * 9 + b"}"
+    records = [record(0, arrived(0) + b" " * 4096), record(1, deep)]
+    poison: list[Poison] = []
+    consumer._decode(records, [r.value for r in records], poison)
+    assert [reason for _, reason, _, _ in poison] == ["too_large", "too_deep"]
+
+
 # --------------------------------------------------------------------------- classification
 
 

@@ -134,6 +134,8 @@ def test_empty_environment_values_are_ignored(clean_env: pytest.MonkeyPatch) -> 
         ("MLCP_LOG_FORMAT", "xml"),
         ("MLCP_HANDLER_MAX_ATTEMPTS", "0"),
         ("MLCP_TOPIC_PREFIX", "bad prefix/"),
+        ("MLCP_MAX_RECORD_BYTES", str(2 * 1024 * 1024)),  # over the contract's 1 MiB
+        ("MLCP_MAX_JSON_DEPTH", "5000"),  # past what the parsers can recurse
     ],
 )
 def test_bad_values_raise_configuration_error_naming_the_variable(
