@@ -1,16 +1,23 @@
-"""Small Kafka helpers for integration tests: produce raw records, read topics, inspect offsets."""
+"""Small Kafka helpers for integration tests: produce raw records, read topics, inspect offsets.
+
+Each takes the ``Settings`` of the principal it acts as (``infra.admin`` for harness chores,
+``infra.settings("pipeline")`` to produce as a pipeline …): every client is authenticated.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
+
+from mlcp.runtime.kafka import make_admin, make_consumer
+from mlcp.runtime.settings import Settings
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(bus: Settings, names: list[str], partitions: int = 1) -> None:
+    admin = make_admin(bus)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -28,10 +35,12 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
 
 
 async def produce(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+    bus: Settings, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
 ) -> None:
     """Send (key, value, headers) records in order and wait for acks=all."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    from mlcp.runtime.kafka import durable_producer
+
+    producer = durable_producer(bus, client_id="mlcp-tests")
     await producer.start()
     try:
         for key, value, headers in records:
@@ -40,9 +49,9 @@ async def produce(
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, *, timeout: float = 10.0) -> list[Any]:
+async def read_all(bus: Settings, topic: str, *, timeout: float = 10.0) -> list[Any]:
     """Every record currently in ``topic`` (all partitions), without joining a group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = make_consumer(bus, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await partitions_of(consumer, topic)
@@ -65,34 +74,35 @@ async def read_all(bootstrap: str, topic: str, *, timeout: float = 10.0) -> list
         await consumer.stop()
 
 
-async def lag(bootstrap: str, group: str, topic: str) -> int | None:
+async def lag(bus: Settings, group: str, topic: str) -> int | None:
     """Records in ``topic`` not yet committed by ``group`` (None: the group committed nothing)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        tps = await partitions_of(consumer, topic)
-        assert tps, f"topic {topic} has no partitions"
-        ends = await consumer.end_offsets(tps) if tps else {}
-        mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
-        if not mine:
-            return None
-        return sum(ends[tp] - max(mine.get(tp, 0), 0) for tp in tps)
-    finally:
-        await consumer.stop()
-        await admin.close()
+    return (await lags(bus, group, [topic]))[topic]
 
 
-def _settings(bootstrap: str) -> Any:
-    from mlcp.runtime.settings import Settings
+def as_principal(settings: Settings, principal: str) -> Settings:
+    """The same settings as another principal (its password file beside this one's): a test
+    that runs a service as ``svc-x`` injects what other producers write as them (or as the
+    admin for harness chores)."""
+    if settings.kafka_password_file is None:
+        return settings
+    return settings.model_copy(
+        update={
+            "kafka_username": principal,
+            "kafka_password_file": settings.kafka_password_file.with_name(principal),
+        }
+    )
 
-    return Settings(kafka_bootstrap=bootstrap)
+
+def owner_source(event_type: str) -> str:
+    """The CloudEvents source consumers accept for ``event_type`` (its owner in acls.yaml)."""
+    from mlcp.runtime.acl import load_policy
+
+    allowed = load_policy().allowed_sources(event_type)
+    return sorted(allowed)[0] if allowed else "tests"
 
 
 async def produce_to(
-    bootstrap: str,
+    bus: Settings,
     topic: str,
     records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]],
     **options: Any,
@@ -101,7 +111,7 @@ async def produce_to(
     (``compression_type="gzip"``, a larger ``max_request_size`` …), and wait for acks=all."""
     from mlcp.runtime.kafka import durable_producer
 
-    producer = durable_producer(_settings(bootstrap), client_id="mlcp-tests", **options)
+    producer = durable_producer(bus, client_id="mlcp-tests", **options)
     await producer.start()
     try:
         for partition, key, value, headers in records:
@@ -112,13 +122,10 @@ async def produce_to(
         await producer.stop()
 
 
-async def lags(bootstrap: str, group: str, topics: list[str]) -> dict[str, int | None]:
+async def lags(bus: Settings, group: str, topics: list[str]) -> dict[str, int | None]:
     """``lag`` of many topics in one look (None: the group committed nothing on that topic)."""
-    from mlcp.runtime.kafka import make_admin, make_consumer
-
-    settings = _settings(bootstrap)
-    admin = make_admin(settings)
-    consumer = make_consumer(settings, enable_auto_commit=False)
+    admin = make_admin(bus)
+    consumer = make_consumer(bus, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -129,6 +136,7 @@ async def lags(bootstrap: str, group: str, topics: list[str]) -> dict[str, int |
             for t in topics
             for p in sorted(cluster.partitions_for_topic(t) or ())
         ]
+        assert {tp.topic for tp in tps} == set(topics), f"a topic of {topics} has no partitions"
         ends = await consumer.end_offsets(tps)
         out: dict[str, int | None] = {}
         for topic in topics:
@@ -145,13 +153,11 @@ async def lags(bootstrap: str, group: str, topics: list[str]) -> dict[str, int |
         await admin.close()
 
 
-async def delete_before(bootstrap: str, topic: str, partition: int, offset: int) -> None:
+async def delete_before(bus: Settings, topic: str, partition: int, offset: int) -> None:
     """Delete the records of ``topic`` ``partition`` before ``offset`` (what retention does)."""
     from aiokafka.admin import RecordsToDelete
 
-    from mlcp.runtime.kafka import make_admin
-
-    admin = make_admin(_settings(bootstrap))
+    admin = make_admin(bus)
     await admin.start()
     try:
         await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(offset)})
@@ -159,13 +165,11 @@ async def delete_before(bootstrap: str, topic: str, partition: int, offset: int)
         await admin.close()
 
 
-async def set_topic_config(bootstrap: str, topic: str, configs: dict[str, str]) -> None:
+async def set_topic_config(bus: Settings, topic: str, configs: dict[str, str]) -> None:
     """Change topic-level configs (``max.message.bytes`` …) of an existing topic."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from mlcp.runtime.kafka import make_admin
-
-    admin = make_admin(_settings(bootstrap))
+    admin = make_admin(bus)
     await admin.start()
     try:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])

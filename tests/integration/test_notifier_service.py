@@ -26,7 +26,7 @@ import pytest
 from mlcp.contracts import CloudEvent, encode_event
 from mlcp.notifier.app import build
 from mlcp.notifier.sink import Sink, serve
-from mlcp.runtime import ServiceRuntime, Settings
+from mlcp.runtime import ServiceRuntime
 from tests.conftest import Infra, free_port, wait_for
 from tests.integration.kafka_tools import lag, produce
 from tests.unit.test_notifier_domain import (
@@ -86,8 +86,8 @@ async def running_notifier(
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     runtime = build(
-        Settings(
-            kafka_bootstrap=infra.kafka_bootstrap,
+        infra.settings(
+            "svc-notifier",
             database_url=infra.database_url,
             topic_prefix=f"t{unique}.",
             db_schema=f"notifier_{unique}",
@@ -111,7 +111,7 @@ async def running_notifier(
 async def publish(infra: Infra, unique: str, events: list[CloudEvent[Any]]) -> None:
     topic = f"t{unique}.{events[0].type}"
     await produce(
-        infra.kafka_bootstrap,
+        infra.admin,
         topic,
         [(e.subject.encode() if e.subject else None, encode_event(e), []) for e in events],
     )
@@ -175,7 +175,7 @@ async def test_gate_failed_sends_one_slack_and_one_wecom_message(
         group, topic = f"t{unique}.mlcp-notifier", f"t{unique}.{event.type}"
 
         async def consumed() -> bool:
-            return await lag(infra.kafka_bootstrap, group, topic) == 0
+            return await lag(infra.admin, group, topic) == 0
 
         await wait_for(consumed, what="the notifier to consume all three records")
         schema = f"notifier_{unique}"
@@ -274,7 +274,7 @@ async def test_notifier_killed_mid_burst_restarts_without_duplicates_or_loss(
     async with serve(sink) as base:
         env = {
             **channel_env(base),
-            "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            **infra.kafka_env("svc-notifier"),
             "MLCP_DATABASE_URL": infra.database_url,
             "MLCP_TOPIC_PREFIX": f"t{unique}.",
             "MLCP_DB_SCHEMA": schema,
@@ -431,7 +431,7 @@ async def test_a_channel_without_its_webhook_variable_stops_the_process(
     infra: Infra, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
     env = {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        **infra.kafka_env("svc-notifier"),
         "MLCP_DATABASE_URL": infra.database_url,
         "MLCP_CONFIG": str(write_config(tmp_path)),
         "T_SLACK_URL": "http://127.0.0.1:9/slack",

@@ -37,12 +37,15 @@ from typing import Any
 import pytest
 
 from mlcp.contracts import ALL_TOPICS, EVENT_TYPES, DataArrived, dlq_topic, encode_event, new_event
+from mlcp.runtime.acl import load_policy
 from mlcp.runtime.dlq import H_SHA256, H_TRUNCATED, H_VALUE_BYTES
+from mlcp.runtime.settings import Settings
 from tests.conftest import Infra, free_port, wait_for
 from tests.contracts.contract_examples import EXAMPLES
 from tests.integration.kafka_tools import (
     create_topics,
     lags,
+    owner_source,
     produce_to,
     read_all,
     set_topic_config,
@@ -69,35 +72,16 @@ LOG_LINES_BESIDES_LETTERS = 60
 # by every member): start-up noise whose count depends on the subscribers, not on the records.
 MEMBERSHIP = re.compile(r"group_coordinator|assigned to partitions|callback for Task")
 
-# Who writes each topic (the services' own sources; pipelines and inference services use theirs).
-PRODUCER = {
-    "data": "mlcp/pipeline",
-    "training": "mlcp/trainer",
-    "run": "mlcp/trainer",
-    "gate": "mlcp/gatekeeper",
-    "approval.requested": "mlcp/gatekeeper",
-    "approval": "mlcp/registry",
-    "check": "mlcp/registry",
-    "model": "mlcp/registry",
-    "prediction": "mlcp/inference",
-    "feedback": "mlcp/inference",
-    "drift": "mlcp/monitor",
-    "model.degraded": "mlcp/monitor",
-    "canary": "mlcp/monitor",
-}
 
-
-def source_of(event_type: str) -> str:
-    name = event_type.removeprefix("mlcp.")
-    for prefix in sorted(PRODUCER, key=len, reverse=True):
-        if name.startswith(prefix):
-            return PRODUCER[prefix]
-    raise AssertionError(event_type)
+def writer(infra: Infra, event_type: str) -> Settings:
+    """The settings of the principal that may write ``event_type``'s topic (acls.yaml): the
+    poison comes from a producer the broker lets in, as a buggy or hostile one would."""
+    return infra.settings(load_policy().topics[event_type].write[0])
 
 
 def sentinel(event_type: str) -> Any:
     data = EVENT_TYPES[event_type].model_validate(EXAMPLES[event_type])
-    return new_event(data, source=source_of(event_type))
+    return new_event(data, source=owner_source(event_type))
 
 
 def envelope_text(event_type: str, data_text: str) -> bytes:
@@ -106,7 +90,7 @@ def envelope_text(event_type: str, data_text: str) -> bytes:
         {
             "specversion": "1.0",
             "id": f"poison-{time.monotonic_ns()}",
-            "source": source_of(event_type),
+            "source": owner_source(event_type),
             "type": event_type,
             "time": "2025-03-01T12:00:00Z",
             "subject": "churn",
@@ -141,17 +125,17 @@ def poison_records(event_type: str) -> dict[str, tuple[bytes, dict[str, Any]]]:
 
 
 async def seed(
-    bootstrap: str, topic: str, event_type: str
+    bus: Settings, topic: str, event_type: str
 ) -> tuple[list[str], dict[int, tuple[str, bytes]]]:
-    """Poison on partition 0, then one sentinel per partition; returns (sentinel ids,
-    poison offset → (kind, value))."""
+    """Poison on partition 0, then one sentinel per partition, produced as ``bus``; returns
+    (sentinel ids, poison offset → (kind, value))."""
     poison: dict[int, tuple[str, bytes]] = {}
     for offset, (kind, (value, options)) in enumerate(poison_records(event_type).items()):
-        await produce_to(bootstrap, topic, [(0, b"poison", value, [])], **options)
+        await produce_to(bus, topic, [(0, b"poison", value, [])], **options)
         poison[offset] = (kind, value)
     sentinels = [sentinel(event_type) for _ in range(PARTITIONS)]
     await produce_to(
-        bootstrap,
+        bus,
         topic,
         [(p, (e.subject or "").encode(), encode_event(e), []) for p, e in enumerate(sentinels)],
     )
@@ -190,14 +174,16 @@ async def test_poison_on_every_topic_never_stalls_a_partition(
     group = f"{prefix}mlcp-{sink}"
     topics = {f"{prefix}{t}": t for t in ALL_TOPICS}
     await create_topics(
-        infra.kafka_bootstrap,
+        infra.admin,
         [name for topic in topics for name in (topic, dlq_topic(topic))],
         partitions=PARTITIONS,
     )
+    infra.prepare_bus(prefix)  # the ACLs (the topics above keep their partitions)
     sentinels: dict[str, list[str]] = {}
     poison: dict[str, dict[int, tuple[str, bytes]]] = {}
     for topic, event_type in topics.items():
-        sentinels[topic], poison[topic] = await seed(infra.kafka_bootstrap, topic, event_type)
+        bus = writer(infra, event_type)
+        sentinels[topic], poison[topic] = await seed(bus, topic, event_type)
 
     port = free_port()
     env = env_for(infra, sink, prefix, MLCP_HTTP_PORT=str(port))
@@ -211,7 +197,7 @@ async def test_poison_on_every_topic_never_stalls_a_partition(
     async def every_lag_is_zero() -> bool:
         assert app.popen.poll() is None, f"the consumer died:\n{app.output()}"
         now = time.monotonic() - started
-        for topic, lag in (await lags(infra.kafka_bootstrap, group, list(topics))).items():
+        for topic, lag in (await lags(infra.admin, group, list(topics))).items():
             if lag == 0:
                 lag_zero_at.setdefault(topic, now)
         return len(lag_zero_at) == len(topics)
@@ -225,7 +211,7 @@ async def test_poison_on_every_topic_never_stalls_a_partition(
     )
     applied = Counter(tuple(pair) for pair in json.loads(applied_rows))
     for topic, event_type in topics.items():
-        letters = await read_all(infra.kafka_bootstrap, dlq_topic(topic), timeout=30)
+        letters = await read_all(infra.admin, dlq_topic(topic), timeout=30)
         positions = Counter(
             (dict(r.headers)["mlcp-dlq-partition"], dict(r.headers)["mlcp-dlq-offset"])
             for r in letters
@@ -264,37 +250,52 @@ async def test_poison_on_every_topic_never_stalls_a_partition(
     assert lines <= letters_written + LOG_LINES_BESIDES_LETTERS, app.output()
 
 
+def as_trainer(infra: Infra, sink: str, prefix: str, **extra: str) -> dict[str, str]:
+    """The runtime app as the trainer service reads DataArrived: principal ``svc-trainer``, its
+    group ``<prefix>mlcp-trainer``, WRITE and DESCRIBE_CONFIGS on the DLQ by the bus policy
+    alone (no super user), its tables in the schema ``sink``."""
+    return {
+        **env_for(infra, "trainer", prefix, **extra),
+        **infra.kafka_env("svc-trainer", prefix=prefix),
+        "MLCP_DB_SCHEMA": sink,
+    }
+
+
 async def test_a_poison_record_read_again_after_a_crash_is_dead_lettered_once(
     infra: Infra, unique: str, spawn: Any
 ) -> None:
     """SIGKILL after the letter was written and before the offset commit: the record is read
     again by the restarted consumer, which must not write a second letter."""
+    pipeline = infra.settings("pipeline")
     for kind, mode in (("single", "consume"), ("batch", "consume-batch")):
         prefix, sink = f"t{unique}{kind[0]}.", f"crash_{kind}_{unique}"
         topic = f"{prefix}{DataArrived.TYPE}"
-        await create_topics(infra.kafka_bootstrap, [topic, dlq_topic(topic)], partitions=1)
+        await create_topics(infra.admin, [topic, dlq_topic(topic)], partitions=1)
+        infra.prepare_bus(prefix)
         good = sentinel(DataArrived.TYPE)
         records = [
             (0, b"ds", value, [])
             for value in (b"\xff not utf-8", b"[" * DEEP_LEVELS, encode_event(good))
         ]
-        await produce_to(infra.kafka_bootstrap, topic, records)
+        await produce_to(pipeline, topic, records)
 
-        env = env_for(infra, sink, prefix, MLCP_CRASH_AT="consumer.after_commit")
+        env = as_trainer(infra, sink, prefix, MLCP_CRASH_AT="consumer.after_commit")
         crashing = spawn([APP, mode], env, f"{kind}-crash")
         assert await crashing.wait_exit() == -9, crashing.output()
-        assert len(await read_all(infra.kafka_bootstrap, dlq_topic(topic))) >= 1
+        assert len(await read_all(infra.admin, dlq_topic(topic))) >= 1
 
         port = free_port()
-        consumer = spawn([APP, mode], env_for(infra, sink, prefix, MLCP_HTTP_PORT=str(port)), kind)
+        consumer = spawn(
+            [APP, mode], as_trainer(infra, sink, prefix, MLCP_HTTP_PORT=str(port)), kind
+        )
         await wait_ready(port, consumer)
 
         await wait_for(
-            settled(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic),
+            settled(infra.admin, f"{prefix}mlcp-trainer", topic),
             timeout=60,
             what=f"the restarted {kind} consumer to settle",
         )
-        letters = await read_all(infra.kafka_bootstrap, dlq_topic(topic))
+        letters = await read_all(infra.admin, dlq_topic(topic))
         reasons = sorted(dict(r.headers)["mlcp-dlq-reason"].decode() for r in letters)
         assert reasons == ["invalid_json", "too_deep"], f"{kind}: each letter once"
         assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 1
@@ -304,31 +305,33 @@ async def test_a_poison_record_read_again_after_a_crash_is_dead_lettered_once(
 async def test_letters_fit_the_dlq_topics_own_limit_even_when_it_shrinks(
     infra: Infra, unique: str, spawn: Any
 ) -> None:
-    """The consumer reads the DLQ topic's max.message.bytes at start and fits letters to it;
-    when an operator lowers it later, the broker's refusal (which also breaks an idempotent
-    producer's sequence on that partition) makes it retry with a new producer and a smaller
-    letter until one fits — the partition never stalls."""
+    """The consumer reads the DLQ topic's max.message.bytes at start (as its own principal:
+    DESCRIBE_CONFIGS is granted by the bus policy) and fits letters to it; when an operator
+    lowers it later, the broker's refusal (which also breaks an idempotent producer's sequence
+    on that partition) makes it retry with a new producer and a smaller letter until one fits —
+    the partition never stalls."""
     prefix, sink = f"t{unique}.", f"shrink_{unique}"
     topic = f"{prefix}{DataArrived.TYPE}"
     dlq = dlq_topic(topic)
-    group = f"{prefix}mlcp-{sink}"
-    await create_topics(infra.kafka_bootstrap, [topic, dlq], partitions=1)
-    await set_topic_config(infra.kafka_bootstrap, dlq, {"max.message.bytes": "200000"})
+    group = f"{prefix}mlcp-trainer"
+    pipeline = infra.settings("pipeline")
+    await create_topics(infra.admin, [topic, dlq], partitions=1)
+    await set_topic_config(infra.admin, dlq, {"max.message.bytes": "200000"})
     port = free_port()
-    app = spawn([APP, "consume"], env_for(infra, sink, prefix, MLCP_HTTP_PORT=str(port)), "app")
+    app = spawn([APP, "consume"], as_trainer(infra, sink, prefix, MLCP_HTTP_PORT=str(port)), "app")
     await wait_ready(port, app)
 
     first = b"\xff" + b"x" * 300_000
-    await produce_to(infra.kafka_bootstrap, topic, [(0, b"ds", first, [])])
-    await wait_for(settled(infra.kafka_bootstrap, group, topic), timeout=60, what="1st letter")
-    await set_topic_config(infra.kafka_bootstrap, dlq, {"max.message.bytes": "30000"})
+    await produce_to(pipeline, topic, [(0, b"ds", first, [])])
+    await wait_for(settled(infra.admin, group, topic), timeout=60, what="1st letter")
+    await set_topic_config(infra.admin, dlq, {"max.message.bytes": "30000"})
     second = b"\xff" + b"y" * 100_000  # fits the limit read at start, not the new one
     good = sentinel(DataArrived.TYPE)
     records = [(0, b"ds", second, []), (0, b"ds", encode_event(good), [])]
-    await produce_to(infra.kafka_bootstrap, topic, records)
-    await wait_for(settled(infra.kafka_bootstrap, group, topic), timeout=90, what="2nd letter")
+    await produce_to(pipeline, topic, records)
+    await wait_for(settled(infra.admin, group, topic), timeout=90, what="2nd letter")
 
-    letters = await read_all(infra.kafka_bootstrap, dlq)
+    letters = await read_all(infra.admin, dlq)
     assert [dict(r.headers)["mlcp-dlq-offset"] for r in letters] == [b"0", b"1"]
     assert all(H_TRUNCATED in dict(r.headers) for r in letters)
     assert 30_000 < len(letters[0].value) + 1000 <= 200_000, "fitted to the limit read at start"
@@ -336,12 +339,13 @@ async def test_letters_fit_the_dlq_topics_own_limit_even_when_it_shrinks(
     assert first.startswith(letters[0].value)
     assert second.startswith(letters[1].value)
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 1
+    assert "could not read" not in app.output_text(), "the DLQ's limit was read, not assumed"
 
 
-def settled(bootstrap: str, group: str, topic: str) -> Callable[[], Awaitable[bool]]:
+def settled(bus: Settings, group: str, topic: str) -> Callable[[], Awaitable[bool]]:
     """A predicate: ``group`` has committed every record of ``topic``."""
 
     async def check() -> bool:
-        return (await lags(bootstrap, group, [topic]))[topic] == 0
+        return (await lags(bus, group, [topic]))[topic] == 0
 
     return check

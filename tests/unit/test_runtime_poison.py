@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mlcp.contracts import DataArrived, encode_event, new_event
+from mlcp.contracts import DataArrived, ModelVersionRegistered, encode_event, new_event
 from mlcp.runtime.batch import BatchConsumer
 from mlcp.runtime.consumer import UNDECODABLE, Outcome, Poison, poison_reason
 from mlcp.runtime.dlq import (
@@ -25,6 +25,7 @@ from mlcp.runtime.dlq import (
     H_VALUE_BYTES,
     KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
     PREFIX_BYTES,
+    UNEXPECTED_SOURCE,
     DeadLetter,
     default_letter_limit,
     letter_size,
@@ -32,6 +33,7 @@ from mlcp.runtime.dlq import (
 from mlcp.runtime.logs import LogThrottle
 from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.settings import Settings
+from tests.contracts.contract_examples import EXAMPLES
 
 pytestmark = pytest.mark.unit
 
@@ -151,7 +153,7 @@ def test_anything_decoding_raises_is_the_records_fault(exc: Exception) -> None:
 # --------------------------------------------------------------------------- batches
 
 
-def batch_consumer(**settings: Any) -> BatchConsumer:
+def batch_consumer(event_type: str = DataArrived.TYPE, **settings: Any) -> BatchConsumer:
     async def handler(events: list[Any], tx: Any) -> None:
         raise AssertionError("replaced by the test")
 
@@ -159,7 +161,7 @@ def batch_consumer(**settings: Any) -> BatchConsumer:
         raise AssertionError("no database here")
 
     return BatchConsumer(
-        DataArrived.TYPE,
+        event_type,
         handler,
         service="svc",
         settings=Settings(retry_initial_backoff_s=0.001, **settings),
@@ -256,6 +258,41 @@ async def test_a_fast_decoder_that_raises_does_not_stop_the_batch(
         (1, "too_deep"),
         (2, "invalid_json"),
     ]
+
+
+async def test_a_batch_dead_letters_an_event_from_a_foreign_source_and_applies_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source check of the bus policy holds in a batch too: an event on the registry's
+    topic that does not come from the registry is poison (unexpected_source), alone."""
+    event_type = ModelVersionRegistered.TYPE
+    consumer = batch_consumer(event_type=event_type)
+    data = ModelVersionRegistered.model_validate(EXAMPLES[event_type])
+    sources = ["mlcp/registry", "mlcp/monitor", "mlcp/registry"]
+    events = [new_event(data, source=source) for source in sources]
+    records = [
+        SimpleNamespace(**{**vars(record(i, encode_event(e))), "topic": event_type})
+        for i, e in enumerate(events)
+    ]
+    applied: list[str] = []
+    letters: list[Poison] = []
+
+    async def apply_batch(batch: list[Any], event_type: str, handler: Any) -> int:
+        applied.extend(e.id for e in batch)
+        return len(batch)
+
+    async def dead_letter_many(poison: list[Poison]) -> Outcome:
+        letters.extend(poison)
+        return Outcome.DEAD_LETTERED
+
+    monkeypatch.setattr(consumer, "_apply_batch", apply_batch)
+    monkeypatch.setattr(consumer, "_dead_letter_many", dead_letter_many)
+    assert await consumer.process_batch(records) is Outcome.APPLIED
+
+    assert applied == [events[0].id, events[2].id]
+    [(bad, reason, error, attempts)] = letters
+    assert (bad.offset, reason, attempts) == (1, UNEXPECTED_SOURCE, 0)
+    assert "'mlcp/monitor' may not emit" in error
 
 
 # --------------------------------------------------------------------------- logs

@@ -6,8 +6,8 @@ per-record consumer pays a transaction per event; this pays one per batch.
 
 Failure handling keeps the per-record guarantees — one poison record never holds back the rest
 of its batch, nor the other partitions the batch spans:
-* an invalid record (anything its decoding raises) goes to the DLQ on its own; the rest of the
-  batch is applied;
+* an invalid record (anything its decoding raises), or an event whose source is not its topic's
+  owner, goes to the DLQ on its own; the rest of the batch is applied;
 * a handler that keeps failing on the batch is retried with backoff, then the batch is bisected:
   halves are applied, a failing half is split again (first half first, so the batch's order is
   kept), until the events that fail alone are found — those go to the DLQ, the others are
@@ -59,6 +59,7 @@ from mlcp.runtime.consumer import (
     Tx,
     poison_reason,
 )
+from mlcp.runtime.dlq import UNEXPECTED_SOURCE
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.telemetry import cause_traces, record_traceparent
 
@@ -222,7 +223,8 @@ class BatchConsumer(DurableConsumer):
         self, records: Sequence[Any], values: list[bytes | None], poison: list[Poison]
     ) -> tuple[list[Any], dict[str, Any]]:
         """The batch's valid events, each once, with their records; the records that cannot be
-        decoded (whatever their decoding raises) are added to ``poison``."""
+        decoded (whatever their decoding raises), and the events whose source is not their
+        topic's owner (``unexpected_source``), are added to ``poison``."""
         event_type = self.event_type
         events: list[Any] = []
         records_by_id: dict[str, Any] = {}
@@ -244,6 +246,9 @@ class BatchConsumer(DurableConsumer):
             except Exception as exc:
                 reason, error = poison_reason(exc)
                 poison.append((record, reason, error, 0))
+                continue
+            if (refused := self.refused_source(event_type, event.source)) is not None:
+                poison.append((record, UNEXPECTED_SOURCE, refused, 0))
                 continue
             if event.id not in records_by_id:  # the same event twice in one batch
                 records_by_id[event.id] = record

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # Header names added to a dead-lettered record; the original headers are kept beside them.
 H_REASON = "mlcp-dlq-reason"
+UNEXPECTED_SOURCE = "unexpected_source"
+"""Reason of a valid event whose CloudEvents ``source`` is not its topic's owner (acls.yaml)."""
 H_ERROR = "mlcp-dlq-error"
 H_TOPIC = "mlcp-dlq-topic"
 H_PARTITION = "mlcp-dlq-partition"
@@ -255,6 +257,14 @@ class DeadLetterWriter:
             return
         for name, topic_limit in found.items():
             self._limits[name] = default_letter_limit(topic_limit)
+        if unread := [name for name in names if name not in found]:
+            log.warning(
+                "could not read the max.message.bytes of %s (no DESCRIBE_CONFIGS on them? "
+                "`mlcp bus apply` grants it); their dead letters are kept under Kafka's "
+                "default %d bytes",
+                ", ".join(unread),
+                KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+            )
 
     async def write(self, letters: Sequence[DeadLetter]) -> list[DeadLetter]:
         """Write the letters not written before, in one transaction; returns those written now.
