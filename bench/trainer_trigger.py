@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import statistics
@@ -115,7 +116,8 @@ def batches(unique: str, start: int, count: int) -> list[CloudEvent[Any]]:
                 batch_id=f"b{i}",
                 uri=f"s3://bench/{unique}/b{i}.parquet",  # remote: counted, verified at training
                 rows=ROWS_PER_BATCH,
-                sha256="a" * 64,
+                # Each batch its own content: the ledger counts a (dataset, sha256) once.
+                sha256=hashlib.sha256(f"{unique}/b{i}".encode()).hexdigest(),
                 completeness=1.0,
             ),
             source="bench/pipeline",

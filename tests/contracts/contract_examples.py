@@ -1,5 +1,6 @@
 """One valid, realistic ``data`` payload (JSON form) per event type."""
 
+import hashlib
 from typing import Any
 
 SHA_A = "a" * 64
@@ -40,13 +41,31 @@ ARTIFACT = {
     "sha256": SHA_B,
     "format": "skops",
 }
+BATCH_SHAS = [hashlib.sha256(b"batch a").hexdigest(), hashlib.sha256(b"batch b").hexdigest()]
 DATASETS = [
     {
         "dataset": "churn-events",
         "batch_ids": ["2025-03-01-a", "2025-03-01-b"],
-        "sha256": SHA_A,
+        # The dataset digest, by the recipe in the schema's description.
+        "sha256": hashlib.sha256("".join(f"{h}\n" for h in BATCH_SHAS).encode()).hexdigest(),
         "rows": 1200,
         "completeness": 0.99,
+        "batches": [
+            {
+                "batch_id": "2025-03-01-a",
+                "uri": "s3://lake/churn/2025-03-01-a.parquet",
+                "rows": 700,
+                "sha256": BATCH_SHAS[0],
+                "duplicates": 0,
+            },
+            {
+                "batch_id": "2025-03-01-b",
+                "uri": "s3://lake/churn/2025-03-01-b.parquet",
+                "rows": 500,
+                "sha256": BATCH_SHAS[1],
+                "duplicates": 2,
+            },
+        ],
     }
 ]
 WINDOW = {"start": T0, "end": T1, "size": 600}

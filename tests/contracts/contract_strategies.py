@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from mlcp.contracts import (
     ArtifactRef,
     Baseline,
+    BatchRef,
     CategoricalProfile,
     CloudEvent,
     DatasetRef,
@@ -90,14 +91,34 @@ params = st.dictionaries(keys, st.none() | scalars, max_size=5)
 feature_specs = st.builds(FeatureSpec, name=feature_names, dtype=tokens)
 feature_schemas = st.lists(feature_specs, min_size=1, max_size=5, unique_by=lambda f: f.name)
 artifacts = st.builds(ArtifactRef, uri=uris, sha256=sha256s, format=tokens, size_bytes=_opt(counts))
-dataset_refs = st.builds(
-    DatasetRef,
-    dataset=slugs,
-    batch_ids=st.lists(tokens, min_size=1, max_size=5),
-    sha256=sha256s,
-    rows=_opt(counts),
-    completeness=_opt(ratios),
-)
+batch_refs = st.builds(
+    BatchRef, batch_id=tokens, uri=uris, rows=st.integers(0, 10**9), sha256=sha256s
+).map(lambda b: b.model_copy(update={"duplicates": len(b.batch_id) % 3}))
+
+
+@st.composite
+def dataset_refs(draw: st.DrawFn) -> DatasetRef:
+    """A DatasetRef as older producers send it (ids only) or as the trainer does (batches)."""
+    dataset, completeness = draw(slugs), draw(_opt(ratios))
+    if draw(st.booleans()):
+        return DatasetRef(
+            dataset=dataset,
+            batch_ids=draw(st.lists(tokens, min_size=1, max_size=5)),
+            sha256=draw(sha256s),
+            rows=draw(_opt(counts)),
+            completeness=completeness,
+        )
+    batches = draw(st.lists(batch_refs, min_size=1, max_size=5))
+    return DatasetRef(
+        dataset=dataset,
+        batch_ids=tuple(b.batch_id for b in batches),
+        sha256=DatasetRef.fingerprint(b.sha256 for b in batches),
+        rows=sum(b.rows for b in batches),
+        completeness=completeness,
+        batches=tuple(batches),
+    )
+
+
 baselines = st.builds(Baseline, version=semvers, metrics=metrics)
 environments = st.builds(
     Environment,
@@ -206,7 +227,7 @@ def run_finished(draw: st.DrawFn) -> training.RunFinished:
         params=draw(params),
         metrics=draw(metrics),
         baseline=draw(_opt(baselines)),
-        datasets=draw(st.lists(dataset_refs, min_size=1, max_size=2)),
+        datasets=draw(st.lists(dataset_refs(), min_size=1, max_size=2)),
         feature_schema=schema,
         label=draw(_opt(feature_names)),
         artifact=draw(artifacts),
@@ -249,7 +270,7 @@ def model_registered(draw: st.DrawFn) -> registry.ModelVersionRegistered:
         reference_profile=draw(reference_profiles([f.name for f in schema])),
         feature_schema=schema,
         label=draw(_opt(feature_names)),
-        datasets=draw(st.lists(dataset_refs, min_size=1, max_size=2)),
+        datasets=draw(st.lists(dataset_refs(), min_size=1, max_size=2)),
         code_version=draw(_opt(tokens)),
     )
 

@@ -333,3 +333,38 @@ def test_keys() -> None:
     assert build("mlcp.data.arrived.v1").key == "churn-events"
     assert build("mlcp.run.finished.v1").key == "churn"
     assert PredictionLogged.KEY_FIELD == "model"
+
+
+# --- lineage: per-batch digests and the dataset digest -------------------------------------------
+def test_the_dataset_digest_recipe_is_in_the_schema_and_is_what_fingerprint_computes() -> None:
+    schema = DatasetRef.model_json_schema()
+    recipe = schema["properties"]["sha256"]["description"]
+    assert "64 lowercase hex characters followed by a newline" in recipe
+    assert "ledger order" in recipe
+    digests = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(3)]
+    # The recipe, written out as a client reading only the schema would.
+    by_recipe = hashlib.sha256("".join(f"{h}\n" for h in digests).encode()).hexdigest()
+    assert DatasetRef.fingerprint(digests) == by_recipe
+    batch = schema["$defs"]["BatchRef"]
+    assert set(batch["required"]) == {"batch_id", "uri", "rows", "sha256"}
+
+
+def test_batches_must_agree_with_the_ids_the_digest_and_the_rows() -> None:
+    run = "mlcp.run.finished.v1"
+    assert len(build(run).datasets[0].batches) == 2
+    message = rejects(run, "datasets.0", datasets__0__batch_ids=["x", "2025-03-01-b"])
+    assert "batches must list batch_ids" in message
+    message = rejects(run, "datasets.0", datasets__0__sha256="b" * 64)
+    assert "not the fingerprint" in message
+    message = rejects(run, "datasets.0", datasets__0__rows=1)
+    assert "not the sum of the batches' rows" in message
+    # Producers that predate per-batch digests send ids only: still valid.
+    assert build(run, datasets__0__batches=[]).datasets[0].batches == ()
+    rejects(run, "datasets.0.batches.1.uri", datasets__0__batches__1__uri="")
+
+
+def test_the_default_batch_id_is_stable_for_the_same_content() -> None:
+    digest = hashlib.sha256(b"rows").hexdigest()
+    assert DataArrived.batch_id_for(digest) == DataArrived.batch_id_for(digest)
+    assert DataArrived.batch_id_for(digest) == f"sha256-{digest[:16]}"
+    assert build("mlcp.data.arrived.v1", batch_id=DataArrived.batch_id_for(digest)).batch_id

@@ -59,6 +59,30 @@ async def test_emit_data_arrived_from_a_csv(
     assert f"id={event.id}" in proc.output()
 
 
+async def test_emit_names_the_same_file_with_the_same_batch_id_each_time(
+    infra: Infra, unique: str, spawn: Any, tmp_path: Path
+) -> None:
+    """A pipeline that re-runs the command (its usual retry) announces the same batch: the
+    default id comes from the file's sha256, not from chance."""
+    prefix = f"t{unique}."
+    topic = f"{prefix}{DataArrived.TYPE}"
+    batch = tmp_path / "batch-7.csv"
+    batch.write_text("a,label\n1,0\n2,1\n")
+    for _ in range(2):
+        proc = spawn(
+            ["-m", "mlcp.cli", "emit", "data-arrived", "--dataset", "d", "--uri", str(batch)],
+            cli_env(infra, prefix),
+            "cli",
+        )
+        assert await proc.wait_exit() == 0, proc.output()
+    records = await read_all(infra.admin, topic)
+    ids = {decode_event(r.value).data.batch_id for r in records}
+    digest = hashlib.sha256(batch.read_bytes()).hexdigest()
+    assert len(records) == 2
+    assert ids == {f"sha256-{digest[:16]}"}
+    assert f"batch_id=sha256-{digest[:16]}" in proc.output()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

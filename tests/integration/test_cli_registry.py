@@ -39,9 +39,11 @@ class LiveRegistry:
     schema: str
     infra: Infra
 
-    def cli(self, *args: str, token: str = BOOTSTRAP_TOKEN) -> Any:
+    def cli(self, *args: str, token: str = BOOTSTRAP_TOKEN, env_columns: str = "") -> Any:
         """Run `mlcp ARGS` in-process against this registry (a token from the environment)."""
         env = {"MLCP_REGISTRY_URL": self.url, "MLCP_TOKEN": token}
+        if env_columns:  # wide enough that a line is not wrapped
+            env["COLUMNS"] = env_columns
         result = CliRunner().invoke(app, list(args), env=env)
         text = result.output + result.stderr
         assert "Traceback" not in text, text
@@ -140,9 +142,18 @@ async def test_the_cli_drives_a_version_from_registration_to_rollback(
     assert shown.exit_code == 0
     assert "run-2" in shown.output
     assert "accuracy" in shown.output
-    lineage = live.cli("lineage", "churn", "1.0.1")
+    lineage = live.cli("lineage", "churn", "1.0.1", env_columns="250")
     assert lineage.exit_code == 0
     assert "run run-2" in lineage.output
+    # Every batch with its rows, uri and sha256 (the contract example's two batches).
+    for batch in run_finished("run-2").datasets[0].batches:
+        line = f"batch {batch.batch_id}  {batch.rows} rows  {batch.uri}  sha256 {batch.sha256}"
+        assert line in lineage.output
+    assert "(re-announced 2×, counted once)" in lineage.output
+    data = live.cli_json("lineage", "churn", "1.0.1")["datasets"][0]
+    assert [b["sha256"] for b in data["batches"]] == [
+        b.sha256 for b in run_finished("run-2").datasets[0].batches
+    ]
     runs = live.cli_json("runs", "churn")
     assert [r["run_id"] for r in runs["items"]] == ["run-2", "run-1"]
 

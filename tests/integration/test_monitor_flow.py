@@ -3,6 +3,7 @@ restarts mid-window and bad input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -197,18 +198,29 @@ class Harness:
         await wait_for(done, timeout=60, what=f"{served} predictions of {version} ingested")
 
 
+@contextlib.asynccontextmanager
+async def monitor_with(
+    infra: Infra, unique: str, tmp_path: Path, config_text: str
+) -> AsyncIterator[Harness]:
+    """A harness on ``config_text``; stopped and its schema dropped afterwards."""
+    config = tmp_path / "mlcp.yaml"
+    config.write_text(config_text)
+    h = Harness(infra, unique, config)
+    try:
+        yield h
+    finally:
+        await h.stop()
+        conn = await asyncpg.connect(infra.database_url)
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {h.schema} CASCADE")
+        finally:
+            await conn.close()
+
+
 @pytest.fixture
 async def harness(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    config = tmp_path / "mlcp.yaml"
-    config.write_text(CONFIG)
-    h = Harness(infra, unique, config)
-    yield h
-    await h.stop()
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {h.schema} CASCADE")
-    finally:
-        await conn.close()
+    async with monitor_with(infra, unique, tmp_path, CONFIG) as h:
+        yield h
 
 
 async def wait_versions(h: Harness, count: int) -> None:
@@ -263,6 +275,29 @@ async def test_drifted_traffic_emits_drift_detected_once_for_its_window(harness:
         return len(records) == 1
 
     await wait_for(on_topic, timeout=30, what="DriftDetected on Kafka")
+
+
+async def test_drift_detected_belongs_to_the_lifecycle_of_the_drifted_version(
+    harness: Harness,
+) -> None:
+    """DriftDetected carries the correlation id of the version's registration, and the
+    prediction that closed the window as its cause (the 200th: window_size 200)."""
+    registration = new_event(
+        registered("1.0.0"), source="mlcp/registry", correlationid="lifecycle-7"
+    )
+    await harness.send([encode_event(registration)], topic_type=ModelVersionRegistered.TYPE)
+    await harness.start()
+    await wait_versions(harness, 1)
+    traffic = [new_event(p, source="test/inference") for p in predictions("1.0.0", 250, shift=1.5)]
+    await harness.send([encode_event(e) for e in traffic], topic_type=PredictionLogged.TYPE)
+    await harness.wait_emitted(DriftDetected.TYPE, 1, "DriftDetected")
+    [row] = await harness.query(
+        "SELECT payload FROM mlcp_outbox WHERE topic = $1",
+        f"{harness.prefix}{DriftDetected.TYPE}",
+    )
+    drift = decode_event(bytes(row["payload"]))
+    assert drift.correlationid == "lifecycle-7"
+    assert drift.causationid == traffic[199].id
 
 
 async def test_restart_mid_window_neither_loses_nor_double_counts(harness: Harness) -> None:
@@ -479,3 +514,118 @@ async def test_an_invalid_record_does_not_spend_its_event_id_and_duplicates_coun
     assert sorted(r["event_id"] for r in claimed) == sorted(
         [e.id for e in good] + ["fifth", "sixth"]
     )
+
+
+# --- predictions and labels compared under the model's target ----------------------------------
+
+
+def answered(version: str, values: list[Any], *, prefix: str = "") -> list[PredictionLogged]:
+    """Predictions of ``version`` answering ``values`` (one per request, in order)."""
+    return [
+        p.model_copy(update={"prediction": value})
+        for p, value in zip(predictions(version, len(values), prefix=prefix), values, strict=True)
+    ]
+
+
+def labelled(items: list[PredictionLogged], labels: list[Any]) -> list[FeedbackReceived]:
+    return [
+        FeedbackReceived(model=MODEL, request_id=p.request_id, label=label, ts=T0)
+        for p, label in zip(items, labels, strict=True)
+    ]
+
+
+async def wait_labels(h: Harness, count: int) -> None:
+    """Labels are joined when the verdict is taken: have them stored before the predictions."""
+
+    async def stored() -> bool:
+        return len(await h.query("SELECT 1 FROM feedback")) >= count
+
+    await wait_for(stored, timeout=60, what=f"{count} labels stored")
+
+
+async def test_a_healthy_model_answering_true_for_label_1_is_not_rolled_back(
+    harness: Harness,
+) -> None:
+    """The default target compares by value: a canary that answers true / false for labels
+    1 / 0 is right every time (before, "true" never equalled "1": accuracy 0, rollback)."""
+    await _canary_setup(harness)
+    canary = answered("1.1.0", [i % 3 == 0 for i in range(100)])
+    await harness.send(labelled(canary, [1 if i % 3 == 0 else 0 for i in range(100)]))
+    await wait_labels(harness, 100)
+    await harness.send(canary)
+
+    (healthy,) = await harness.wait_emitted(CanaryHealthy.TYPE, 1, "CanaryHealthy")
+    assert healthy.version == "1.1.0"
+    measured = {e.metric: e.observed for e in healthy.evidence}
+    # Live accuracy 1.0 against the version's offline 0.9.
+    assert measured["accuracy_drop"] == pytest.approx(-0.1)
+    assert await harness.emitted(ModelDegraded.TYPE) == []
+
+
+DECLARED = CONFIG.replace(
+    "    label: churned\n",
+    "    label: churned\n"
+    "    target: {kind: classification, type: integer, mapping: {true: 1, false: 0}}\n",
+)
+
+
+@pytest.fixture
+async def declared(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A monitor whose model declares integer classes and the spellings true / false."""
+    async with monitor_with(infra, unique, tmp_path, DECLARED) as h:
+        yield h
+
+
+async def test_values_that_do_not_fit_the_declared_target_go_to_the_dlq_at_once(
+    declared: Harness,
+) -> None:
+    await _canary_setup(declared)
+    # 100 canary answers under the mapping (true → 1) and two that fit no integer class, sent
+    # in one go with them: the two are refused, the rest of the batch is applied.
+    canary = answered("1.1.0", [i % 2 == 0 for i in range(100)])
+    odd = answered("1.1.0", ["maybe", 1.5], prefix="odd-")
+    labels = labelled(canary, [1 if i % 2 == 0 else 0 for i in range(100)])
+    bad_label = labelled(answered("1.0.0", [1], prefix="bad-"), ["yes"])
+    await declared.send([*bad_label, *labels])
+    await wait_labels(declared, 100)
+    await declared.send([*canary[:50], *odd, *canary[50:]])
+
+    (healthy,) = await declared.wait_emitted(CanaryHealthy.TYPE, 1, "CanaryHealthy")
+    assert healthy.window.size == 100, "the refused predictions are not counted"
+    measured = {e.metric: e.observed for e in healthy.evidence}
+    assert measured["accuracy_drop"] == pytest.approx(-0.1), "live accuracy 1.0 under the mapping"
+
+    async def dead_letters(event_type: str, count: int) -> list[Any] | None:
+        topic = dlq_topic(f"{declared.prefix}{event_type}")
+        found = await read_all(declared.infra.admin, topic)
+        return found if len(found) >= count else None
+
+    letters = await wait_for(
+        lambda: dead_letters(PredictionLogged.TYPE, 2), timeout=30, what="2 predictions in the DLQ"
+    )
+    errors = {}
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert headers["mlcp-dlq-reason"] == b"target_mismatch"
+        assert headers["mlcp-dlq-attempts"] == b"1", "refused at once, never retried"
+        event = decode_event(letter.value)
+        errors[event.data.request_id] = headers["mlcp-dlq-error"].decode()
+    assert errors == {
+        "odd-1.1.0-0": 'prediction of request odd-1.1.0-0: "maybe" is not an integer '
+        "(models.churn.target: classification, type integer, mapping true, false)",
+        "odd-1.1.0-1": "prediction of request odd-1.1.0-1: 1.5 is not an integer "
+        "(models.churn.target: classification, type integer, mapping true, false)",
+    }
+    [letter] = await wait_for(
+        lambda: dead_letters(FeedbackReceived.TYPE, 1), timeout=30, what="the label in the DLQ"
+    )
+    assert dict(letter.headers)["mlcp-dlq-reason"] == b"target_mismatch"
+    assert b'"yes" is not an integer' in dict(letter.headers)["mlcp-dlq-error"]
+    feedback = await declared.query("SELECT request_id, label FROM feedback ORDER BY request_id")
+    assert len(feedback) == 100
+    assert {r["label"] for r in feedback} == {"0", "1"}
+    assert declared.runtime is not None
+    text = _metrics(declared.runtime)
+    topic = f"{declared.prefix}{PredictionLogged.TYPE}"
+    assert f'dead_lettered_total{{reason="target_mismatch",topic="{topic}"}} 2.0' in text
+    assert f'handler_retries_total{{topic="{topic}"}}' not in text

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -88,13 +89,16 @@ def owned(runtime: TrainerRuntime, topic: str) -> set[Any]:
     return {tp for tracker in trackers for tp in tracker.partitions if tp.topic == topic}
 
 
-def arrived(batch_id: str, rows: int, uri: str | None = None, sha: str = "a" * 64) -> DataArrived:
+def arrived(
+    batch_id: str, rows: int, uri: str | None = None, sha: str | None = None
+) -> DataArrived:
+    """A batch whose content (its sha256) is its own unless ``sha`` says otherwise."""
     return DataArrived(
         dataset="churn-events",
         batch_id=batch_id,
         uri=uri or f"file:///nonexistent/{batch_id}.csv",
         rows=rows,
-        sha256=sha,
+        sha256=sha or hashlib.sha256(batch_id.encode()).hexdigest(),
         completeness=1.0,
     )
 
@@ -313,3 +317,55 @@ async def test_a_drift_storm_inside_the_cooldown_requests_one_retrain(
     headers = dict(letter.headers)
     assert headers["mlcp-dlq-reason"] == b"handler_failed"
     assert b"model 'ghost' is not configured" in headers["mlcp-dlq-error"]
+
+
+async def test_the_same_file_announced_again_is_counted_once_whatever_its_batch_id(
+    infra: Infra, unique: str, tmp_path: Path, start_trainer: Any
+) -> None:
+    """The issue's case: one 150-row file announced three times (a pipeline re-running its
+    announcement, a random batch id each time) once added 450 rows and retrained."""
+    settings = settings_for(infra, unique, tmp_path, threshold=400)
+    trainer = await start_trainer(settings)
+    [same] = write_batches(tmp_path / "a", batches=1, rows_per_batch=150, seed=5)
+    [other] = write_batches(tmp_path / "b", batches=1, rows_per_batch=250, seed=6, prefix="o")
+
+    def announce(source: Any, batch_id: str) -> CloudEvent[Any]:
+        data = source.event("churn-events").model_copy(update={"batch_id": batch_id})
+        return new_event(data, source="test")
+
+    first = announce(same, "run-1")
+    await send(settings, [first])
+    await wait_for(lambda: query(settings, "SELECT count(*) = 1 FROM ledger"), what="1 batch")
+    again = [announce(same, "run-2"), announce(same, "run-3")]
+    await send(settings, again)
+    await drained(settings, DataArrived.TYPE)
+    assert await query(settings, "SELECT sum(rows) FROM ledger") == 150
+    assert await emitted(settings, TrainingRequested.TYPE) == [], "150 rows, not 450"
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            f"SELECT event_id, batch_id, of_batch_id, rows FROM {settings.db_schema}"
+            ".duplicate_batches ORDER BY batch_id"
+        )
+    finally:
+        await conn.close()
+    assert [(r["event_id"], r["batch_id"], r["of_batch_id"]) for r in rows] == [
+        (again[0].id, "run-2", "run-1"),
+        (again[1].id, "run-3", "run-1"),
+    ]
+    duplicates = trainer.metrics.registry.get_sample_value(
+        "mlcp_trainer_duplicate_batches_total", {"dataset": "churn-events"}
+    )
+    assert duplicates == 2
+
+    # New content counts, once, even when announced twice in one Kafka batch: 150 + 250 = 400.
+    crossing = announce(other, "o-1")
+    await send(settings, [crossing, announce(other, "o-1-retry")])
+    [request] = await wait_for(
+        lambda: emitted(settings, TrainingRequested.TYPE), what="the TrainingRequested"
+    )
+    assert request.data.rows_since_last_run == 400
+    assert request.data.trigger_event_ids == (first.id, crossing.id)
+    await drained(settings, DataArrived.TYPE)
+    assert await query(settings, "SELECT count(*) FROM duplicate_batches") == 3
+    assert len(await emitted(settings, TrainingRequested.TYPE)) == 1

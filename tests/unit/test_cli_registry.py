@@ -391,15 +391,33 @@ def test_renderers_take_the_registry_s_real_shapes() -> None:
             "reported_by": "mlcp/trainer",
             "event_id": "e-1",
         },
-        "datasets": VERSION["datasets"],
+        "datasets": [
+            {
+                **VERSION["datasets"][0],
+                "batches": [
+                    {
+                        "batch_id": f"b-{i}",
+                        "uri": f"s3://lake/b-{i}.csv",
+                        "rows": 400,
+                        "sha256": f"{i}" * 64,
+                        "duplicates": 2 if i == 2 else 0,
+                    }
+                    for i in (1, 2, 3)
+                ],
+            }
+        ],
         "artifact": {"uri": "file:///a", "sha256": "cd" * 32, "format": "skops", "size_bytes": 9},
     }
     console.print(view.lineage(lineage))
     console.print(view.runs("churn", page([VERSION])))
     console.print(view.versions("churn", page([VERSION])))
     text = console.export_text()
-    for part in ("run run-7", "numpy==2.1.0", "b-1, b-2, b-3", "file:///a", "data_threshold"):
+    for part in ("run run-7", "numpy==2.1.0", "file:///a", "data_threshold"):
         assert part in text, part
+    for i in (1, 2, 3):  # every batch of the lineage with its rows, uri and digest
+        assert f"batch b-{i}  400 rows  s3://lake/b-{i}.csv  sha256 {str(i) * 64}" in text
+    assert "(re-announced 2×, counted once)" in text
+    assert f"churn-events: 1200 rows, sha256 {'ab' * 32}" in text
     assert "accuracy=0.9412 latency_p95_ms=3.2" in text
     assert commands.changes({"production": "1.2.0"}, {"production": "1.2.0"}) == "no alias moved"
     assert describe_detail({"detail": [{"loc": ["query", "limit"], "msg": "too big"}]}) == (

@@ -11,17 +11,21 @@ from hypothesis import strategies as st
 
 from mlcp.monitor.domain import (
     EPOCH,
+    TARGET_MISMATCH,
     OpenWindow,
     TrafficStats,
     judge_canary,
     judge_production_window,
     measures,
+    misfit,
     production_windows_due,
     split_windows,
     to_datetime64,
+    traffic_stats_of,
     unknown_limits,
 )
 from mlcp.runtime.platform import BakePolicy, RolloutPolicy, Threshold
+from mlcp.runtime.target import DEFAULT_TARGET, Target
 
 pytestmark = pytest.mark.unit
 
@@ -218,3 +222,49 @@ def test_datetimes_become_exact_microseconds_in_every_year(
     ]
     exact = [(v - EPOCH) // timedelta(microseconds=1) for v in values]
     assert to_datetime64(values).astype(np.int64).tolist() == exact
+
+
+def test_the_row_that_closed_a_window_is_its_cause() -> None:
+    # By count: the window's last row. By age: the row that came max_age after its first.
+    segments, _ = split_windows(OpenWindow(seq=1), stamps(*range(12)), size=5, max_age=HOUR)
+    assert [(s.seq, s.closer) for s in segments] == [(1, 4), (2, 9), (3, None)]
+    open_ = OpenWindow(seq=1, size=2, started_at=T0, ended_at=T0)
+    segments, _ = split_windows(open_, stamps(10, 3600, 3601), size=100, max_age=HOUR)
+    assert [(s.seq, s.closer) for s in segments] == [(1, 1), (2, None)]
+    segments, _ = split_windows(open_, stamps(7200), size=100, max_age=HOUR)
+    assert [(s.seq, s.closer) for s in segments] == [(1, 0), (2, None)]
+    lowered = OpenWindow(seq=2, size=500, started_at=T0, ended_at=T0)
+    segments, _ = split_windows(lowered, stamps(1, 2), size=100, max_age=HOUR)
+    assert [(s.seq, s.closer) for s in segments] == [(2, 0), (3, None)]
+
+
+def test_live_accuracy_counts_agreement_under_the_models_target() -> None:
+    mapped = Target(type="integer", mapping={True: 1, False: 0})
+    keys = [mapped.key(v) for v in (True, False, True, True)]
+    labels = [mapped.key(v) for v in (1, 0, 0, 1)]
+    stats = traffic_stats_of(
+        mapped, count=5, errors=1, latency_p95_ms=3.0, predictions=keys, labels=labels
+    )
+    assert (stats.labelled, stats.correct, stats.accuracy) == (4, 3, 0.75)
+    regression = Target(kind="regression", tolerance=1.0)
+    stats = traffic_stats_of(
+        regression,
+        count=2,
+        errors=0,
+        latency_p95_ms=None,
+        predictions=[regression.key(10.0), regression.key(20.0)],
+        labels=[regression.key(10.9), regression.key(22.0)],
+    )
+    assert stats.accuracy == 0.5
+
+
+def test_a_value_that_does_not_fit_the_target_is_refused_with_where_it_is_declared() -> None:
+    assert TARGET_MISMATCH == "target_mismatch"
+    target = Target(type="integer", mapping={True: 1, False: 0})
+    assert misfit(target, "churn", "label of request r1:", True) is None
+    why = misfit(target, "churn", "label of request r1:", "yes")
+    assert why == (
+        'label of request r1: "yes" is not an integer '
+        "(models.churn.target: classification, type integer, mapping true, false)"
+    )
+    assert misfit(DEFAULT_TARGET, "churn", "prediction:", "anything") is None

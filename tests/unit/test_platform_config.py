@@ -26,6 +26,7 @@ def test_example_config_loads_with_its_dag_and_policies() -> None:
     config = load_platform_config(EXAMPLE)
     churn = config.model("churn")
     assert churn.dataset == "churn-events"
+    assert churn.target.key(True) == churn.target.key(1) == "1"
     assert [s.name for s in churn.gates] == [
         "quality",
         "data",

@@ -318,3 +318,20 @@ def test_canonical_json_ignores_key_order() -> None:
     assert domain.canonical({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == domain.canonical(
         {"a": [1, {"c": 3, "d": 2}], "b": 1}
     )
+
+
+def test_a_lineage_lists_every_batch_even_of_runs_that_reported_only_ids() -> None:
+    batch = {"batch_id": "b1", "uri": "s3://x/b1", "rows": 5, "sha256": "a" * 64, "duplicates": 1}
+    new = {"dataset": "d", "batch_ids": ["b1"], "sha256": "f" * 64, "batches": [batch]}
+    old = {"dataset": "d", "batch_ids": ["b1", "b2"], "sha256": "f" * 64}
+    [with_batches, ids_only] = domain.lineage_datasets([new, old])
+    assert with_batches["batches"] == [batch]
+    assert [b["batch_id"] for b in ids_only["batches"]] == ["b1", "b2"]
+    assert ids_only["batches"][0] == {
+        "batch_id": "b1",
+        "uri": None,
+        "rows": None,
+        "sha256": None,
+        "duplicates": None,
+    }
+    assert ids_only["sha256"] == "f" * 64

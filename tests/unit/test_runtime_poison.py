@@ -14,7 +14,7 @@ import pytest
 
 from mlcp.contracts import DataArrived, ModelVersionRegistered, encode_event, new_event
 from mlcp.runtime.batch import BatchConsumer
-from mlcp.runtime.consumer import UNDECODABLE, Outcome, Poison, poison_reason
+from mlcp.runtime.consumer import UNDECODABLE, Outcome, Poison, Refused, poison_reason
 from mlcp.runtime.dlq import (
     H_HEADERS_DROPPED,
     H_OFFSET,
@@ -170,6 +170,22 @@ def batch_consumer(event_type: str = DataArrived.TYPE, **settings: Any) -> Batch
     )
 
 
+def run_without_infrastructure(
+    monkeypatch: pytest.MonkeyPatch, consumer: BatchConsumer, apply_batch: Any
+) -> list[Poison]:
+    """``consumer`` with ``apply_batch`` for its transactions; the list its dead letters land in
+    (instead of Kafka)."""
+    letters: list[Poison] = []
+
+    async def dead_letter_many(poison: list[Poison]) -> Outcome:
+        letters.extend(poison)
+        return Outcome.DEAD_LETTERED
+
+    monkeypatch.setattr(consumer, "_apply_batch", apply_batch)
+    monkeypatch.setattr(consumer, "_dead_letter_many", dead_letter_many)
+    return letters
+
+
 def record(offset: int, value: bytes) -> Any:
     return SimpleNamespace(
         topic=DataArrived.TYPE,
@@ -213,14 +229,7 @@ async def test_a_failing_batch_is_bisected_down_to_its_bad_events(
         applied.extend(fresh)
         return len(fresh)
 
-    letters: list[Poison] = []
-
-    async def dead_letter_many(poison: list[Poison]) -> Outcome:
-        letters.extend(poison)
-        return Outcome.DEAD_LETTERED
-
-    monkeypatch.setattr(consumer, "_apply_batch", apply_batch)
-    monkeypatch.setattr(consumer, "_dead_letter_many", dead_letter_many)
+    letters = run_without_infrastructure(monkeypatch, consumer, apply_batch)
     poison: list[Poison] = []
     events, by_id = consumer._decode(records, [r.value for r in records], poison)
     bad_ids.update(e.id for e in events if by_id[e.id].offset in bad_offsets)
@@ -233,6 +242,40 @@ async def test_a_failing_batch_is_bisected_down_to_its_bad_events(
     assert {reason for _, reason, _, _ in letters} == {"handler_failed"}
     assert all("handler refuses" in error for _, _, error, _ in letters)
     assert transactions <= 2 + 2 * len(bad_offsets) * 10, "bisection, not one by one"
+
+
+@pytest.mark.parametrize("also_failing", [False, True])
+async def test_events_a_batch_handler_refuses_are_dead_lettered_once_and_the_rest_applied(
+    monkeypatch: pytest.MonkeyPatch, also_failing: bool
+) -> None:
+    """``Refused`` in a batch: its events go to the DLQ with the handler's reason, without
+    retries, and the batch is applied without them — also inside a bisection (another event
+    that keeps failing makes the consumer split the batch, and a half meets the refusal)."""
+    consumer = batch_consumer(handler_max_attempts=2)
+    records = [record(i, arrived(i)) for i in range(64)]
+    events, by_id = consumer._decode(records, [r.value for r in records], [])
+    refused = {e.id for e in events if by_id[e.id].offset in {10, 40}}
+    failing = {e.id for e in events if by_id[e.id].offset == 50} if also_failing else set()
+    applied: list[str] = []
+
+    async def apply_batch(batch: list[Any], event_type: str, handler: Any) -> int:
+        if any(e.id in failing for e in batch):  # first: the refusals meet the bisection
+            raise RuntimeError("handler refuses")
+        if mine := {e.id: "label 'yes' is not a bool" for e in batch if e.id in refused}:
+            raise Refused(mine, reason="target_mismatch")
+        applied.extend(e.id for e in batch)
+        return len(batch)
+
+    letters = run_without_infrastructure(monkeypatch, consumer, apply_batch)
+    assert await consumer.process_batch(records) is Outcome.APPLIED
+
+    assert applied == [e.id for e in events if e.id not in refused | failing], "each once"
+    got = sorted((r.offset, reason, attempts) for r, reason, _, attempts in letters)
+    expected = [(10, "target_mismatch", 1), (40, "target_mismatch", 1)]
+    if also_failing:
+        assert (50, "handler_failed") in {(o, reason) for o, reason, _ in got}
+        got = [row for row in got if row[0] != 50]
+    assert got == expected, "each refused event dead-lettered once, no retries"
 
 
 async def test_a_fast_decoder_that_raises_does_not_stop_the_batch(
@@ -275,18 +318,12 @@ async def test_a_batch_dead_letters_an_event_from_a_foreign_source_and_applies_t
         for i, e in enumerate(events)
     ]
     applied: list[str] = []
-    letters: list[Poison] = []
 
     async def apply_batch(batch: list[Any], event_type: str, handler: Any) -> int:
         applied.extend(e.id for e in batch)
         return len(batch)
 
-    async def dead_letter_many(poison: list[Poison]) -> Outcome:
-        letters.extend(poison)
-        return Outcome.DEAD_LETTERED
-
-    monkeypatch.setattr(consumer, "_apply_batch", apply_batch)
-    monkeypatch.setattr(consumer, "_dead_letter_many", dead_letter_many)
+    letters = run_without_infrastructure(monkeypatch, consumer, apply_batch)
     assert await consumer.process_batch(records) is Outcome.APPLIED
 
     assert applied == [events[0].id, events[2].id]

@@ -145,3 +145,23 @@ def test_child_failures_are_named() -> None:
     assert domain.child_failure(killed, 10) == "training process died with signal 9"
     exited = domain.ChildOutcome(exitcode=7, timed_out=False, has_result=False)
     assert "exited with code 7" in (domain.child_failure(exited, 10) or "")
+
+
+def test_a_batch_is_its_content_whatever_its_id() -> None:
+    ids = {"b1": "a" * 64}
+    contents = {"a" * 64}
+
+    def admit(batch_id: str, sha: str, actual: str | None = None) -> str:
+        return domain.admit_batch(
+            batch_id=batch_id, sha256=sha, actual=actual, ids=ids, contents=contents
+        )
+
+    assert admit("b1", "a" * 64) == "duplicate", "the same batch re-sent"
+    assert admit("b1-again", "a" * 64) == "duplicate", "the same file under a new id"
+    assert admit("sha256-aaaaaaaaaaaaaaaa", "a" * 64) == "duplicate"
+    assert admit("b1", "b" * 64) == "conflict", "an id re-used for other content is refused"
+    assert admit("b2", "b" * 64) == "accept"
+    assert admit("b2", "b" * 64, actual="c" * 64) == "mismatch"
+    assert admit("b1-again", "a" * 64, actual="c" * 64) == "duplicate", (
+        "a re-announcement is never counted, so its file is not checked again"
+    )

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from mlcp.contracts import DatasetRef
 from mlcp.contracts.profile import ReferenceProfile
 from mlcp.examples.sklearn import BatchFile, write_batches
+from mlcp.runtime.target import Target
 from mlcp.trainer import child
 from mlcp.trainer.batches import file_sha256, local_path
-from mlcp.trainer.training import BatchSpec, JobSpec, StageError, run_job
+from mlcp.trainer.training import BatchSpec, JobSpec, StageError, quality_metrics, run_job
 from mlcp.trainer.worker import run_in_child
 
 pytestmark = pytest.mark.unit
@@ -74,6 +76,14 @@ def test_a_job_trains_evaluates_profiles_and_stores_the_artifact(
     [dataset] = result["datasets"]
     assert dataset["batch_ids"] == [f.batch_id for f in files]
     assert dataset["rows"] == 900
+    # Every batch with its uri, rows and digest; the dataset digest is their fingerprint.
+    assert [(b["batch_id"], b["uri"], b["rows"], b["sha256"]) for b in dataset["batches"]] == [
+        (f.batch_id, f.uri, f.rows, f.sha256) for f in files
+    ]
+    assert DatasetRef.model_validate(dataset).sha256 == DatasetRef.fingerprint(
+        f.sha256 for f in files
+    )
+    assert result["target"]["kind"] == "classification"
     assert result["environment"]["packages"]["scikit-learn"]
     assert result["baseline"] is None
 
@@ -210,3 +220,55 @@ def test_code_version_follows_the_training_file_not_the_repository_head(
     )
     (tmp_path / "codever_model.py").write_text("def train(X, y, params):\n    return 1\n")
     assert code_version("codever_model:train") == f"git:{model_commit[:12]}-dirty"
+
+
+class Answers:
+    """A fitted model stand-in that answers given values (as numpy arrays, like sklearn)."""
+
+    def __init__(self, values: list[object], *, classifier: bool = True) -> None:
+        self._values = values
+        self._estimator_type = "classifier" if classifier else "regressor"
+
+    def predict(self, X: object) -> object:
+        import numpy as np
+
+        return np.asarray(self._values)
+
+    def __sklearn_tags__(self) -> object:
+        from sklearn.utils import Tags, TargetTags  # type: ignore[import-untyped]
+
+        tags = Tags(estimator_type=self._estimator_type, target_tags=TargetTags(required=True))
+        return tags
+
+
+def test_holdout_accuracy_uses_the_same_rule_as_the_monitor() -> None:
+    """The offline accuracy a version is registered with and the live accuracy the monitor
+    judges it by are the same function of the same pairs (mlcp.runtime.target)."""
+    import pandas as pd
+
+    labels = pd.Series([1, 0, 1, 1])
+    answers = [True, False, True, False]  # a model answering booleans for integer labels
+    mapped = Target(type="integer", mapping={True: 1, False: 0})
+    assert quality_metrics(Answers(answers), None, labels, mapped)["accuracy"] == 0.75
+    assert mapped.accuracy(answers, labels.tolist()) == 0.75
+    default = quality_metrics(Answers(answers), None, labels)["accuracy"]
+    assert default == 0.75, "true and 1 agree under the default target too"
+    regression = Target(kind="regression", tolerance=0.5)
+    metrics = quality_metrics(
+        Answers([1.2, 2.9, 3.0, 5.0], classifier=False),
+        None,
+        pd.Series([1.0, 2.0, 3.4, 4.6]),
+        regression,
+    )
+    assert metrics["accuracy"] == 0.75
+    assert {"r2", "rmse", "mae"} <= set(metrics)
+
+
+def test_holdout_values_that_do_not_fit_the_target_fail_the_evaluate_stage() -> None:
+    import pandas as pd
+
+    strict = Target(type="integer")
+    with pytest.raises(StageError) as caught:
+        quality_metrics(Answers(["yes", "no"]), None, pd.Series([1, 0]), strict)
+    assert caught.value.stage == "evaluate"
+    assert '"yes" is not an integer' in str(caught.value)

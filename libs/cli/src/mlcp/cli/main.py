@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -55,7 +54,10 @@ out = Console(highlight=False, soft_wrap=True)
 def emit_data_arrived(
     dataset: Annotated[str, typer.Option(help="DataArrived.dataset (feeds the models on it)")],
     uri: Annotated[str, typer.Option(help="Where the batch is: a path, file:// or s3:// URI")],
-    batch_id: Annotated[str | None, typer.Option(help="Unique batch id (default: random)")] = None,
+    batch_id: Annotated[
+        str | None,
+        typer.Option(help="Batch id (default: sha256-<16 hex of the digest>, the same each time)"),
+    ] = None,
     rows: Annotated[
         int | None, typer.Option(help="Rows (default: counted from a local CSV)")
     ] = None,
@@ -88,7 +90,9 @@ def emit_data_arrived(
     try:
         data = DataArrived(
             dataset=dataset,
-            batch_id=batch_id or uuid.uuid4().hex[:12],
+            # Stable for the same file: a pipeline that re-runs the command names the same batch
+            # (the trainer counts the content once whatever the id).
+            batch_id=batch_id or DataArrived.batch_id_for(sha256),
             uri=uri,
             rows=rows,
             sha256=sha256,
@@ -100,7 +104,10 @@ def emit_data_arrived(
     event = run_on_bus(
         settings, publish(settings, data, source="mlcp/cli", correlationid=correlation_id)
     )
-    out.print(f"published {event.type} id={event.id} dataset={dataset} rows={rows}")
+    out.print(
+        f"published {event.type} id={event.id} dataset={dataset} "
+        f"batch_id={data.batch_id} rows={rows}"
+    )
 
 
 @app.command()

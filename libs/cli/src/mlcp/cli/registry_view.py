@@ -233,7 +233,9 @@ def lineage(body: Mapping[str, Any]) -> RenderableType:
             Text(f"{scalar(d.get('dataset'))}: {scalar(d.get('rows'))} rows, sha256 ")
             + Text(scalar(d.get("sha256")))
         )
-        node.add(Text("batches " + ", ".join(str(b) for b in d.get("batch_ids") or [])))
+        batches = d.get("batches") or [{"batch_id": b} for b in d.get("batch_ids") or []]
+        for b in batches:
+            node.add(batch_line(b))
     tree.add(
         Text("artifact ", style="bold")
         + Text(
@@ -242,6 +244,16 @@ def lineage(body: Mapping[str, Any]) -> RenderableType:
         )
     )
     return tree
+
+
+def batch_line(batch: Mapping[str, Any]) -> Text:
+    """One training batch of a lineage: id, rows, uri, sha256 (and its re-announcements)."""
+    line = Text(f"batch {scalar(batch.get('batch_id'))}", style="bold")
+    line += Text(f"  {scalar(batch.get('rows'))} rows  {scalar(batch.get('uri'))}  sha256 ")
+    line += Text(scalar(batch.get("sha256")))
+    if duplicates := batch.get("duplicates"):
+        line += Text(f"  (re-announced {duplicates}×, counted once)", style="dim")
+    return line
 
 
 def model_aliases(body: Mapping[str, Any]) -> RenderableType:

@@ -78,6 +78,30 @@ class ArtifactRef(Contract):
     """File size, if known."""
 
 
+FINGERPRINT_RECIPE = (
+    "sha256 over the batches' DataArrived.sha256 values in ledger order, each written as its "
+    "64 lowercase hex characters followed by a newline (\\n), encoded as ASCII: "
+    "sha256(''.join(f'{h}\\n' for h in batch_sha256s).encode())."
+)
+
+
+class BatchRef(Contract):
+    """One batch a run was trained on, as the trainer's ledger accepted it."""
+
+    batch_id: Token
+    """DataArrived.batch_id under which the batch was first announced."""
+    uri: Uri
+    rows: Count
+    """Rows of the batch (DataArrived.rows)."""
+    sha256: Annotated[
+        Sha256Hex,
+        Field(description="Digest of the batch file's bytes (DataArrived.sha256)."),
+    ]
+    duplicates: Count = 0
+    """How often the same content (same dataset and sha256) was announced again before the run,
+    under this or another batch id; the ledger counted it once."""
+
+
 class DatasetRef(Contract):
     """The exact data a run was trained on: which batches of which dataset."""
 
@@ -86,17 +110,35 @@ class DatasetRef(Contract):
         tuple[Token, ...], Field(min_length=1, max_length=MAX_BATCH_IDS, fail_fast=True)
     ]
     """DataArrived.batch_id of every batch used, in ledger order."""
-    sha256: Sha256Hex
-    """Fingerprint of these batches: sha256 over their DataArrived.sha256 values, in order,
-    each as 64 hex characters followed by a newline."""
+    sha256: Annotated[
+        Sha256Hex,
+        Field(
+            description="Fingerprint of these batches (the dataset digest): " + FINGERPRINT_RECIPE
+        ),
+    ]
     rows: Count | None = None
     """Total rows of these batches."""
     completeness: Ratio | None = None
     """Row-weighted completeness of these batches (input of the data_quality gate)."""
+    batches: Annotated[tuple[BatchRef, ...], Field(max_length=MAX_BATCH_IDS)] = ()
+    """Every batch used, in ledger order (the same as ``batch_ids``), with its uri, rows and
+    digest; ``sha256`` is their fingerprint. Empty from producers that predate it."""
+
+    @model_validator(mode="after")
+    def _batches_agree(self) -> Self:
+        if not self.batches:
+            return self
+        if tuple(b.batch_id for b in self.batches) != self.batch_ids:
+            raise ValueError("batches must list batch_ids, in the same order")
+        if self.fingerprint(b.sha256 for b in self.batches) != self.sha256:
+            raise ValueError("sha256 is not the fingerprint of the batches' sha256 values")
+        if self.rows is not None and self.rows != sum(b.rows for b in self.batches):
+            raise ValueError("rows is not the sum of the batches' rows")
+        return self
 
     @staticmethod
     def fingerprint(batch_sha256s: Iterable[str]) -> str:
-        """The ``sha256`` of batches with these DataArrived digests, in order."""
+        """The dataset digest of batches with these DataArrived digests, in ledger order."""
         digest = hashlib.sha256()
         for value in batch_sha256s:
             digest.update(f"{value}\n".encode())

@@ -21,7 +21,10 @@ class DataArrived(EventData):
     dataset: DatasetName
     """Dataset the batch belongs to (models name their dataset in the platform config)."""
     batch_id: Token
-    """Producer-chosen batch id, unique within the dataset; a re-sent batch keeps its id."""
+    """Producer-chosen batch id, unique within the dataset; a re-sent batch keeps its id. The
+    trainer counts a batch by its content (dataset, sha256) once, whatever its id. Without an
+    id of its own, a producer uses 'sha256-' + the first 16 hex characters of sha256 (the CLI's
+    default), the same for the same file."""
     uri: Uri
     """Where the batch is stored (file://…, s3://…)."""
     rows: Count
@@ -32,3 +35,9 @@ class DataArrived(EventData):
     """Share of non-missing cells in the batch, in [0, 1]."""
     format: ShortToken | None = None
     """File format, e.g. 'csv' or 'parquet'; readers infer it from the URI when null."""
+
+    @staticmethod
+    def batch_id_for(sha256: str) -> str:
+        """The default batch id of a file: stable for the same content (``sha256-<16 hex>``),
+        so that announcing the same file again names the same batch."""
+        return f"sha256-{sha256[:16]}"

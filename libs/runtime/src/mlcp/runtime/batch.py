@@ -8,6 +8,8 @@ Failure handling keeps the per-record guarantees — one poison record never hol
 of its batch, nor the other partitions the batch spans:
 * an invalid record (anything its decoding raises), or an event whose source is not its topic's
   owner, goes to the DLQ on its own; the rest of the batch is applied;
+* events the handler refuses (:class:`~mlcp.runtime.consumer.Refused`) go to the DLQ with its
+  reason, and the batch is applied again without them (no retries, no backoff);
 * a handler that keeps failing on the batch is retried with backoff, then the batch is bisected:
   halves are applied, a failing half is split again (first half first, so the batch's order is
   kept), until the events that fail alone are found — those go to the DLQ, the others are
@@ -56,6 +58,7 @@ from mlcp.runtime.consumer import (
     DurableConsumer,
     Outcome,
     Poison,
+    Refused,
     Tx,
     poison_reason,
 )
@@ -298,6 +301,13 @@ class BatchConsumer(DurableConsumer):
             self.committed(tx)
         except INFRA_ERRORS as exc:
             return await self._back_off(topic, exc)
+        except Refused as refusal:
+            if decoded is None:
+                raise  # not from the handler: the batch is read again
+            events, records_by_id = decoded
+            rest = self._refuse(refusal, events, records_by_id, poison)
+            with cause_traces(_traces(records_by_id)):
+                return await self._apply_with_retries(rest, records_by_id, started, poison)
         except Exception as exc:
             if decoded is None:
                 raise  # not a handler failure: the batch is read again
@@ -333,6 +343,11 @@ class BatchConsumer(DurableConsumer):
                 break
             except INFRA_ERRORS as exc:
                 return await self._back_off(topic, exc)
+            except Refused as refusal:
+                # Each refusal removes at least one event, so this ends; it is no failed attempt.
+                events = self._refuse(refusal, events, records_by_id, poison)
+                attempt -= 1
+                continue
             except Exception as exc:
                 if attempt >= self._settings.handler_max_attempts:
                     self._log.warning(
@@ -355,6 +370,23 @@ class BatchConsumer(DurableConsumer):
                 await asyncio.sleep(self._backoff(attempt))
         self._applied(len(events), applied, started)
         return Outcome.APPLIED
+
+    @staticmethod
+    def _refuse(
+        refusal: Refused, events: list[Any], records_by_id: dict[str, Any], poison: list[Poison]
+    ) -> list[Any]:
+        """The events a handler did not refuse; the refused ones join ``poison`` (dead-lettered
+        with the batch's other letters). A refusal that names none of them is a handler bug:
+        raised (the batch is read again)."""
+        rest = [e for e in events if e.id not in refusal.errors]
+        if len(rest) == len(events):
+            raise RuntimeError(f"the handler refused events not in its batch: {refusal}")
+        poison.extend(
+            (records_by_id[e.id], refusal.reason, refusal.errors[e.id], 1)
+            for e in events
+            if e.id in refusal.errors
+        )
+        return rest
 
     def _applied(self, count: int, applied: int, started: float) -> None:
         topic = self.topics[0]
@@ -394,18 +426,25 @@ class BatchConsumer(DurableConsumer):
             return Outcome.APPLIED
         middle = len(failing) // 2
         for half in (failing[:middle], failing[middle:]):
-            try:
-                applied = await self._apply_batch(half, event_type, handler)
-            except INFRA_ERRORS as exc:
-                return await self._back_off(topic, exc)
-            except Exception as exc:
-                outcome = await self._isolate(half, records_by_id, exc, attempts + 1, poison)
-                if outcome is Outcome.RETRY_LATER:
-                    return outcome
-                continue
-            self._metrics.events_handled.labels(topic, Outcome.APPLIED.value).inc(applied)
-            if duplicates := len(half) - applied:
-                self._metrics.events_handled.labels(topic, Outcome.DUPLICATE.value).inc(duplicates)
+            while True:
+                try:
+                    applied = await self._apply_batch(half, event_type, handler)
+                except INFRA_ERRORS as exc:
+                    return await self._back_off(topic, exc)
+                except Refused as refusal:
+                    half = self._refuse(refusal, half, records_by_id, poison)
+                    continue  # the rest of the half, without what the handler refused
+                except Exception as exc:
+                    outcome = await self._isolate(half, records_by_id, exc, attempts + 1, poison)
+                    if outcome is Outcome.RETRY_LATER:
+                        return outcome
+                    break
+                self._metrics.events_handled.labels(topic, Outcome.APPLIED.value).inc(applied)
+                if duplicates := len(half) - applied:
+                    self._metrics.events_handled.labels(topic, Outcome.DUPLICATE.value).inc(
+                        duplicates
+                    )
+                break
         return Outcome.APPLIED
 
     async def on_batch_message(self, msg: Any) -> None:

@@ -12,6 +12,8 @@ module decides, per record:
   (``unexpected_source``), the same way;
 * the handler raises → retried with exponential backoff up to ``handler_max_attempts``, then the
   DLQ with the error;
+* the handler refuses the event (:class:`Refused`: bad input no retry can fix, such as a label
+  that does not fit the model's declared type) → the DLQ at once, with the handler's reason;
 * PostgreSQL or Kafka is unreachable (also while writing a dead letter) → not the event's fault:
   nothing goes to the DLQ; the record is re-read after a capped, jittered backoff (seek back, no
   commit) until the infrastructure returns;
@@ -42,6 +44,7 @@ from mlcp.runtime.db import TRANSIENT_DB_ERRORS, Conn
 from mlcp.runtime.dlq import UNEXPECTED_SOURCE, DeadLetter, DeadLetterWriter, letter_fields
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.logs import LogThrottle, event_context
+from mlcp.runtime.outbox import Cause
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -66,6 +69,19 @@ def poison_reason(exc: Exception) -> tuple[str, str]:
 
 Poison = tuple[Any, str, str, int]
 """(record, reason, error, attempts) of a record to dead-letter."""
+
+
+class Refused(Exception):
+    """Raised by a handler for events it will never apply: they go to the DLQ at once (no
+    retries) with ``reason`` and their message; the transaction is rolled back and, in a
+    batch, the other events are applied without them."""
+
+    def __init__(self, errors: dict[str, str], *, reason: str) -> None:
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+        """Refused event id → why."""
+        self.reason = reason
+        """The dead letter's reason code (``mlcp-dlq-reason``)."""
 
 
 class Tx:
@@ -93,7 +109,7 @@ class Tx:
         data: BaseModel,
         *,
         subject: str | None = None,
-        cause: CloudEvent[Any] | None = None,
+        cause: Cause | None = None,
         correlationid: str | None = None,
     ) -> CloudEvent[Any]:
         """Write an event to the outbox; it is published only if the transaction commits.
@@ -223,6 +239,9 @@ class DurableConsumer:
                     applied = await self._apply(event, event_type, handler)
                 except INFRA_ERRORS as exc:
                     return await self._back_off(topic, exc)
+                except Refused as refusal:
+                    error = refusal.errors.get(event.id, str(refusal))
+                    return await self._dead_letter(record, refusal.reason, error, attempt)
                 except Exception as exc:
                     if attempt >= self._settings.handler_max_attempts:
                         self._log.error(

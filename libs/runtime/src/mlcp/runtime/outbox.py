@@ -14,7 +14,7 @@ import json
 import logging
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -29,6 +29,16 @@ from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.telemetry import outgoing_trace_headers
 
 log = logging.getLogger(__name__)
+
+
+class Cause(Protocol):
+    """What an emitted event takes from its cause: a CloudEvent, or a batch's WireEvent."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def correlationid(self) -> str | None: ...
 
 
 def notify_channel(schema: str) -> str:
@@ -213,7 +223,7 @@ def new_outgoing(
     data: BaseModel,
     *,
     service: str,
-    cause: CloudEvent[Any] | None = None,
+    cause: Cause | None = None,
     subject: str | None = None,
     correlationid: str | None = None,
 ) -> CloudEvent[Any]:

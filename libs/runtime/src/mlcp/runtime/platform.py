@@ -3,7 +3,8 @@
 One file, one schema, validated the same way by every service (each reads the part it needs), so
 two services can never disagree about what the file means. Any error stops the start with the
 path of the field, e.g. ``models.churn.gates[2].depends_on: unknown stage 'qualty'``.
-The documented shape is in docs/configuration.md; deploy/mlcp.example.yaml is a full example.
+deploy/mlcp.example.yaml is a full, commented example; each service's doc (docs/*.md) lists the
+keys it reads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import (
 
 from mlcp.contracts.common import OPERATORS
 from mlcp.runtime.settings import ConfigurationError
+from mlcp.runtime.target import Target
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 Name = Annotated[str, Field(pattern=_NAME)]
@@ -214,6 +216,9 @@ class ModelConfig(_Strict):
 
     dataset: Name
     label: str = Field(min_length=1)
+    target: Target = Field(default_factory=Target)
+    """How predictions and labels compare (classification / regression), for the monitor's live
+    accuracy and the trainer's holdout accuracy alike (mlcp.runtime.target)."""
     features: Literal["auto"] | list[str] = "auto"
     train: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     """The training entrypoint, ``module:callable``."""
@@ -322,6 +327,11 @@ class PlatformConfig(_Strict):
         except KeyError:
             known = sorted(self.models)
             raise KeyError(f"model {name!r} is not configured (known: {known})") from None
+
+    def target(self, name: str) -> Target:
+        """A model's target; the default (classification, ``type: auto``) when not configured."""
+        found = self.models.get(name)
+        return found.target if found else Target()
 
     def models_fed_by(self, dataset: str) -> list[str]:
         """The models whose training data is ``dataset``."""

@@ -108,7 +108,8 @@ def resume_trace(traceparent: str | None, name: str, **attributes: str) -> Itera
     through the registry's API, a deadline found by a sweep — runs under its own trigger's span
     (an HTTP request, a poll loop). Inside this block a span that is a child of the lifecycle's
     stored context is active, linked to that trigger's span, so what is emitted here carries the
-    lifecycle's trace in its ``traceparent`` and the trace records what caused the step.
+    lifecycle's trace in its ``traceparent`` (even when its cause is an event of a batch, whose
+    own trace it would carry otherwise) and the trace records what caused the step.
     Without a stored context (state written before traces were kept) it does nothing.
     """
     if not traceparent:
@@ -124,10 +125,16 @@ def resume_trace(traceparent: str | None, name: str, **attributes: str) -> Itera
         else []
     )
     tracer = trace.get_tracer("mlcp.runtime")
-    with tracer.start_as_current_span(
-        name, context=parent, links=links, kind=SpanKind.INTERNAL, attributes=attributes
-    ):
-        yield
+    # What is emitted in here belongs to the lifecycle, not to the trace of the batch event
+    # that caused it (outgoing_trace_headers would otherwise pick that event's trace).
+    token = _cause_traces.set(None)
+    try:
+        with tracer.start_as_current_span(
+            name, context=parent, links=links, kind=SpanKind.INTERNAL, attributes=attributes
+        ):
+            yield
+    finally:
+        _cause_traces.reset(token)
 
 
 def resumed_trace_headers(traceparent: str | None, name: str, **attributes: str) -> dict[str, str]:

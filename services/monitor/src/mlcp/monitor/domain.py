@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from mlcp.contracts import Evidence
 from mlcp.runtime.platform import RolloutPolicy, Threshold
+from mlcp.runtime.target import LabelMismatch, Target
 
 # --- drift windows -------------------------------------------------------------------------------
 
@@ -40,6 +41,9 @@ class Segment:
     """The window is complete after these rows (by count, or by age at the next row)."""
     window: OpenWindow
     """The window's state once these rows are added."""
+    closer: int | None = None
+    """The batch row whose arrival closed the window (its last row, or the row that came
+    ``max_age`` after the window's first): the cause of the window's decision."""
 
 
 def split_windows(
@@ -75,7 +79,8 @@ def split_windows(
             )
         closes = state.size >= size or late.size > 0
         if stop > i or closes:
-            segments.append(Segment(state.seq, i, stop, closes, state))
+            closer = (stop if late.size else max(stop - 1, i)) if closes else None
+            segments.append(Segment(state.seq, i, stop, closes, state, closer))
         if closes:
             state = OpenWindow(seq=state.seq + 1)
         i = stop
@@ -140,6 +145,26 @@ class TrafficStats:
     def accuracy(self) -> float | None:
         """Live accuracy over the predictions that received feedback."""
         return self.correct / self.labelled if self.labelled else None
+
+
+def traffic_stats_of(
+    target: Target,
+    *,
+    count: int,
+    errors: int,
+    latency_p95_ms: float | None,
+    predictions: list[str],
+    labels: list[str],
+) -> TrafficStats:
+    """The stats of a period whose labelled predictions are these (prediction key, label key)
+    pairs: correct as the model's target decides (the trainer's holdout uses the same rule)."""
+    return TrafficStats(
+        count=count,
+        errors=errors,
+        latency_p95_ms=latency_p95_ms,
+        labelled=len(predictions),
+        correct=target.correct(predictions, labels),
+    )
 
 
 def measures(
@@ -215,10 +240,26 @@ def production_windows_due(served: int, window: int, next_seq: int) -> list[int]
     return list(range(next_seq, served // window + 1))
 
 
-def label_key(value: object) -> str:
-    """The comparable form of a prediction or a label: 1, 1.0 and '1' agree; True is 'true'."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+# --- predictions and labels under the model's target ---------------------------------------------
+
+TARGET_MISMATCH = "target_mismatch"
+"""The dead-letter reason of a prediction or a label that does not fit the model's target."""
+
+
+def misfit(target: Target, model: str, what: str, value: object) -> str | None:
+    """Why ``value`` (a prediction or a label) cannot be scored under the model's ``target``,
+    naming the value, the declaration and where it is; None when it fits."""
+    try:
+        target.key(value)
+    except LabelMismatch as exc:
+        return f"{what} {exc} (models.{model}.target: {target.describe()})"
+    return None
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """The lifecycle a version belongs to (kept from its registration): the monitor's verdicts
+    about the version carry its correlation id and continue its trace."""
+
+    correlation_id: str | None = None
+    traceparent: str | None = None

@@ -4,12 +4,17 @@ Predictions and feedback arrive in batches (one transaction per Kafka batch, as 
 decoder's WireEvents of mlcp.contracts.wire); registrations,
 promotions and rollbacks one at a time. Every decision is recorded under a unique key before
 its event is emitted, so a redelivered batch or a restart never decides twice.
+
+A verdict about a version (DriftDetected, CanaryHealthy, ModelDegraded) belongs to the version's
+lifecycle: it carries the correlation id kept from the version's registration (and continues
+its trace), and names as its cause the prediction whose arrival decided it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import Any
@@ -33,14 +38,49 @@ from mlcp.monitor import domain, store
 from mlcp.monitor.drift import DriftReport, Encoded, Layout, evaluate_window
 from mlcp.monitor.metrics import MonitorMetrics
 from mlcp.runtime import Tx
+from mlcp.runtime.consumer import Refused
 from mlcp.runtime.platform import DriftPolicy, PlatformConfig, RolloutPolicy
+from mlcp.runtime.target import Target
+from mlcp.runtime.telemetry import current_traceparent, resume_trace
 
 log = logging.getLogger(__name__)
 
 CANARY, PRODUCTION = "canary", "production"
-_TS, _LATENCY, _ERROR, _FEATURES = (
-    attrgetter(f) for f in ("ts", "latency_ms", "error", "features")
+_TS, _LATENCY, _ERROR, _FEATURES, _DATA = (
+    attrgetter(f) for f in ("ts", "latency_ms", "error", "features", "data")
 )
+
+
+@dataclass(frozen=True)
+class Version:
+    """A registered version as the monitor uses it (immutable: cached for good)."""
+
+    layout: Layout
+    metrics: dict[str, float]
+    lifecycle: domain.Lifecycle
+
+
+class Causes:
+    """Which prediction of a model's batch decided a verdict: the one numbered ``n`` for its
+    version when it is in this batch, else the batch's latest prediction of the model (a bake
+    that ended by ``max_duration``, a rollback window that ended by time)."""
+
+    def __init__(self, versions: dict[str, list[WireEvent]]) -> None:
+        self._events = versions
+        self._first_n: dict[str, int] = {}
+        self.latest = max((e for batch in versions.values() for e in batch), key=_ts_of)
+
+    def add(self, version: str, first_n: int) -> None:
+        """The version's predictions in this batch are numbered from ``first_n``."""
+        self._first_n[version] = first_n
+
+    def of(self, version: str, n: int) -> WireEvent:
+        """The version's prediction numbered ``n`` (the batch's latest when not here)."""
+        events = self._events.get(version, [])
+        first_n = self._first_n.get(version)
+        if first_n is not None and first_n <= n < first_n + len(events):
+            return events[n - first_n]
+        return self.latest
 
 
 class Monitor:
@@ -49,8 +89,10 @@ class Monitor:
     def __init__(self, config: PlatformConfig, metrics: MonitorMetrics) -> None:
         self._config = config
         self._metrics = metrics
+        # Models whose target refuses some values (a declared type, or a regression).
+        self._strict = {name for name, m in config.models.items() if m.target.strict}
         # Versions are immutable once registered: their parsed profiles can be cached forever.
-        self._versions: dict[tuple[str, str], tuple[Layout, dict[str, float]]] = {}
+        self._versions: dict[tuple[str, str], Version] = {}
 
     def drift_policy(self, model: str) -> DriftPolicy:
         """The model's drift policy (defaults for a model the config does not list)."""
@@ -62,22 +104,35 @@ class Monitor:
         found = self._config.models.get(model)
         return found.rollout if found else RolloutPolicy()
 
-    async def _version(
-        self, tx: Tx, model: str, version: str
-    ) -> tuple[Layout, dict[str, float]] | None:
+    def target(self, model: str) -> Target:
+        """How the model's predictions and labels compare (the default for unlisted models)."""
+        return self._config.target(model)
+
+    async def _version(self, tx: Tx, model: str, version: str) -> Version | None:
         key = (model, version)
         if key not in self._versions:
             info = await store.version_info(tx.conn, model, version)
             if info is None:
                 return None
-            profile = ReferenceProfile.model_validate(info[0])
-            self._versions[key] = (Layout(profile), info[1])
+            profile = ReferenceProfile.model_validate(info.reference_profile)
+            self._versions[key] = Version(Layout(profile), info.metrics, info.lifecycle)
         return self._versions[key]
+
+    async def _emit_verdict(
+        self, tx: Tx, model: str, version: str, data: Any, cause: WireEvent
+    ) -> None:
+        """Emit a verdict about ``version`` as part of its lifecycle, caused by ``cause``."""
+        found = await self._version(tx, model, version)
+        lifecycle = found.lifecycle if found else domain.Lifecycle()
+        with resume_trace(
+            lifecycle.traceparent, "mlcp.monitor.verdict", model=model, version=version
+        ):
+            await tx.emit(data, cause=cause, correlationid=lifecycle.correlation_id)
 
     # -- projections ------------------------------------------------------------------------
 
     async def on_version_registered(self, event: CloudEvent[Any], tx: Tx) -> None:
-        """Keep the version's reference profile and offline metrics."""
+        """Keep the version's reference profile, offline metrics and lifecycle."""
         data: ModelVersionRegistered = event.data
         await store.add_version(
             tx.conn,
@@ -86,6 +141,7 @@ class Monitor:
             data.reference_profile.model_dump(mode="json"),
             dict(data.metrics),
             event.time,
+            domain.Lifecycle(event.correlationid or event.id, current_traceparent()),
         )
 
     async def on_model_promoted(self, event: CloudEvent[Any], tx: Tx) -> None:
@@ -149,55 +205,83 @@ class Monitor:
     # -- feedback ---------------------------------------------------------------------------
 
     async def on_feedback(self, events: list[WireEvent], tx: Tx) -> None:
-        """Store true labels; live accuracy joins them to predictions when a verdict is due."""
+        """Store true labels (as keys of the model's target; a label that does not fit is
+        refused to the DLQ); live accuracy joins them to predictions when a verdict is due."""
+        self._refuse_misfits(events, "label")
         by_model: dict[str, list[FeedbackReceivedWire]] = defaultdict(list)
         for event in events:
             by_model[event.data.model].append(event.data)
         for model, items in sorted(by_model.items()):
+            key = self.target(model).key
             await store.add_feedback(
                 tx.conn,
                 model,
                 [f.request_id for f in items],
-                [domain.label_key(f.label) for f in items],
+                [key(f.label) for f in items],
                 [f.ts for f in items],
             )
             self._metrics.feedback.labels(model).inc(len(items))
+
+    def _refuse_misfits(self, events: list[WireEvent], what: str) -> None:
+        """Refuse (to the DLQ, at once) the events whose prediction or label does not fit
+        their model's declared target; a model of ``type: auto`` refuses nothing."""
+        if not self._strict:
+            return  # the usual case: no model declares a type, nothing to check per event
+        refused: dict[str, str] = {}
+        for event in events:
+            data = event.data
+            if data.model not in self._strict:
+                continue
+            target = self.target(data.model)
+            if what == "label":
+                value = data.label
+            elif data.error or data.prediction is None:
+                continue  # a failed request has no prediction to score
+            else:
+                value = data.prediction
+            why = domain.misfit(target, data.model, f"{what} of request {data.request_id}:", value)
+            if why is not None:
+                refused[event.id] = why
+        if refused:
+            raise Refused(refused, reason=domain.TARGET_MISMATCH)
 
     # -- predictions ------------------------------------------------------------------------
 
     async def on_predictions(self, events: list[WireEvent], tx: Tx) -> None:
         """Fill each version's drift window (deciding the windows that close) and the stats of
-        watched versions, then judge the model's canary / rollback-window watches."""
-        groups: dict[str, dict[str, list[PredictionLoggedWire]]] = defaultdict(
-            lambda: defaultdict(list)
-        )
+        watched versions, then judge the model's canary / rollback-window watches. A prediction
+        that does not fit its model's declared target is refused to the DLQ."""
+        self._refuse_misfits(events, "prediction")
+        groups: dict[str, dict[str, list[WireEvent]]] = defaultdict(lambda: defaultdict(list))
         for event in events:
             data: PredictionLoggedWire = event.data
-            groups[data.model][data.version].append(data)
+            groups[data.model][data.version].append(event)
         for model, versions in sorted(groups.items()):
-            known: dict[str, tuple[Layout, dict[str, float]]] = {}
-            for version, preds in sorted(versions.items()):
+            known: dict[str, Version] = {}
+            for version, batch in sorted(versions.items()):
                 found = await self._version(tx, model, version)
                 if found is None:
-                    await self._unknown_version(tx, model, version, len(preds))
+                    await self._unknown_version(tx, model, version, len(batch))
                 else:
                     known[version] = found
             traffic = {v: await store.lock_traffic(tx.conn, model, v) for v in sorted(known)}
             watches = await store.open_watches(tx.conn, model)
             watched = {v for w in watches for v in (w.version, w.baseline_version) if v}
+            causes = Causes(versions) if watches else None
             for version in sorted(known):
+                if causes is not None:
+                    causes.add(version, traffic[version].served + 1)
                 traffic[version] = await self._ingest(
                     tx,
                     model,
                     version,
                     versions[version],
-                    known[version][0],
+                    known[version].layout,
                     traffic[version],
                     store_rows=version in watched,
                 )
-            if watches:
-                latest = max(p.ts for preds in versions.values() for p in preds)
-                await self._judge(tx, model, watches, latest)
+            if causes is not None:
+                await self._judge(tx, model, watches, causes.latest.data.ts, causes)
 
     async def _unknown_version(self, tx: Tx, model: str, version: str, count: int) -> None:
         log.warning("%d predictions for unregistered version %s %s ignored", count, model, version)
@@ -209,12 +293,13 @@ class Monitor:
         tx: Tx,
         model: str,
         version: str,
-        preds: list[PredictionLoggedWire],
+        events: list[WireEvent],
         layout: Layout,
         traffic: store.Traffic,
         *,
         store_rows: bool,
     ) -> store.Traffic:
+        preds: list[PredictionLoggedWire] = list(map(_DATA, events))
         n = len(preds)
         # map(attrgetter) walks thousands of predictions in C, not in a generator's frames.
         ts = list(map(_TS, preds))
@@ -236,10 +321,14 @@ class Monitor:
             if seg.closes:
                 chunks = await store.take_chunks(tx.conn, model, version, seg.seq)
                 rows = Encoded.from_chunks([*chunks, (part.rows, *part.to_bytes())], layout)
-                await self._decide_drift(tx, model, version, seg.window, layout, rows, policy)
+                closer = events[seg.closer if seg.closer is not None else seg.stop - 1]
+                await self._decide_drift(
+                    tx, model, version, seg.window, layout, rows, policy, closer
+                )
             elif part.rows:
                 await store.add_chunk(tx.conn, model, version, seg.seq, part.rows, *part.to_bytes())
         if store_rows:
+            key = self.target(model).key
             await store.add_predictions(
                 tx.conn,
                 model,
@@ -249,7 +338,7 @@ class Monitor:
                 ts,
                 latency,
                 error,
-                [None if p.prediction is None else domain.label_key(p.prediction) for p in preds],
+                [None if p.error or p.prediction is None else key(p.prediction) for p in preds],
             )
         updated = store.Traffic(served=traffic.served + n, window=open_window)
         await store.save_traffic(tx.conn, model, version, updated)
@@ -291,6 +380,7 @@ class Monitor:
         layout: Layout,
         rows: Encoded,
         policy: DriftPolicy,
+        cause: WireEvent,
     ) -> None:
         if window.started_at is None or window.ended_at is None or rows.rows == 0:
             return
@@ -318,7 +408,10 @@ class Monitor:
         outcome = "drifted" if report.detected else "stable"
         self._metrics.decisions.labels(model, version, "drift", outcome).inc()
         if report.detected:
-            await tx.emit(
+            await self._emit_verdict(
+                tx,
+                model,
+                version,
                 DriftDetected(
                     model=model,
                     version=version,
@@ -337,7 +430,8 @@ class Monitor:
                     window=span,
                     share_drifted=report.share_drifted,
                     share_threshold=report.share_threshold,
-                )
+                ),
+                cause,
             )
 
     def _record_scores(self, model: str, version: str, report: DriftReport) -> None:
@@ -348,16 +442,21 @@ class Monitor:
     # -- canary bake and rollback window ----------------------------------------------------
 
     async def _judge(
-        self, tx: Tx, model: str, watches: list[store.Watch], latest: datetime
+        self,
+        tx: Tx,
+        model: str,
+        watches: list[store.Watch],
+        latest: datetime,
+        causes: Causes,
     ) -> None:
         policy = self.rollout_policy(model)
         ended = False
         for watch in watches:
             served = await store.served(tx.conn, model, watch.version)
             if watch.alias == CANARY:
-                ended |= await self._judge_canary(tx, watch, policy, served, latest)
+                ended |= await self._judge_canary(tx, watch, policy, served, latest, causes)
             elif watch.alias == PRODUCTION:
-                ended |= await self._judge_production(tx, watch, policy, served, latest)
+                ended |= await self._judge_production(tx, watch, policy, served, latest, causes)
         if ended:
             await store.prune_predictions(tx.conn, model)
 
@@ -366,55 +465,81 @@ class Monitor:
         # accuracy the version itself showed on its holdout at registration.
         if watch.baseline_version and watch.baseline_from is not None:
             base = await store.traffic_stats(
-                tx.conn, watch.model, watch.baseline_version, watch.baseline_from
+                tx.conn,
+                watch.model,
+                watch.baseline_version,
+                self.target(watch.model),
+                watch.baseline_from,
             )
             if base.accuracy is not None:
                 return base.accuracy
         found = await self._version(tx, watch.model, watch.version)
-        return found[1].get("accuracy") if found else None
+        return found.metrics.get("accuracy") if found else None
 
-    async def _judge_canary(
-        self, tx: Tx, watch: store.Watch, policy: RolloutPolicy, served: int, latest: datetime
-    ) -> bool:
-        elapsed = latest - watch.started_at
-        if served - watch.served_from < policy.bake.min_predictions and (
-            elapsed < policy.bake.max_duration
-        ):
-            return False  # still baking: no query needed
-        stats = await store.traffic_stats(tx.conn, watch.model, watch.version, watch.served_from)
-        observed = domain.measures(
+    async def _observed(
+        self, tx: Tx, watch: store.Watch, stats: domain.TrafficStats
+    ) -> dict[str, float | None]:
+        return domain.measures(
             stats,
             baseline_accuracy=await self._baseline_accuracy(tx, watch),
             drift_share=await store.latest_drift_share(
                 tx.conn, watch.model, watch.version, watch.started_at
             ),
         )
+
+    async def _judge_canary(
+        self,
+        tx: Tx,
+        watch: store.Watch,
+        policy: RolloutPolicy,
+        served: int,
+        latest: datetime,
+        causes: Causes,
+    ) -> bool:
+        elapsed = latest - watch.started_at
+        if served - watch.served_from < policy.bake.min_predictions and (
+            elapsed < policy.bake.max_duration
+        ):
+            return False  # still baking: no query needed
+        target = self.target(watch.model)
+        stats = await store.traffic_stats(
+            tx.conn, watch.model, watch.version, target, watch.served_from
+        )
+        observed = await self._observed(tx, watch, stats)
         verdict = domain.judge_canary(policy, stats, observed, elapsed)
         if verdict is None:
             return False
-        await self._conclude(tx, watch, verdict, stats.count, latest, f"watch-{watch.id}", CANARY)
+        # The prediction that completed the bake (or the latest one, when time ended it).
+        cause = causes.of(watch.version, watch.served_from + policy.bake.min_predictions)
+        await self._conclude(
+            tx, watch, verdict, stats.count, latest, f"watch-{watch.id}", CANARY, cause
+        )
         return True
 
     async def _judge_production(
-        self, tx: Tx, watch: store.Watch, policy: RolloutPolicy, served: int, latest: datetime
+        self,
+        tx: Tx,
+        watch: store.Watch,
+        policy: RolloutPolicy,
+        served: int,
+        latest: datetime,
+        causes: Causes,
     ) -> bool:
         size = policy.bake.min_predictions
+        target = self.target(watch.model)
         for k in domain.production_windows_due(served - watch.served_from, size, watch.next_window):
             start = watch.served_from + (k - 1) * size
             stats = await store.traffic_stats(
-                tx.conn, watch.model, watch.version, start, start + size
+                tx.conn, watch.model, watch.version, target, start, start + size
             )
-            observed = domain.measures(
-                stats,
-                baseline_accuracy=await self._baseline_accuracy(tx, watch),
-                drift_share=await store.latest_drift_share(
-                    tx.conn, watch.model, watch.version, watch.started_at
-                ),
-            )
+            observed = await self._observed(tx, watch, stats)
             verdict = domain.judge_production_window(policy, observed)
             window_id = f"watch-{watch.id}-{k}"
             if not verdict.healthy:
-                await self._conclude(tx, watch, verdict, stats.count, latest, window_id, PRODUCTION)
+                cause = causes.of(watch.version, start + size)  # the window's last prediction
+                await self._conclude(
+                    tx, watch, verdict, stats.count, latest, window_id, PRODUCTION, cause
+                )
                 return True
             await store.record_decision(
                 tx.conn,
@@ -440,6 +565,7 @@ class Monitor:
         latest: datetime,
         window_id: str,
         kind: str,
+        cause: WireEvent,
     ) -> None:
         span = Window(start=watch.started_at, end=max(latest, watch.started_at), size=count)
         evidence = tuple(verdict.evidence)
@@ -474,4 +600,9 @@ class Monitor:
         await store.end_watch(tx.conn, watch.id, outcome, latest)
         if first:
             self._metrics.decisions.labels(watch.model, watch.version, kind, outcome).inc()
-            await tx.emit(event)
+            await self._emit_verdict(tx, watch.model, watch.version, event, cause)
+
+
+def _ts_of(event: WireEvent) -> datetime:
+    ts: datetime = event.data.ts
+    return ts

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from mlcp.monitor.domain import OpenWindow, TrafficStats
+from mlcp.monitor.domain import Lifecycle, OpenWindow, TrafficStats, traffic_stats_of
 from mlcp.runtime.db import Conn
+from mlcp.runtime.target import Target
 
 # --- versions and aliases ------------------------------------------------------------------------
 
@@ -27,32 +28,50 @@ async def add_version(
     profile: dict[str, Any],
     metrics: dict[str, float],
     registered_at: datetime,
+    lifecycle: Lifecycle,
 ) -> bool:
-    """Record a version's reference profile; False if it was already known (re-sent event)."""
+    """Record a version's reference profile and lifecycle; False if it was already known
+    (a re-sent event: the first registration's facts stay)."""
     inserted = await conn.fetchval(
-        """INSERT INTO versions (model, version, reference_profile, metrics, registered_at)
-           VALUES ($1, $2, $3::jsonb, $4::jsonb, $5) ON CONFLICT DO NOTHING RETURNING true""",
+        """INSERT INTO versions (model, version, reference_profile, metrics, registered_at,
+                                 correlation_id, traceparent)
+           VALUES ($1, $2, $3::jsonb, $4::jsonb, $5, $6, $7)
+           ON CONFLICT DO NOTHING RETURNING true""",
         model,
         version,
         json.dumps(profile),
         json.dumps(metrics),
         registered_at,
+        lifecycle.correlation_id,
+        lifecycle.traceparent,
     )
     return bool(inserted)
 
 
-async def version_info(
-    conn: Conn, model: str, version: str
-) -> tuple[dict[str, Any], dict[str, float]] | None:
-    """(reference profile, offline metrics) of a registered version, or None."""
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the monitor keeps of a registered version."""
+
+    reference_profile: dict[str, Any]
+    metrics: dict[str, float]
+    lifecycle: Lifecycle
+
+
+async def version_info(conn: Conn, model: str, version: str) -> VersionInfo | None:
+    """The profile, offline metrics and lifecycle of a registered version, or None."""
     row = await conn.fetchrow(
-        "SELECT reference_profile, metrics FROM versions WHERE model = $1 AND version = $2",
+        """SELECT reference_profile, metrics, correlation_id, traceparent FROM versions
+           WHERE model = $1 AND version = $2""",
         model,
         version,
     )
     if row is None:
         return None
-    return json.loads(row["reference_profile"]), json.loads(row["metrics"])
+    return VersionInfo(
+        json.loads(row["reference_profile"]),
+        json.loads(row["metrics"]),
+        Lifecycle(row["correlation_id"], row["traceparent"]),
+    )
 
 
 async def set_alias(conn: Conn, model: str, alias: str, version: str, since: datetime) -> None:
@@ -338,18 +357,25 @@ async def add_feedback(
 
 
 async def traffic_stats(
-    conn: Conn, model: str, version: str, after_n: int, upto_n: int | None = None
+    conn: Conn,
+    model: str,
+    version: str,
+    target: Target,
+    after_n: int,
+    upto_n: int | None = None,
 ) -> TrafficStats:
-    """Count, errors, p95 latency (linear interpolation, as numpy) and live accuracy of a
-    version's stored predictions numbered ``after_n`` < n ≤ ``upto_n``."""
+    """Count, errors, p95 latency (linear interpolation, as numpy) and live accuracy (under the
+    model's ``target``) of a version's stored predictions numbered ``after_n`` < n ≤ ``upto_n``."""
     row = await conn.fetchrow(
         """SELECT count(*) AS count,
                   count(*) FILTER (WHERE p.error) AS errors,
                   percentile_cont(0.95) WITHIN GROUP (ORDER BY p.latency_ms) AS p95,
-                  count(f.label) FILTER (WHERE NOT p.error) AS labelled,
-                  count(*) FILTER (WHERE NOT p.error AND f.label = p.prediction) AS correct
+                  array_agg(p.prediction) FILTER (WHERE labelled) AS predictions,
+                  array_agg(f.label) FILTER (WHERE labelled) AS labels
            FROM predictions p LEFT JOIN feedback f
-             ON f.model = p.model AND f.request_id = p.request_id
+             ON f.model = p.model AND f.request_id = p.request_id,
+           LATERAL (SELECT NOT p.error AND p.prediction IS NOT NULL AND f.label IS NOT NULL)
+             AS l(labelled)
            WHERE p.model = $1 AND p.version = $2 AND p.n > $3
              AND ($4::bigint IS NULL OR p.n <= $4)""",
         model,
@@ -358,12 +384,13 @@ async def traffic_stats(
         upto_n,
     )
     assert row is not None
-    return TrafficStats(
+    return traffic_stats_of(
+        target,
         count=int(row["count"]),
         errors=int(row["errors"]),
         latency_p95_ms=None if row["p95"] is None else float(row["p95"]),
-        labelled=int(row["labelled"]),
-        correct=int(row["correct"]),
+        predictions=row["predictions"] or [],
+        labels=row["labels"] or [],
     )
 
 

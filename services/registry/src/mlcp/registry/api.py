@@ -315,7 +315,8 @@ def create_api(
 
     @api.get("/models/{model}/versions/{version}/lineage", **perm("read"))
     async def lineage(_: Reader, model: ModelPath, version: VersionPath) -> dict[str, Any]:
-        """Version → training run → data batches (with digests) → artifact."""
+        """Version → training run → data: every batch with its uri, rows and sha256, and the
+        dataset digest (their fingerprint, recipe in the RunFinished schema) → artifact."""
         async with runtime.pool.acquire() as conn:
             await must_have_model(conn, model)
             v = await store.get_version(conn, model, version)
@@ -338,7 +339,7 @@ def create_api(
                 "reported_by": v["owner"],
                 "event_id": v["cause_event_id"],
             },
-            "datasets": v["datasets"],
+            "datasets": domain.lineage_datasets(v["datasets"]),
             "artifact": {
                 "uri": v["artifact_uri"],
                 "sha256": v["artifact_sha256"],

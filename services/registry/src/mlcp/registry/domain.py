@@ -36,6 +36,25 @@ class Conflict(Exception):
     """The request contradicts the current state (HTTP 409; for events: nothing to do)."""
 
 
+# --- lineage -----------------------------------------------------------------------------------
+
+
+def lineage_datasets(datasets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The data of a version's lineage: each dataset with every batch (uri, rows, sha256 and
+    re-announcements). A version registered from a run that reported only batch ids lists them
+    with null facts, so a reader always finds one entry per batch."""
+    out = []
+    for d in datasets:
+        batches = list(d.get("batches") or ())
+        if not batches:
+            batches = [
+                {"batch_id": b, "uri": None, "rows": None, "sha256": None, "duplicates": None}
+                for b in d.get("batch_ids") or ()
+            ]
+        out.append({**d, "batches": batches})
+    return out
+
+
 # --- SemVer ------------------------------------------------------------------------------------
 
 

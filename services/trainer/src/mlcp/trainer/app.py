@@ -37,7 +37,9 @@ class TrainerRuntime(ServiceRuntime):
         )
         self.config = config
         self.worker_settings = worker_settings
-        self.handlers = TrainerHandlers(config, service=SERVICE, settings=self.settings)
+        self.handlers = TrainerHandlers(
+            config, service=SERVICE, settings=self.settings, registry=self.metrics.registry
+        )
         for i in range(worker_settings.workers):
             # Cancelled at stop: a worker kills its training child and hands the run back.
             self.background(f"worker-{i}", Worker(self, config, worker_settings).run)

@@ -6,7 +6,7 @@ decision back (an event to emit, or nothing).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -19,6 +19,37 @@ PRODUCTION = "production"
 
 class UnknownModel(LookupError):
     """An event names a model the platform config does not declare."""
+
+
+BatchVerdict = Literal["accept", "duplicate", "conflict", "mismatch"]
+
+
+def admit_batch(
+    *,
+    batch_id: str,
+    sha256: str,
+    actual: str | None,
+    ids: Mapping[str, str],
+    contents: Container[str],
+) -> BatchVerdict:
+    """What the ledger does with an announced batch. A batch is its content (dataset, sha256):
+
+    * ``conflict``: its id is in the ledger with other content — refused (a producer bug);
+    * ``duplicate``: its content is in the ledger, under this id or another — recorded as a
+      re-announcement, never counted again (the usual retry of a pipeline);
+    * ``mismatch``: the file at its URI (when reachable: ``actual``) has another digest than
+      announced — refused;
+    * ``accept``: new content, counted.
+
+    ``ids`` maps the ledger's batch ids to their sha256, ``contents`` holds its sha256 values.
+    """
+    if ids.get(batch_id, sha256) != sha256:
+        return "conflict"
+    if sha256 in contents:
+        return "duplicate"
+    if actual is not None and actual != sha256:
+        return "mismatch"
+    return "accept"
 
 
 def threshold_request(

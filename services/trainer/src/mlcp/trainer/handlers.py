@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel
 
 from mlcp.contracts import (
@@ -40,10 +41,24 @@ def run_id_for(request_id: str) -> str:
 class TrainerHandlers:
     """The trainer's subscribers, bound to the platform config."""
 
-    def __init__(self, config: PlatformConfig, *, service: str, settings: Settings) -> None:
+    def __init__(
+        self,
+        config: PlatformConfig,
+        *,
+        service: str,
+        settings: Settings,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.config = config
         self._service = service
         self._settings = settings
+        self.duplicates = Counter(
+            "mlcp_trainer_duplicate_batches_total",
+            "DataArrived whose content (dataset, sha256) was already in the ledger: recorded as "
+            "re-announcements, not counted again.",
+            ["dataset"],
+            registry=registry,
+        )
 
     def _model(self, name: str) -> ModelConfig:
         try:
@@ -87,27 +102,42 @@ class TrainerHandlers:
         conn = tx.conn
         head = await store.lock_dataset(conn, dataset)
         committed_seq = head.last_seq  # ledger positions up to here are in the table
-        known = await store.ledger_sha256s(conn, dataset, [e.data.batch_id for e in events])
+        known = await store.known_batches(
+            conn, dataset, [e.data.batch_id for e in events], [e.data.sha256 for e in events]
+        )
         models = self.config.models_fed_by(dataset)
         triggers = {m: await store.lock_trigger(conn, m, dataset) for m in models}
         accepted: list[store.LedgerEntry] = []
+        duplicates: list[store.Duplicate] = []
         outgoing: list[tuple[BaseModel, CloudEvent[Any] | None]] = []
         decided: list[tuple[int, TrainingRequested, store.DatasetState, CloudEvent[Any]]] = []
         for event in events:
             data: DataArrived = event.data
-            if data.batch_id in known:
-                if known[data.batch_id] != data.sha256:
-                    reason = f"batch id already in the ledger with sha256 {known[data.batch_id]}"
-                    await store.record_rejected(
-                        conn, data, event_id=event.id, actual=actual[event.id], reason=reason
-                    )
-                continue  # a re-sent batch: already counted
             digest = actual[event.id]
-            if digest is not None and digest != data.sha256:
+            verdict = domain.admit_batch(
+                batch_id=data.batch_id,
+                sha256=data.sha256,
+                actual=digest,
+                ids=known.by_id,
+                contents=known.by_content,
+            )
+            if verdict == "conflict":
+                reason = f"batch id already in the ledger with sha256 {known.by_id[data.batch_id]}"
+                await store.record_rejected(
+                    conn, data, event_id=event.id, actual=digest, reason=reason
+                )
+                continue
+            if verdict == "duplicate":
+                of_batch, of_seq = known.by_content[data.sha256]
+                duplicates.append(store.Duplicate(event.id, data, of_batch, of_seq))
+                continue
+            if verdict == "mismatch":
+                assert digest is not None
                 await self._reject(conn, event, digest, models, outgoing)
                 continue
             head = store.DatasetState(dataset, head.last_seq + 1, head.total_rows + data.rows)
-            known[data.batch_id] = data.sha256
+            known.by_id[data.batch_id] = data.sha256
+            known.by_content[data.sha256] = (data.batch_id, head.last_seq)
             accepted.append(
                 store.LedgerEntry(
                     event.id, data, head.last_seq, head.total_rows, digest is not None
@@ -136,6 +166,9 @@ class TrainerHandlers:
                     state, consumed_seq=head.last_seq, consumed_rows=head.total_rows
                 )
         await store.append_ledger(conn, head, accepted)
+        await store.record_duplicates(conn, duplicates)
+        if duplicates:
+            self.duplicates.labels(dataset).inc(len(duplicates))
         emitted = await tx.emit_many(outgoing)
         await store.record_requests(
             conn,

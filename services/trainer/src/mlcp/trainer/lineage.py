@@ -1,7 +1,8 @@
 """A run's lineage, and reproducing it: ``python -m mlcp.trainer.lineage RUN_ID [--reproduce]``.
 
 The lineage is everything the tracking tables hold about a run (request, batches with their
-digests, params, metrics, artifact, code version, environment). ``--reproduce`` trains again
+uri, rows, digests and re-announcements, params, metrics, target, artifact, code version,
+environment). ``--reproduce`` trains again
 from exactly those batches (digests verified), entrypoint, params and seed, in this process, and
 compares the holdout quality metrics with the recorded ones (latency is measured, not compared).
 Reads ``MLCP_DATABASE_URL`` / ``MLCP_DB_SCHEMA`` like the service; exit 1 when the run is
@@ -21,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from mlcp.runtime.settings import ConfigurationError, Settings, load_settings
+from mlcp.runtime.target import DEFAULT_TARGET, Target
 from mlcp.trainer import store
 from mlcp.trainer.training import BatchSpec, JobSpec, run_job
 
@@ -67,6 +69,10 @@ def job_from_lineage(lineage: dict[str, Any], artifact_root: str) -> JobSpec:
             for b in lineage["batches"]
         ),
         artifact_root=artifact_root,
+        # A run recorded before targets were kept: the default target.
+        target=Target.model_validate(lineage["target"])
+        if lineage.get("target")
+        else DEFAULT_TARGET,
     )
 
 

@@ -47,6 +47,8 @@ class LedgerBatch:
     sha256: str
     completeness: float
     format: str | None
+    duplicates: int = 0
+    """Announcements of the same content the ledger did not count again."""
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,64 @@ async def lock_dataset(conn: Conn, dataset: str) -> DatasetState:
     return DatasetState(dataset, int(row["last_seq"]), int(row["total_rows"]))
 
 
-async def ledger_sha256s(conn: Conn, dataset: str, batch_ids: list[str]) -> dict[str, str]:
-    """The digests these batch ids were accepted with (absent ids are not in the ledger)."""
+@dataclass(frozen=True)
+class KnownBatches:
+    """What a dataset's ledger already holds of some announced batches."""
+
+    by_id: dict[str, str]
+    """batch_id → the sha256 it was accepted with."""
+    by_content: dict[str, tuple[str, int]]
+    """sha256 → (batch_id, seq) of the ledger batch holding that content (the first one)."""
+
+
+async def known_batches(
+    conn: Conn, dataset: str, batch_ids: list[str], sha256s: list[str]
+) -> KnownBatches:
+    """The ledger's batches of ``dataset`` with any of these ids or contents (one round trip)."""
     rows = await conn.fetch(
-        "SELECT batch_id, sha256 FROM ledger WHERE dataset = $1 AND batch_id = ANY($2::text[])",
+        """SELECT batch_id, sha256, seq FROM ledger
+           WHERE dataset = $1 AND (batch_id = ANY($2::text[]) OR sha256 = ANY($3::text[]))
+           ORDER BY seq""",
         dataset,
         batch_ids,
+        sha256s,
     )
-    return {r["batch_id"]: r["sha256"] for r in rows}
+    known = KnownBatches({}, {})
+    for r in rows:
+        known.by_id[r["batch_id"]] = r["sha256"]
+        known.by_content.setdefault(r["sha256"], (r["batch_id"], int(r["seq"])))
+    return known
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An announcement of content the ledger already holds (batch ``of_batch_id``)."""
+
+    event_id: str
+    data: DataArrived
+    of_batch_id: str
+    of_seq: int
+
+
+async def record_duplicates(conn: Conn, duplicates: list[Duplicate]) -> None:
+    """Remember re-announced batches (one statement; a redelivered event is recorded once)."""
+    if not duplicates:
+        return
+    await conn.execute(
+        """INSERT INTO duplicate_batches (event_id, dataset, batch_id, uri, rows, sha256,
+                                          of_batch_id, of_seq)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                                $6::text[], $7::text[], $8::bigint[])
+           ON CONFLICT DO NOTHING""",
+        [d.event_id for d in duplicates],
+        [d.data.dataset for d in duplicates],
+        [d.data.batch_id for d in duplicates],
+        [d.data.uri for d in duplicates],
+        [d.data.rows for d in duplicates],
+        [d.data.sha256 for d in duplicates],
+        [d.of_batch_id for d in duplicates],
+        [d.of_seq for d in duplicates],
+    )
 
 
 @dataclass(frozen=True)
@@ -160,10 +212,13 @@ async def record_rejected(
 
 
 async def batches_upto(conn: Conn, dataset: str, seq: int) -> list[LedgerBatch]:
-    """Every accepted batch of ``dataset`` up to ledger position ``seq``, in ledger order."""
+    """Every accepted batch of ``dataset`` up to ledger position ``seq``, in ledger order, with
+    how often its content was re-announced."""
     rows = await conn.fetch(
-        """SELECT seq, batch_id, uri, rows, sha256, completeness, format FROM ledger
-           WHERE dataset = $1 AND seq <= $2 ORDER BY seq""",
+        """SELECT l.seq, l.batch_id, l.uri, l.rows, l.sha256, l.completeness, l.format,
+                  (SELECT count(*) FROM duplicate_batches d
+                   WHERE d.dataset = l.dataset AND d.of_seq = l.seq) AS duplicates
+           FROM ledger l WHERE l.dataset = $1 AND l.seq <= $2 ORDER BY l.seq""",
         dataset,
         seq,
     )
@@ -176,6 +231,7 @@ async def batches_upto(conn: Conn, dataset: str, seq: int) -> list[LedgerBatch]:
             r["sha256"],
             float(r["completeness"]),
             r["format"],
+            int(r["duplicates"]),
         )
         for r in rows
     ]
@@ -479,6 +535,7 @@ async def finish_run(conn: Conn, run_id: str, attempt: int, record: dict[str, An
         label=record["label"],
         baseline=json.dumps(record["baseline"]),
         reference_profile=json.dumps(record["reference_profile"]),
+        target=json.dumps(record["target"]),
     )
     if not closed:
         return False
@@ -525,14 +582,14 @@ async def run_lineage(conn: Conn, run_id: str) -> dict[str, Any] | None:
         """SELECT r.run_id, r.request_id, r.model, r.reason, r.dataset, r.ledger_seq, r.status,
                   r.attempt, r.created_at, r.started_at, r.finished_at, r.duration_s,
                   r.entrypoint, r.seed, r.code_version, r.environment, r.feature_schema, r.label,
-                  r.baseline, r.failed_stage, r.error, r.error_type
+                  r.target, r.baseline, r.failed_stage, r.error, r.error_type
            FROM runs r WHERE r.run_id = $1""",
         run_id,
     )
     if run is None:
         return None
     out: dict[str, Any] = dict(run)
-    for key in ("environment", "feature_schema", "baseline"):
+    for key in ("environment", "feature_schema", "baseline", "target"):
         if out[key] is not None:
             out[key] = json.loads(out[key])
     out["params"] = {
@@ -547,9 +604,14 @@ async def run_lineage(conn: Conn, run_id: str) -> dict[str, Any] | None:
         )
     }
     out["batches"] = [
-        dict(r)
+        {**dict(r), "duplicates": json.loads(r["duplicates"])}
         for r in await conn.fetch(
-            """SELECT b.dataset, b.batch_id, b.sha256, b.rows, l.uri, l.format, l.completeness
+            """SELECT b.dataset, b.batch_id, b.sha256, b.rows, l.uri, l.format, l.completeness,
+                      (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                 'event_id', d.event_id, 'batch_id', d.batch_id, 'uri', d.uri,
+                                 'arrived_at', d.arrived_at) ORDER BY d.arrived_at), '[]')
+                       FROM duplicate_batches d
+                       WHERE d.dataset = l.dataset AND d.of_seq = l.seq) AS duplicates
                FROM run_batches b LEFT JOIN ledger l
                     ON l.dataset = b.dataset AND l.batch_id = b.batch_id
                WHERE b.run_id = $1 ORDER BY b.position""",

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 from sklearn.base import is_classifier  # type: ignore[import-untyped]
 from sklearn.metrics import (  # type: ignore[import-untyped]
-    accuracy_score,
     f1_score,
     mean_absolute_error,
     mean_squared_error,
@@ -36,6 +35,7 @@ from sklearn.model_selection import train_test_split  # type: ignore[import-unty
 
 from mlcp.contracts.common import DatasetRef
 from mlcp.contracts.types import PACKAGE_PATTERN
+from mlcp.runtime.target import DEFAULT_TARGET, LabelMismatch, Target
 from mlcp.trainer.batches import BatchError, file_sha256, load_batch, local_path
 from mlcp.trainer.profile import reference_profile
 
@@ -64,6 +64,8 @@ class BatchSpec:
     rows: int
     completeness: float
     format: str | None = None
+    duplicates: int = 0
+    """Re-announcements of the same content (not counted again), for the lineage."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class JobSpec:
     batches: tuple[BatchSpec, ...]
     artifact_root: str
     baseline: ArtifactSpec | None = None
+    target: Target = DEFAULT_TARGET
+    """How predictions are compared with labels (``accuracy``), as the monitor compares them."""
 
 
 def resolve_entrypoint(entrypoint: str) -> Callable[..., Any]:
@@ -144,16 +148,35 @@ def holdout_split(X: Any, y: Any, seed: int) -> tuple[Any, Any, Any, Any]:
         )
 
 
-def quality_metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
-    """Holdout metrics: accuracy, F1 and ROC AUC for classifiers; R², RMSE, MAE otherwise."""
+def quality_metrics(
+    model: Any, X: Any, y: Any, target: Target = DEFAULT_TARGET
+) -> dict[str, float]:
+    """Holdout metrics: accuracy, F1 and ROC AUC for classifiers; R², RMSE, MAE for regressors
+    (with ``accuracy`` = share within the tolerance when the target is a regression).
+
+    ``accuracy`` is the model's ``target`` rule applied to each (prediction, label) pair — the
+    same function the monitor scores live traffic with, so offline and live accuracy agree on
+    what a correct prediction is. A value that does not fit the target fails the stage.
+    """
     pred = model.predict(X)
-    if not is_classifier(model):
-        return {
+    try:
+        accuracy = target.accuracy(list(pred), list(y))
+    except LabelMismatch as exc:
+        raise StageError(
+            "evaluate",
+            f"holdout values do not fit the model's target ({target.describe()}): {exc}",
+            "LabelMismatch",
+        ) from exc
+    if target.kind == "regression" or not is_classifier(model):
+        out = {
             "r2": float(r2_score(y, pred)),
             "rmse": float(np.sqrt(mean_squared_error(y, pred))),
             "mae": float(mean_absolute_error(y, pred)),
         }
-    out = {"accuracy": float(accuracy_score(y, pred))}
+        if target.kind == "regression" and accuracy is not None:
+            out["accuracy"] = accuracy
+        return out
+    out = {"accuracy": float(accuracy if accuracy is not None else 0.0)}
     classes = list(getattr(model, "classes_", sorted(pd.unique(y))))
     binary = len(classes) == 2
     if binary:
@@ -191,9 +214,9 @@ def latency_metrics(model: Any, X: Any) -> dict[str, float]:
     }
 
 
-def score(model: Any, X: Any, y: Any) -> dict[str, float]:
+def score(model: Any, X: Any, y: Any, target: Target = DEFAULT_TARGET) -> dict[str, float]:
     """Quality and latency metrics of ``model`` on a holdout."""
-    return {**quality_metrics(model, X, y), **latency_metrics(model, X)}
+    return {**quality_metrics(model, X, y, target), **latency_metrics(model, X)}
 
 
 def load_artifact(artifact: ArtifactSpec) -> Any:
@@ -310,7 +333,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     model = _stage("train", lambda: train(X_train, y_train, dict(spec.params)))
     if not hasattr(model, "predict"):
         raise StageError("train", f"{spec.entrypoint} returned {type(model).__name__}, no predict")
-    metrics = _stage("evaluate", lambda: score(model, X_test, y_test))
+    metrics = _stage("evaluate", lambda: score(model, X_test, y_test, spec.target))
     metrics["train_rows"] = float(len(X_train))
     metrics["holdout_rows"] = float(len(X_test))
     baseline = None
@@ -322,7 +345,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
             champion = load_artifact(spec.baseline)
             baseline = {
                 "version": spec.baseline.version,
-                "metrics": score(champion, X_test, y_test),
+                "metrics": score(champion, X_test, y_test, spec.target),
             }
         except Exception as exc:
             baseline_error = f"{type(exc).__name__}: {exc}"
@@ -342,6 +365,16 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
                 "sha256": DatasetRef.fingerprint(b.sha256 for b in batches),
                 "rows": rows,
                 "completeness": min(1.0, max(0.0, completeness)),
+                "batches": [
+                    {
+                        "batch_id": b.batch_id,
+                        "uri": b.uri,
+                        "rows": b.rows,
+                        "sha256": b.sha256,
+                        "duplicates": b.duplicates,
+                    }
+                    for b in batches
+                ],
             }
         )
     return {
@@ -357,6 +390,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         ],
         "feature_schema": [{"name": str(c), "dtype": str(X[c].dtype)} for c in X.columns],
         "label": spec.label,
+        "target": spec.target.model_dump(mode="json"),
         "reference_profile": profile.model_dump(mode="json"),
         "artifact": artifact,
         "entrypoint": spec.entrypoint,

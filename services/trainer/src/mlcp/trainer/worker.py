@@ -206,10 +206,18 @@ class Worker:
             features=None if cfg.features == "auto" else list(cfg.features),
             batches=tuple(
                 BatchSpec(
-                    run.dataset, b.batch_id, b.uri, b.sha256, b.rows, b.completeness, b.format
+                    run.dataset,
+                    b.batch_id,
+                    b.uri,
+                    b.sha256,
+                    b.rows,
+                    b.completeness,
+                    b.format,
+                    b.duplicates,
                 )
                 for b in batches
             ),
+            target=cfg.target,
             artifact_root=str(self.runtime.settings.artifact_root.expanduser()),
             baseline=None
             if champion is None
