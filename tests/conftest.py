@@ -331,6 +331,10 @@ class Proc:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
+    def output_text(self) -> str:
+        """Everything the process has written so far."""
+        return self.log_path.read_text(errors="replace")
+
     async def wait_exit(self, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout
         while self.popen.poll() is None:

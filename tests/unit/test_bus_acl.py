@@ -118,6 +118,9 @@ def test_bindings_grant_least_privilege() -> None:
         "User:svc-notifier",
     }
     assert who("READ", dlq_topic(promoted)) == {"User:operator"}
+    # Its writers read the DLQ's max.message.bytes (letters are fitted to it); nothing else's.
+    assert who("DESCRIBE_CONFIGS", dlq_topic(promoted)) == who("WRITE", dlq_topic(promoted))
+    assert who("DESCRIBE_CONFIGS", promoted) == set()
     assert who("WRITE", "t1.mlcp.data.arrived.v1") == {"User:pipeline"}
     # Groups: each service its own, nobody else.
     groups = {(b.resource_name, b.principal) for b in acls if b.resource_type == "group"}
@@ -127,7 +130,8 @@ def test_bindings_grant_least_privilege() -> None:
     assert {b.resource_type for b in acls} == {"topic", "group"}
     assert not any(b.prefixed or b.resource_name == "*" for b in acls)
     assert not any(b.principal == "User:admin" for b in acls)
-    assert {b.operation for b in acls} == {"READ", "WRITE"}
+    assert {b.operation for b in acls} == {"READ", "WRITE", "DESCRIBE_CONFIGS"}
+    assert all(b.resource_name.endswith(".dlq") for b in acls if b.operation == "DESCRIBE_CONFIGS")
 
 
 def test_the_prefix_scopes_every_binding() -> None:

@@ -32,6 +32,7 @@ from mlcp.contracts.errors import (
     InvalidData,
     InvalidEnvelope,
     InvalidJson,
+    NestingTooDeep,
     PayloadTooLarge,
     TypeMismatch,
     UnknownEventType,
@@ -52,6 +53,7 @@ from mlcp.contracts.monitoring import (
     FeatureDrift,
     ModelDegraded,
 )
+from mlcp.contracts.nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mlcp.contracts.profile import (
     CategoricalProfile,
     NumericProfile,
@@ -75,6 +77,7 @@ __all__ = [
     "ALL_TOPICS",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
+    "MAX_JSON_DEPTH",
     "ApprovalGranted",
     "ApprovalRejected",
     "ApprovalRequested",
@@ -107,6 +110,7 @@ __all__ = [
     "ModelPromoted",
     "ModelRolledBack",
     "ModelVersionRegistered",
+    "NestingTooDeep",
     "NumericProfile",
     "PayloadTooLarge",
     "PredictionLogged",
@@ -126,6 +130,7 @@ __all__ = [
     "envelope_of",
     "json_schemas",
     "model_for",
+    "nesting_exceeds",
     "new_event",
     "topic_config",
 ]

@@ -156,6 +156,8 @@ class BusPolicy(BaseModel):
                 allow("topic", name, who, "READ")
                 allow("group", group_id(prefix, self.service_of(who) or ""), who, "READ")
                 allow("topic", dlq_topic(name), who, "WRITE")
+                # Dead letters are fitted to the DLQ's own max.message.bytes, read at start.
+                allow("topic", dlq_topic(name), who, "DESCRIBE_CONFIGS")
             for who in access.read_without_group:
                 allow("topic", name, who, "READ")
             for who in operators:

@@ -36,6 +36,7 @@ from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, m
 from mlcp.runtime.bus import TopicLayout
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
+from mlcp.runtime.dlq import DeadLetterWriter
 from mlcp.runtime.health import health_app
 from mlcp.runtime.internal import InternalOnly, parse_networks
 from mlcp.runtime.kafka import check_access, describe_principal, durable_producer, make_admin
@@ -93,12 +94,16 @@ class ServiceRuntime:
         self.migrations_dir = migrations_dir
         self.metrics = RuntimeMetrics(name)
         self.broker = make_broker(self.settings, name, self.metrics.registry)
+        # One writer for every consumer of the process: one producer, the topics' limits.
+        self.dead_letters = DeadLetterWriter(
+            service=name, settings=self.settings, pool=lambda: self.pool
+        )
         self.consumer = DurableConsumer(
             service=name,
             settings=self.settings,
             metrics=self.metrics,
             pool=lambda: self.pool,
-            producer=lambda: self.producer,
+            dead_letters=self.dead_letters,
             wake_relay=self.wake_relay,
         )
         self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
@@ -145,7 +150,7 @@ class ServiceRuntime:
             settings=self.settings,
             metrics=self.metrics,
             pool=lambda: self.pool,
-            producer=lambda: self.producer,
+            dead_letters=self.dead_letters,
             wake_relay=self.wake_relay,
         )
         tracker = AssignmentTracker(before_revoke=consumer.commit)
@@ -328,7 +333,8 @@ class ServiceRuntime:
 
     async def ensure_topics(self) -> None:
         """Wait until the subscribed topics, their dead-letter topics and the topics declared
-        with ``produces`` exist.
+        with ``produces`` exist, then read the dead-letter topics' size limits (the dead letters
+        are fitted to them).
 
         ``mlcp bus apply`` creates every topic with its ACLs and its configuration; on a cluster
         without ACLs the service creates what is missing itself, the same way. Subscribing to a
@@ -346,10 +352,8 @@ class ServiceRuntime:
             while True:
                 existing = set(await admin.list_topics())
                 missing = [n for n in names if n not in existing]
-                if not missing:
-                    return
-                if await self._create_topics(admin, missing):
-                    return
+                if not missing or await self._create_topics(admin, missing):
+                    break
                 if loop.time() > deadline:
                     raise ConfigurationError(
                         f"topics missing and not ours to create: {', '.join(missing)}; run "
@@ -357,6 +361,7 @@ class ServiceRuntime:
                     )
                 log.info("waiting for topics %s (`mlcp bus apply` creates them)", missing)
                 await asyncio.sleep(2.0)
+            await self.dead_letters.learn_limits(admin, [dlq_topic(t) for t in self._all_topics()])
         finally:
             await admin.close()
 
@@ -399,6 +404,7 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.dead_letters.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

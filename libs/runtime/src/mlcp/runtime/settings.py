@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlcp.artifacts import ArtifactLimits
+from mlcp.contracts import MAX_EVENT_BYTES, MAX_JSON_DEPTH
 
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
@@ -80,6 +81,12 @@ class Settings(BaseSettings):
     internal_api_clients: str = "127.0.0.0/8,::1"
     """Networks (comma-separated addresses / CIDR blocks) whose clients an internal read API —
     the gatekeeper's, the monitor's — answers; everyone else gets 403 (mlcp.runtime.internal)."""
+    max_record_bytes: int = Field(MAX_EVENT_BYTES, ge=1024, le=MAX_EVENT_BYTES)
+    """Largest record a consumer decodes; a larger one is dead-lettered (reason ``too_large``)
+    unparsed. The contract's own limit is the ceiling: lower it to bound a consumer's memory."""
+    max_json_depth: int = Field(MAX_JSON_DEPTH, ge=8, le=512)
+    """Deepest JSON nesting a consumer parses; a deeper record is dead-lettered (``too_deep``)
+    unparsed. At most 512: the parsers recurse per level, up to the interpreter's ~1000."""
 
     @model_validator(mode="after")
     def _kafka_credentials(self) -> Settings:
