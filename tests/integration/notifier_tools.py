@@ -172,7 +172,8 @@ def parse_copy(request: Mapping[str, Any], known: set[str]) -> Copy:
         )
         own = (set(UUID.findall(text)) - set(earlier)) & known
         marked = REPEAT_MARK in text
-    assert len(own) == 1, f"a message names exactly one ref of its own: {own} in {text[:300]}"
+    if len(own) != 1:
+        raise ValueError(f"a message names exactly one ref of its own, not {own}: {text[:300]}")
     return Copy(own.pop(), marked, earlier, float(request["time"]), request["path"])
 
 
@@ -211,21 +212,26 @@ class Tally:
 
 def tally(
     requests: Iterable[Mapping[str, Any]],
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[asyncpg.Record | Mapping[str, Any]],
     paths: Mapping[str, str],
 ) -> Tally:
     """Account for every delivery row (event_id, channel, state, message_id, uncertain_refs)
-    against the messages the sink received on its channel's path (``paths``: channel → path).
-    A row's messages are its final ``message_id`` and its ``uncertain_refs``."""
+    against the messages the sink received on its channel's path (``paths``: channel → its
+    path, or a part of it). A row's messages are its final ``message_id`` and its
+    ``uncertain_refs``. Never raises: what does not add up is in ``problems``."""
     rows = list(rows)
     known = {str(r["message_id"]) for r in rows} | {
         str(ref) for r in rows for ref in r["uncertain_refs"]
     }
+    result = Tally()
     copies: dict[str, list[Copy]] = {}
     for request in requests:
-        copy = parse_copy(request, known)
+        try:
+            copy = parse_copy(request, known)
+        except ValueError as exc:
+            result.problems.append(f"{request['path']}: {exc}")
+            continue
         copies.setdefault(copy.ref, []).append(copy)
-    result = Tally()
     for ref, same in copies.items():
         if len(same) > 1:
             result.problems.append(f"message {ref} reached the sink {len(same)} times")
@@ -233,7 +239,7 @@ def tally(
         result.deliveries += 1
         refs = {str(row["message_id"])} | {str(r) for r in row["uncertain_refs"]}
         got = sorted((c for r in refs for c in copies.get(r, [])), key=lambda c: c.time)
-        if any(c.path != paths[row["channel"]] for c in got):
+        if any(paths[row["channel"]] not in c.path for c in got):
             result.problems.append(f"{row['event_id']} → {row['channel']} reached another path")
         if row["state"] != "delivered" or not got:
             result.counts["lost"] += 1

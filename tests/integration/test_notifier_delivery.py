@@ -274,6 +274,7 @@ async def test_a_late_answer_is_sent_again_once_marked_as_a_possible_repeat(
         await wait_for(harness.settled, timeout=30, what="the alert delivered")
     first, second = harness.sink.received(path)
     row = await harness.pool.fetchrow("SELECT * FROM deliveries")
+    assert row is not None
     known = {str(row["message_id"]), *(str(u) for u in row["uncertain_refs"])}
     original, repeat = parse_copy(first, known), parse_copy(second, known)
     assert not original.marked
@@ -298,6 +299,7 @@ async def test_each_uncertainty_gives_at_most_one_marked_repeat(harness: Harness
     async with harness.loop(harness.slack()):
         await wait_for(harness.settled, timeout=40, what="the alert delivered")
     row = await harness.pool.fetchrow("SELECT * FROM deliveries")
+    assert row is not None
     uncertain = [str(u) for u in row["uncertain_refs"]]
     known = {str(row["message_id"]), *uncertain}
     copies = [parse_copy(r, known) for r in harness.sink.received(path)]

@@ -362,7 +362,7 @@ async def test_notifier_killed_mid_burst_loses_nothing_and_marks_the_repeats(
 def parse_ref(request: dict[str, Any]) -> str:
     """The ref of a first message (no repeat tag: its only ref)."""
     (ref,) = set(UUID.findall(body_text(request)))
-    return ref
+    return str(ref)
 
 
 ROUTED = """

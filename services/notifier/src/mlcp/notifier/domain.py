@@ -73,8 +73,9 @@ class Alert(BaseModel):
 
     Its identity is the event id: a redelivered event is the same alert, while the same fact
     happening again later (a version promoted, rolled back and promoted again) is a new event
-    and so a new alert. Producers emit each occurrence once through their outbox (the registry:
-    one event per alias-history row), so the id is the occurrence.
+    and so a new alert. Producers emit each occurrence once through their outbox, in the
+    transaction that records it (the registry: with its alias-history row), so the id is the
+    occurrence.
     """
 
     model_config = ConfigDict(frozen=True)
