@@ -344,12 +344,14 @@ class DeliveryLoop:
                 self._metrics.possible_repeats.labels(name).inc(done.repeats)
                 for delay in done.delays_s:
                     self._metrics.delay.labels(name).observe(max(0.0, delay))
+                earlier = sorted({r for refs in claimed.uncertain_refs.values() for r in refs})
                 log.info(
-                    "%s: delivered message %s (%d alerts, %d possibly repeated)",
+                    "%s: delivered message %s (%d alerts, %d possibly repeated from %s)",
                     name,
                     mid,
                     n,
                     done.repeats,
+                    ", ".join(earlier) or "no earlier message",
                 )
             elif outcome.verdict == "rate_limited":
                 after = outcome.retry_after_s or 1.0

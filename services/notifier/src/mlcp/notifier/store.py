@@ -79,11 +79,6 @@ class Claimed:
     uncertain_refs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """event id → refs of earlier messages that may already have carried it (possible repeats)."""
 
-    @property
-    def repeats(self) -> int:
-        """How many of the message's alerts may have reached the channel before."""
-        return len(self.uncertain_refs)
-
 
 async def claim(conn: Conn, channel: str, limit: int) -> Claimed | None:
     """Mark up to ``limit`` due deliveries (oldest first) as being sent in one new message."""
