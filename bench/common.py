@@ -10,6 +10,12 @@ Each benchmark script under bench/ keeps its own detailed table and, in addition
 Ratios are "how many times better mlcp is than the anchor or floor": for throughputs
 mlcp / anchor, for latencies anchor / mlcp. A floor (raw aiokafka) is a ceiling mlcp cannot beat,
 so its ratio is a fraction (ingest ≥ 0.5 × raw consume).
+
+It also holds the plumbing the benchmarks share: where the servers are and how to reach the
+authenticated bus as each principal (``servers``, ``bus``, ``prepare_bus``, ``bench_topic``,
+``drop_topics``; the comment above ``Servers`` says how credentials are given), services as
+child processes (``Service``), and sending and watching events as their owners would
+(``Publisher``, ``as_owner``, ``Watcher``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -28,7 +35,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
+
+    from mlcp.contracts import CloudEvent
+    from mlcp.runtime.settings import Settings
 
 Better = Literal["higher", "lower"]
 
@@ -187,11 +200,222 @@ def finish(rows: Sequence[Measure], json_path: Path | None) -> None:
         json_path.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
 
 
-# --- Shared plumbing of the benchmarks that run services as processes --------------------------
+# --- Where the servers are, and who each benchmark is on the bus --------------------------------
+#
+# The bus is authenticated (SASL/SCRAM-SHA-512) and authorised (deny by default, ACLs from
+# mlcp/runtime/acls.yaml): a benchmark reaches it as the principal whose role it plays, exactly as
+# the product's own clients do. A service process runs as ``svc-<service>``; what a benchmark
+# injects on a service's topic it sends as that service, with that service's CloudEvents source
+# (consumers dead-letter an event from any other source); DataArrived goes as ``pipeline``,
+# PredictionLogged as ``inference``; the benchmark's watchers read as ``operator`` (reads
+# everything, writes nothing); topics, ACLs and lag are chores of ``admin``.
+#
+# Which servers, and the credentials:
+# * default — the dev stack of this environment (``mlcp-dev up``; its MLCP_STATE_DIR and
+#   MLCP_DEV_*_PORT variables move it): its SASL_PLAINTEXT listener and the password file of
+#   each principal in its state dir;
+# * servers of one's own — MLCP_KAFKA_BOOTSTRAP and MLCP_DATABASE_URL, with
+#   MLCP_BENCH_CREDENTIALS_DIR: a directory with one password file per principal (the layout
+#   the dev stack and `mlcp bus init DIR` use; the principals need the SCRAM-SHA-512 users and
+#   the ACL file applied, which `mlcp bus init` does). MLCP_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+#   (with MLCP_KAFKA_CA_FILE) for a TLS listener, PLAINTEXT for a bus without authentication
+#   (then no ACLs are applied and no credentials are needed).
 
 ROOT = Path(__file__).resolve().parents[1]
-KAFKA = os.environ.get("MLCP_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-DATABASE = os.environ.get("MLCP_DATABASE_URL", "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp")
+CREDENTIALS_VAR = "MLCP_BENCH_CREDENTIALS_DIR"
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Kafka and PostgreSQL for the benchmarks, and how to reach Kafka as each principal."""
+
+    bootstrap: str
+    database_url: str
+    dev_stack: bool  # the dev stack of this environment (else MLCP_KAFKA_BOOTSTRAP's servers)
+    protocol: str = "SASL_PLAINTEXT"  # of ``bootstrap``
+    credentials: Path | None = None  # one password file per principal
+    ca_file: Path | None = None  # the CA of the brokers' certificates (SASL_SSL)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    def env(self, principal: str) -> dict[str, str]:
+        """The MLCP_* variables of a process that acts as ``principal``: the servers and the
+        principal's password file (never the password itself)."""
+        protocol = self.protocol
+        env = {
+            "MLCP_KAFKA_BOOTSTRAP": self.bootstrap,
+            "MLCP_DATABASE_URL": self.database_url,
+            "MLCP_KAFKA_SECURITY_PROTOCOL": protocol,
+        }
+        if protocol.startswith("SASL_"):
+            if self.credentials is None:
+                raise SystemExit(credentials_hint(self))
+            env |= {
+                "MLCP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                "MLCP_KAFKA_USERNAME": principal,
+                "MLCP_KAFKA_PASSWORD_FILE": str(self.credentials / principal),
+            }
+        if protocol.endswith("SSL") and self.ca_file is not None:
+            env["MLCP_KAFKA_CA_FILE"] = str(self.ca_file)
+        return env
+
+
+def credentials_hint(where: Servers) -> str:
+    """How to give the benchmarks the bus credentials they lack (for error messages)."""
+    from mlcp.runtime.acl import load_policy
+
+    if where.dev_stack:
+        return (
+            f"the dev stack's credentials ({where.credentials}) are missing or do not match its "
+            "broker: run `uv run mlcp-dev up` (it creates every principal and its password "
+            "file; `uv run mlcp-dev reset` starts a stack anew)"
+        )
+    folder = (
+        f"{CREDENTIALS_VAR} to a directory with one password file per principal "
+        f"({', '.join(load_policy().principals)}; each file's first line is that principal's "
+        "password on this cluster: the layout of `mlcp bus init DIR`)"
+    )
+    if not where.authenticated:
+        return (
+            f"the bus at {where.bootstrap} wants SASL: set MLCP_KAFKA_SECURITY_PROTOCOL="
+            f"SASL_PLAINTEXT (SASL_SSL with MLCP_KAFKA_CA_FILE for TLS) and {folder}"
+        )
+    return (
+        f"MLCP_KAFKA_BOOTSTRAP={where.bootstrap} is an authenticated bus "
+        f"(MLCP_KAFKA_SECURITY_PROTOCOL={where.protocol}): set {folder}, MLCP_KAFKA_CA_FILE "
+        "for SASL_SSL, or MLCP_KAFKA_SECURITY_PROTOCOL=PLAINTEXT for a bus without "
+        "authentication"
+    )
+
+
+@functools.cache
+def servers() -> Servers:
+    """The servers of this run (see the comment above), resolved once."""
+    from mlcp.devstack import DevstackError, current
+
+    try:
+        stack = current()
+    except DevstackError as error:
+        raise SystemExit(str(error)) from None
+    if not stack.kafka_external:
+        return Servers(
+            stack.bootstrap,
+            stack.database_url,
+            dev_stack=True,
+            credentials=stack.credentials_dir,
+        )
+    protocol = os.environ.get("MLCP_KAFKA_SECURITY_PROTOCOL", "").strip() or "SASL_PLAINTEXT"
+    folder = os.environ.get(CREDENTIALS_VAR, "").strip()
+    ca = os.environ.get("MLCP_KAFKA_CA_FILE", "").strip()
+    return Servers(
+        stack.bootstrap,
+        stack.database_url,
+        dev_stack=False,
+        protocol=protocol,
+        credentials=Path(folder).expanduser() if folder else None,
+        ca_file=Path(ca).expanduser() if ca else None,
+    )
+
+
+def bus(principal: str = "admin", prefix: str = "", **overrides: Any) -> Settings:
+    """``mlcp.runtime`` Settings of ``principal`` behind the topic ``prefix`` (``overrides``:
+    any other setting, e.g. ``db_schema``)."""
+    from mlcp.runtime.settings import settings_from_env
+
+    return settings_from_env(servers().env(principal), topic_prefix=prefix, **overrides)
+
+
+def owner(event_type: str) -> tuple[str, str | None]:
+    """(the principal that writes ``event_type``'s topic, the CloudEvents source its consumers
+    require — None when they accept any: pipelines and inference services name themselves)."""
+    from mlcp.runtime.acl import SERVICE_SOURCE_PREFIX, load_policy
+
+    policy = load_policy()
+    principal = policy.topics[event_type].write[0]
+    service = policy.service_of(principal)
+    return principal, None if service is None else f"{SERVICE_SOURCE_PREFIX}{service}"
+
+
+def as_owner(data: Any, *, source: str = "bench", **fields: Any) -> CloudEvent[Any]:
+    """A new CloudEvent of ``data`` with the source its topic's consumers accept (``source``
+    where any is accepted)."""
+    from mlcp.contracts import new_event
+
+    return new_event(data, source=owner(data.TYPE)[1] or source, **fields)
+
+
+_PREPARED: set[str] = set()
+
+
+async def prepare_bus(prefix: str) -> None:
+    """As admin, every topic of the ACL file (and its dead-letter topic) behind ``prefix`` and,
+    on an authenticated bus, their ACLs, in force on return. Services start on a prefix only
+    after this (they may not create topics); ``drop_topics`` undoes it."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    from mlcp.runtime.acl import load_policy
+    from mlcp.runtime.bus import apply
+    from mlcp.runtime.kafka import make_admin
+
+    policy = load_policy()
+    if servers().authenticated:
+        await apply(bus("admin"), policy, prefix=prefix)
+    else:  # no authorizer: topics only
+        admin = make_admin(bus("admin"))
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            new = [NewTopic(t, 3, 1) for t in policy.topic_names(prefix) if t not in existing]
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+        finally:
+            await admin.close()
+    _PREPARED.add(prefix)
+
+
+async def bench_topic(
+    name: str,
+    partitions: int,
+    *,
+    writers: Sequence[str] = (),
+    readers: Sequence[str] = (),
+    admin: Settings | None = None,
+) -> None:
+    """A topic of the benchmark's own (not in the ACL file, e.g. a raw floor's), created as
+    ``admin`` (default: the servers' admin); on an authenticated bus ``writers`` may write it
+    and ``readers`` read it without a consumer group, once this returns. ``drop_topics`` of its
+    prefix removes both."""
+    from aiokafka.admin import NewTopic
+
+    from mlcp.runtime.acl import AclBinding
+    from mlcp.runtime.kafka import make_admin
+    from mlcp.runtime.kafka_admin import create_acls, describe_acls
+
+    settings = admin or bus("admin")
+    client = make_admin(settings)
+    await client.start()
+    try:
+        await client.create_topics([NewTopic(name, partitions, 1)])
+        if not settings.kafka_security_protocol.startswith("SASL_"):
+            return
+        wanted = {AclBinding("topic", name, f"User:{who}", "WRITE") for who in writers}
+        wanted |= {AclBinding("topic", name, f"User:{who}", "READ") for who in readers}
+        await create_acls(client, sorted(wanted))
+        # The broker's authorizer loads ACLs from the metadata log a moment after the
+        # controller commits them: wait until it shows them (as `mlcp bus apply` does).
+        deadline = time.monotonic() + 15
+        while not wanted <= set(await describe_acls(client)):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the ACLs of {name} were not in force after 15 s")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+# --- Shared plumbing of the benchmarks that run services as processes --------------------------
 
 
 def free_port() -> int:
@@ -200,9 +424,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_process(popen: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
+    """SIGTERM a child (a clean stop), SIGKILL it if it is still there after ``timeout``."""
+    if popen is None or popen.poll() is not None:
+        return
+    popen.terminate()
+    try:
+        popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()
+
+
 @dataclass
 class Service:
-    """``python -m mlcp.<name>`` as a child process, its output in ``log``, on a free port."""
+    """``python -m mlcp.<name>`` as a child process, its output in ``log``, on a free port, on
+    the bus as its own principal ``svc-<name>`` (its topic prefix prepared first)."""
 
     name: str
     env: dict[str, str]
@@ -211,9 +448,17 @@ class Service:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Service:
-        env = {**os.environ, **self.env, "MLCP_HTTP_PORT": str(self.port)}
-        env.setdefault("MLCP_KAFKA_BOOTSTRAP", KAFKA)
-        env.setdefault("MLCP_DATABASE_URL", DATABASE)
+        prefix = self.env.get("MLCP_TOPIC_PREFIX", "")
+        if prefix not in _PREPARED:
+            raise RuntimeError(f"prepare_bus({prefix!r}) first: services may not create topics")
+        # The benchmark's own bus identity (if any in its environment) is not the service's.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLCP_KAFKA_")}
+        env = {
+            **inherited,
+            **servers().env(f"svc-{self.name}"),
+            **self.env,
+            "MLCP_HTTP_PORT": str(self.port),
+        }
         env.setdefault("MLCP_LOG_LEVEL", "WARNING")
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
@@ -244,14 +489,7 @@ class Service:
         raise SystemExit(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail()}")
 
     def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.terminate()
-        try:
-            self.popen.wait(30)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        stop_process(self.popen)
 
     def tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -263,7 +501,7 @@ async def drop_schemas(*schemas: str) -> None:
     """Leave the shared database as it was: the benchmarks' schemas are throwaway."""
     import asyncpg
 
-    conn = await asyncpg.connect(DATABASE)
+    conn = await asyncpg.connect(servers().database_url)
     try:
         for schema in schemas:
             await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
@@ -272,20 +510,27 @@ async def drop_schemas(*schemas: str) -> None:
 
 
 async def drop_topics(prefix: str) -> None:
-    """Delete every topic named ``prefix…`` (services create theirs and their DLQs at start):
-    a shared broker with thousands of leftover partitions gets slow for everyone."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    """Delete every topic named ``prefix…`` and every ACL on a topic or group named so (the ACL
+    file's, ``mlcp.runtime.bus.remove_prefix``, and ``bench_topic``'s): a shared broker with
+    thousands of leftover partitions and ACLs gets slow for everyone."""
+    from mlcp.runtime.kafka import make_admin
+    from mlcp.runtime.kafka_admin import delete_acls, describe_acls
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
+    admin = make_admin(bus("admin"))
     try:
+        await admin.start()
         mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
         if mine:
             await admin.delete_topics(mine)
+        if servers().authenticated:
+            acls = [b for b in await describe_acls(admin) if b.resource_name.startswith(prefix)]
+            if acls:
+                await delete_acls(admin, acls)
     except Exception as error:  # cleanup must not turn a finished run into a crash
-        print(f"warning: could not delete the {prefix}* topics: {error}", file=sys.stderr)
+        print(f"warning: could not delete the {prefix}* topics and ACLs: {error}", file=sys.stderr)
     finally:
         await admin.close()
+    _PREPARED.discard(prefix)
 
 
 async def cleanup(prefix: str, *schemas: str) -> None:
@@ -293,38 +538,66 @@ async def cleanup(prefix: str, *schemas: str) -> None:
     await drop_topics(prefix)
 
 
+class Publisher:
+    """Publishes events on a prefix's topics as their owners would: each through a durable
+    producer (acks=all, idempotent) of the principal that may write its topic, started at its
+    first use. Build the events with ``as_owner`` (the source the consumers accept)."""
+
+    def __init__(self, prefix: str, **producer_options: Any) -> None:
+        self.prefix = prefix
+        self._options = producer_options
+        self._producers: dict[str, AIOKafkaProducer] = {}  # principal → started AIOKafkaProducer
+
+    async def producer(self, event_type: str) -> AIOKafkaProducer:
+        """The started producer of ``event_type``'s owner."""
+        from mlcp.runtime.kafka import durable_producer
+
+        principal = owner(event_type)[0]
+        if principal not in self._producers:
+            made = durable_producer(bus(principal), client_id=f"bench-{principal}", **self._options)
+            await made.start()
+            self._producers[principal] = made
+        return self._producers[principal]
+
+    async def send(self, event: CloudEvent[Any], key: bytes | None = None) -> float:
+        """Send ``event`` and wait for its acks; returns when the send began (perf_counter)."""
+        from mlcp.contracts import encode_event
+
+        producer = await self.producer(event.type)
+        started = time.perf_counter()
+        await producer.send_and_wait(self.prefix + event.type, encode_event(event), key=key)
+        return started
+
+    async def close(self) -> None:
+        producers, self._producers = list(self._producers.values()), {}
+        for producer in producers:
+            await producer.stop()
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+
 class Watcher:
     """Reads the given topics from their start (no consumer group) and hands out decoded events.
 
     ``expect`` waits for the first not-yet-seen event of a type that matches a predicate and
     records when this process received it (``perf_counter``), so latencies share one clock with
-    the sends.
+    the sends. ``settings``: the reader's (``bus("operator", prefix)``); the topics must exist
+    (``prepare_bus``).
     """
 
-    def __init__(self, bootstrap: str, topics: dict[str, str]) -> None:
-        from aiokafka import AIOKafkaConsumer
+    def __init__(self, settings: Settings, topics: dict[str, str]) -> None:
+        from mlcp.runtime.kafka import make_consumer
 
-        self._bootstrap = bootstrap
         self._types = {topic: type_ for type_, topic in topics.items()}
-        self.consumer = AIOKafkaConsumer(
-            *topics.values(), bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-        )
+        self.consumer = make_consumer(settings, *topics.values(), auto_offset_reset="earliest")
         self.seen: list[tuple[float, Any]] = []  # (received perf_counter, event)
         self._used: set[str] = set()
 
     async def __aenter__(self) -> Watcher:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            new = [NewTopic(t, 1, 1) for t in self._types if t not in existing]
-            if new:
-                with contextlib.suppress(Exception):  # another process created it meanwhile
-                    await admin.create_topics(new)
-        finally:
-            await admin.close()
         await self.consumer.start()
         return self
 

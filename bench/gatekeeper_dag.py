@@ -9,13 +9,14 @@ Repetitions: full 200 candidates, ``--quick`` 20, after 10 / 3 warm-ups.
 
     uv run python bench/gatekeeper_dag.py [--quick] [--json PATH]
 
-Uses MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL (default: the dev stack); its topics and schema are
-prefixed with a random token; the schema and topics are dropped at the end.
+On the bus (bench/common.py: the dev stack by default) the gatekeeper is ``svc-gatekeeper``, the
+registrations are sent as the registry (``svc-registry``, source ``mlcp/registry``) and GatePassed
+is read as ``operator``. Topics, ACLs and schema are prefixed with a random token and dropped at
+the end.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import statistics
@@ -27,16 +28,24 @@ from pathlib import Path
 
 import numpy as np
 import skops.io as sio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cleanup, cli, finish, latency, percentile
+from common import (
+    Publisher,
+    Watcher,
+    as_owner,
+    bus,
+    cleanup,
+    cli,
+    finish,
+    latency,
+    percentile,
+    prepare_bus,
+)
 
-from mlcp.contracts import GatePassed, ModelVersionRegistered, decode_event, encode_event, new_event
+from mlcp.contracts import GatePassed, ModelVersionRegistered
 from mlcp.gatekeeper.app import GatekeeperSettings, build
-from mlcp.runtime import Settings
 
 CONFIG = """models:
   bench:
@@ -102,61 +111,43 @@ async def main(quick: bool, json_path: Path | None) -> None:
         "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
         "format": "skops",
     }
-    base = Settings()
-    settings = Settings(
-        kafka_bootstrap=base.kafka_bootstrap,
-        database_url=base.database_url,
-        topic_prefix=f"bench{token}.",
+    prefix = f"bench{token}."
+    settings = bus(
+        "svc-gatekeeper",
+        prefix,
         db_schema=f"gatekeeper_bench_{token}",
         http_port=0,
         config=work / "mlcp.yaml",
         artifact_root=work,
         log_level="WARNING",
     )
-    passed_topic = settings.topic(GatePassed.TYPE)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(passed_topic, 1, 1)])
-    finally:
-        await admin.close()
-
+    await prepare_bus(prefix)
+    # The gatekeeper runs here as svc-gatekeeper; the registrations come as the registry sends
+    # them (svc-registry, source mlcp/registry); GatePassed is read as the operator.
     runtime = build(settings, gatekeeper=GatekeeperSettings(sweep_interval_s=60))
-    await runtime.start()
-    consumer = AIOKafkaConsumer(
-        passed_topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
-    await consumer.start()
-    await producer.start()
     latencies: list[float] = []
     decided: list[float] = []  # send → GatePassed created in the handler's transaction
     delivered: list[float] = []  # GatePassed created → received (commit, outbox relay, Kafka)
     try:
-        for i in range(warmup + n):
-            version = f"1.0.{i}"
-            event = new_event(registration(version, artifact), source="bench/registry")
-            started, wall = time.perf_counter(), time.time()
-            await producer.send_and_wait(
-                settings.topic(event.type), encode_event(event), key=b"bench"
-            )
-            while True:
-                record = await asyncio.wait_for(consumer.getone(), timeout=30)
-                passed = decode_event(record.value, expected_type=GatePassed.TYPE)
-                if passed.data.version == version:
-                    break
-            if i >= warmup:
-                latencies.append((time.perf_counter() - started) * 1000)
-                created = passed.time.timestamp()
-                decided.append((created - wall) * 1000)
-                delivered.append((time.time() - created) * 1000)
+        await runtime.start()
+        watched = {GatePassed.TYPE: settings.topic(GatePassed.TYPE)}
+        async with Publisher(prefix) as registry, Watcher(bus("operator"), watched) as watcher:
+            for i in range(warmup + n):
+                version = f"1.0.{i}"
+                event = as_owner(registration(version, artifact))
+                wall = time.time()
+                started = await registry.send(event, key=b"bench")
+                received, passed = await watcher.expect(
+                    GatePassed.TYPE, lambda d, v=version: d.version == v, timeout=30
+                )
+                if i >= warmup:
+                    latencies.append((received - started) * 1000)
+                    created = passed.time.timestamp()
+                    decided.append((created - wall) * 1000)
+                    delivered.append((time.time() - created) * 1000)
     finally:
-        await producer.stop()
-        await consumer.stop()
         await runtime.stop()
-        await cleanup(settings.topic_prefix, str(settings.db_schema))
+        await cleanup(prefix, str(settings.db_schema))
 
     print(f"gatekeeper: registered → GatePassed, 4 automatic stages, n={n}, concurrency 1")
     print(f"{'ms':<34}{'p50':>8}{'p95':>8}{'max':>8}")

@@ -23,8 +23,10 @@ could reach on this machine — below 0.5 whenever parsing a record costs more t
 
     uv run python bench/monitor_ingest.py [--quick] [--json PATH]
 
---quick: one run of 20,000 events; full: 3 runs of 100,000. Needs the dev stack
-(MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL, defaults: the dev stack's).
+--quick: one run of 20,000 events; full: 3 runs of 100,000. On the bus (bench/common.py: the
+dev stack by default) the predictions are produced as ``inference``, the version's registration
+as the registry (``svc-registry``, source ``mlcp/registry``), and both consumers — raw (without a
+group) and the monitor's runtime — read as ``svc-monitor``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ import asyncpg
 import msgspec
 import numpy as np
 import uvloop
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from mlcp.contracts import (
     ArtifactRef,
@@ -54,7 +54,6 @@ from mlcp.contracts import (
     ModelVersionRegistered,
     PredictionLogged,
     encode_event,
-    new_event,
 )
 from mlcp.monitor import app as monitor_app
 from mlcp.monitor.app import BATCH_RECORDS, DEFAULT_PORT, SERVICE, wire
@@ -63,15 +62,13 @@ from mlcp.monitor.metrics import MonitorMetrics
 from mlcp.monitor.reference import profile_from_columns
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.broker import FETCH_BYTES_PER_PARTITION
+from mlcp.runtime.kafka import durable_producer, make_consumer
 from mlcp.runtime.platform import PlatformConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
-KAFKA = os.environ.get("MLCP_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-DATABASE = os.environ.get("MLCP_DATABASE_URL", "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp")
-PARTITIONS = 3
 
 
 def records(count: int, seed: int) -> list[bytes]:
@@ -80,7 +77,7 @@ def records(count: int, seed: int) -> list[bytes]:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     return [
         encode_event(
-            new_event(
+            common.as_owner(
                 PredictionLogged(
                     model="bench",
                     version="1.0.0",
@@ -111,16 +108,13 @@ def registration() -> bytes:
         feature_schema=tuple(FeatureSpec(name=f, dtype="float64") for f in FEATURES),
         datasets=(DatasetRef(dataset="bench", batch_ids=("b",), sha256="b" * 64),),
     )
-    return encode_event(new_event(data, source="bench/registry"))
+    return encode_event(common.as_owner(data))  # as the registry: source mlcp/registry
 
 
-async def produce(topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=KAFKA,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        max_batch_size=1 << 20,
+async def produce(settings: Settings, topic: str, values: list[bytes]) -> None:
+    """Send ``values`` as the principal of ``settings`` and wait for every ack."""
+    producer = durable_producer(
+        settings, client_id="bench-monitor-ingest", linger_ms=5, max_batch_size=1 << 20
     )
     await producer.start()
     try:
@@ -130,21 +124,13 @@ async def produce(topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def create(topics: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
-    finally:
-        await admin.close()
-
-
-async def raw_consume(topic: str, count: int) -> tuple[float, float]:
-    """(wall s, CPU s) from the first to the last of ``count`` records: plain aiokafka."""
-    consumer = AIOKafkaConsumer(
+async def raw_consume(settings: Settings, topic: str, count: int) -> tuple[float, float]:
+    """(wall s, CPU s) from the first to the last of ``count`` records: plain aiokafka, as the
+    monitor's principal but without a consumer group (the monitor's own group is the
+    monitor's: offsets committed here would make it skip the records)."""
+    consumer = make_consumer(
+        settings,
         topic,
-        bootstrap_servers=KAFKA,
-        group_id=f"raw-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_records=BATCH_RECORDS,
@@ -159,9 +145,7 @@ async def raw_consume(topic: str, count: int) -> tuple[float, float]:
             if n and not seen:
                 first, cpu = time.perf_counter(), time.process_time()
             seen += n
-        wall, cpu = time.perf_counter() - first, time.process_time() - cpu
-        await consumer.commit()
-        return wall, cpu
+        return time.perf_counter() - first, time.process_time() - cpu
     finally:
         await consumer.stop()
 
@@ -224,14 +208,7 @@ class Timed:
 
 
 def monitor_runtime(prefix: str, schema: str) -> tuple[ServiceRuntime, Timed]:
-    settings = Settings(
-        kafka_bootstrap=KAFKA,
-        database_url=DATABASE,
-        topic_prefix=prefix,
-        db_schema=schema,
-        http_port=0,
-        log_level="WARNING",
-    )
+    settings = common.bus("svc-monitor", prefix, db_schema=schema, http_port=0, log_level="WARNING")
     runtime = ServiceRuntime(
         SERVICE,
         default_port=DEFAULT_PORT,
@@ -255,11 +232,12 @@ async def wait_until(conn: asyncpg.Connection, sql: str, target: int) -> None:
 
 async def register(prefix: str, schema: str) -> None:
     """Project the version first: predictions of an unknown version are only counted."""
-    await produce(f"{prefix}{ModelVersionRegistered.TYPE}", [registration()])
+    registry = common.bus("svc-registry")
+    await produce(registry, f"{prefix}{ModelVersionRegistered.TYPE}", [registration()])
     runtime, _ = monitor_runtime(prefix, schema)
     await runtime.start()
     try:
-        conn = await asyncpg.connect(DATABASE)
+        conn = await asyncpg.connect(common.servers().database_url)
         try:
             await wait_until(conn, f"SELECT count(*) FROM {schema}.versions", 1)
         finally:
@@ -273,7 +251,7 @@ async def monitor_consume(prefix: str, schema: str, count: int) -> tuple[float, 
     runtime, timed = monitor_runtime(prefix, schema)
     await runtime.start()
     try:
-        conn = await asyncpg.connect(DATABASE)
+        conn = await asyncpg.connect(common.servers().database_url)
         try:
             await wait_until(conn, f"SELECT sum(served) FROM {schema}.traffic", count)
         finally:
@@ -291,14 +269,14 @@ async def run_once(count: int, seed: int) -> dict[str, float]:
     unique = uuid.uuid4().hex[:8]
     prefix, schema = f"bench{unique}.", f"monitor_bench_{unique}"
     topic = f"{prefix}{PredictionLogged.TYPE}"
-    await create([topic, f"{prefix}{ModelVersionRegistered.TYPE}"])
+    await common.prepare_bus(prefix)  # its topics: 3 partitions, as the services' default
     await register(prefix, schema)
     values = records(count, seed)
-    await produce(topic, values)
-    raw_s, raw_cpu = await raw_consume(topic, count)
+    await produce(common.bus("inference"), topic, values)
+    raw_s, raw_cpu = await raw_consume(common.bus("svc-monitor"), topic, count)
     parse_us = json_parse_floor(values)
     mon_s, mon_cpu, timed = await monitor_consume(prefix, schema, count)
-    conn = await asyncpg.connect(DATABASE)
+    conn = await asyncpg.connect(common.servers().database_url)
     try:
         decisions = await conn.fetchval(f"SELECT count(*) FROM {schema}.decisions")
     finally:

@@ -16,6 +16,11 @@ Three channels (Slack, WeCom, signed webhook) all point at the recording sink
 Sizes: full a burst of 1,000 events and 200 paced ones; ``--quick`` 200 and 40; the limited
 burst is 100 events in both. Each measurement runs once, on a fresh notifier.
 The headline row is the fan-out throughput, with the p95 bus → delivery delay beside it.
+
+On the bus (bench/common.py: the dev stack by default) the notifier runs in this process as
+``svc-notifier``; the GateFailed events are sent as the gatekeeper would (``svc-gatekeeper``,
+source ``mlcp/gatekeeper``), through one producer per notifier, each acknowledged before the
+next.
 """
 
 from __future__ import annotations
@@ -28,20 +33,28 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from mlcp.contracts import GateFailed, encode_event, new_event
+from mlcp.contracts import CloudEvent, GateFailed
 from mlcp.contracts.common import Evidence
 from mlcp.notifier.app import build
 from mlcp.notifier.sink import Sink, serve
-from mlcp.runtime import Settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATABASE, KAFKA, cleanup, cli, finish, measure, percentile
-
-from tests.integration.kafka_tools import produce
+from common import (
+    Publisher,
+    as_owner,
+    bus,
+    cleanup,
+    cli,
+    finish,
+    measure,
+    percentile,
+    prepare_bus,
+    servers,
+)
 
 PATHS = {"slack": "/slack/bench", "wecom": "/wecom/send", "webhook": "/hook"}
 MARK = re.compile(r"bench-[0-9a-f]{12}")
@@ -63,8 +76,9 @@ notifications:
 
 def event(i: int) -> Any:
     # The correlation id marks the event in every rendered message (all three kinds show it).
+    # GateFailed is the gatekeeper's: its source, sent as its principal (Publisher).
     mark = f"bench-{uuid.uuid4().hex[:12]}"
-    return new_event(
+    return as_owner(
         GateFailed(
             model=f"m{i % 7}",
             version=f"1.{i}.0",
@@ -73,7 +87,6 @@ def event(i: int) -> Any:
             reason="accuracy 0.90 < 0.92",
             evidence=(Evidence.evaluate("accuracy", 0.9, ">=", 0.92),),
         ),
-        source="bench/notifier",
         correlationid=mark,
     )
 
@@ -86,9 +99,16 @@ def marks(sink: Sink, path: str) -> list[tuple[str, float]]:
     return out
 
 
+Publish = Callable[[list[CloudEvent[Any]]], Awaitable[None]]
+
+
 async def run_notifier(rate: float | None, body: Any, *, routed: bool = True) -> Any:
+    """A fresh notifier (its own prefix, schema and sink) as ``svc-notifier``; ``body(sink,
+    publish, runtime)`` runs once it is assigned its partitions. ``publish`` sends events in
+    order as the gatekeeper, each acknowledged before the next (one producer per notifier)."""
     sink = Sink(secret="bench-key")
     unique = uuid.uuid4().hex[:8]
+    prefix = f"b{unique}."
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mlcp.yaml"
         path.write_text(config(rate, routed=routed))
@@ -99,26 +119,33 @@ async def run_notifier(rate: float | None, body: Any, *, routed: bool = True) ->
                 B_HOOK=base + PATHS["webhook"],
                 B_KEY="bench-key",
             )
+            await prepare_bus(prefix)
             runtime = build(
-                Settings(
-                    kafka_bootstrap=KAFKA,
-                    database_url=DATABASE,
-                    topic_prefix=f"b{unique}.",
+                bus(
+                    "svc-notifier",
+                    prefix,
                     db_schema=f"notifier_b{unique}",
                     http_port=0,
                     config=path,
                     log_level="WARNING",
                 )
             )
-            await runtime.start()
+            publisher = Publisher(prefix)
+
+            async def publish(events: list[CloudEvent[Any]]) -> None:
+                for e in events:
+                    await publisher.send(e, key=e.subject.encode() if e.subject else None)
+
             try:
+                await runtime.start()
                 while not runtime.assignments.assigned:
                     await asyncio.sleep(0.05)
-                topic = f"b{unique}.{GateFailed.TYPE}"
-                return await body(sink, topic, runtime)
+                await publisher.producer(GateFailed.TYPE)  # connected before any clock starts
+                return await body(sink, publish, runtime)
             finally:
+                await publisher.close()
                 await runtime.stop()
-                await cleanup(f"b{unique}.", f"notifier_b{unique}")
+                await cleanup(prefix, f"notifier_b{unique}")
 
 
 async def until(predicate: Any, timeout: float) -> None:
@@ -130,10 +157,10 @@ async def until(predicate: Any, timeout: float) -> None:
 
 
 async def throughput(n: int) -> dict[str, float]:
-    async def body(sink: Sink, topic: str, _: Any) -> dict[str, float]:
+    async def body(sink: Sink, publish: Publish, _: Any) -> dict[str, float]:
         events = [event(i) for i in range(n)]
         started = time.perf_counter()
-        await produce(KAFKA, topic, [(e.subject.encode(), encode_event(e), []) for e in events])
+        await publish(events)
         await until(lambda: len(sink.requests) >= 3 * n, timeout=300)
         elapsed = time.perf_counter() - started
         return {"deliveries": 3 * n, "seconds": elapsed, "per_s": 3 * n / elapsed}
@@ -145,10 +172,10 @@ async def throughput(n: int) -> dict[str, float]:
 async def consume_only(n: int) -> float:
     """Events/s through the inbox when no route matches: the consumer's own ceiling."""
 
-    async def body(sink: Sink, topic: str, runtime: Any) -> float:
+    async def body(sink: Sink, publish: Publish, runtime: Any) -> float:
         events = [event(i) for i in range(n)]
         started = time.perf_counter()
-        await produce(KAFKA, topic, [(e.subject.encode(), encode_event(e), []) for e in events])
+        await publish(events)
         while await runtime.pool.fetchval("SELECT count(*) FROM alerts") < n:
             await asyncio.sleep(0.02)
         return n / (time.perf_counter() - started)
@@ -158,12 +185,12 @@ async def consume_only(n: int) -> float:
 
 
 async def latency(n: int) -> dict[str, list[float]]:
-    async def body(sink: Sink, topic: str, _: Any) -> dict[str, list[float]]:
+    async def body(sink: Sink, publish: Publish, _: Any) -> dict[str, list[float]]:
         sent: dict[str, float] = {}
         for i in range(n):
             e = event(i)
             sent[e.correlationid] = e.time.timestamp()
-            await produce(KAFKA, topic, [(e.subject.encode(), encode_event(e), [])])
+            await publish([e])
             await asyncio.sleep(0.05)
         await until(lambda: len(sink.requests) >= 3 * n, timeout=120)
         return {
@@ -176,10 +203,10 @@ async def latency(n: int) -> dict[str, list[float]]:
 
 
 async def limited_burst(n: int) -> dict[str, tuple[int, float]]:
-    async def body(sink: Sink, topic: str, runtime: Any) -> dict[str, tuple[int, float]]:
+    async def body(sink: Sink, publish: Publish, runtime: Any) -> dict[str, tuple[int, float]]:
         events = [event(i) for i in range(n)]
         started = time.perf_counter()
-        await produce(KAFKA, topic, [(e.subject.encode(), encode_event(e), []) for e in events])
+        await publish(events)
         done: dict[str, tuple[int, float]] = {}
         while len(done) < 2:
             for kind in ("slack", "wecom"):
@@ -200,7 +227,8 @@ async def limited_burst(n: int) -> dict[str, tuple[int, float]]:
 
 async def main(quick: bool, json_path: Path | None) -> None:
     n_burst, n_latency = (200, 40) if quick else (1000, 200)
-    print(f"notifier fan-out bench ({'quick' if quick else 'full'}): Kafka {KAFKA}", flush=True)
+    where = servers().bootstrap
+    print(f"notifier fan-out bench ({'quick' if quick else 'full'}): Kafka {where}", flush=True)
     tp = await throughput(n_burst)
     consumed = await consume_only(n_burst)
     lat = await latency(n_latency)

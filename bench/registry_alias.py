@@ -26,8 +26,10 @@ over the rounds (full: 5 rounds, 2000 lookups and 100 registrations per system p
 
     uv run python bench/registry_alias.py [--quick] [--json PATH]
 
-Needs the dev stack (``make dev``) or MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL, and the
-anchors' environment (``uv sync --project bench/anchors``, done by ``make bench``).
+Needs the dev stack (``make dev``) or servers of one's own (bench/common.py), and the anchors'
+environment (``uv sync --project bench/anchors``, done by ``make bench``). On the bus the
+registry runs as ``svc-registry`` and the RunFinished events are sent as the trainer
+(``svc-trainer``, source ``mlcp/trainer``); consumer lag is read as ``admin``.
 """
 
 from __future__ import annotations
@@ -50,25 +52,26 @@ from urllib.parse import quote
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (
-    DATABASE,
-    KAFKA,
     ROOT,
     Service,
     add_common_args,
+    as_owner,
+    bus,
     cleanup,
     finish,
     free_port,
     measure,
     percentile,
+    prepare_bus,
+    servers,
 )
 
-from mlcp.contracts import RunFinished, encode_event, new_event
+from mlcp.contracts import RunFinished, encode_event
+from mlcp.runtime.kafka import durable_producer, make_admin, make_consumer
 
 MLFLOW = ["uv", "run", "--frozen", "--project", str(ROOT / "bench" / "anchors"), "mlflow"]
 MLFLOW_NAME = "MLflow 3.17.2 Model Registry, same PostgreSQL"
@@ -254,9 +257,8 @@ class Mlcp:
             work / "mlcp.log",
         )
         self.base = f"http://127.0.0.1:{self.service.port}"
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=KAFKA, acks="all", enable_idempotence=True
-        )
+        # RunFinished comes from the trainer: its principal, its source (mlcp/trainer).
+        self.producer = durable_producer(bus("svc-trainer"), client_id="bench-trainer")
         self.runs = 0
 
     async def register(self, n: int) -> Sample:
@@ -266,7 +268,7 @@ class Mlcp:
         acks = []
         for _ in range(n):
             self.runs += 1
-            event = new_event(run_finished(f"run-{self.runs}", self.runs), source="bench")
+            event = as_owner(run_finished(f"run-{self.runs}", self.runs))
             sent[event.data.run_id] = time.time()
             acks.append(
                 await self.producer.send(
@@ -274,7 +276,7 @@ class Mlcp:
                 )
             )
         await asyncio.gather(*acks)
-        conn = await asyncpg.connect(DATABASE)
+        conn = await asyncpg.connect(servers().database_url)
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -297,9 +299,10 @@ class Mlcp:
     async def idle(self, timeout: float = 120) -> None:
         """Until the outbox is drained and the registry's consumer group has no lag."""
         deadline = time.monotonic() + timeout
-        conn = await asyncpg.connect(DATABASE)
-        admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-        probe = AIOKafkaConsumer(bootstrap_servers=KAFKA)
+        conn = await asyncpg.connect(servers().database_url)
+        # Consumer-group offsets and end offsets: a harness chore, as the admin.
+        admin = make_admin(bus("admin"))
+        probe = make_consumer(bus("admin"))
         await admin.start()
         await probe.start()
         try:
@@ -322,7 +325,7 @@ class Mlcp:
 
 def start_mlflow(work: Path, schema: str, port: int) -> subprocess.Popen[bytes]:
     # SQLAlchemy's default PostgreSQL driver is psycopg 3; the anchors ship psycopg2.
-    store = DATABASE.replace("postgresql://", "postgresql+psycopg2://", 1)
+    store = servers().database_url.replace("postgresql://", "postgresql+psycopg2://", 1)
     store += f"?options={quote(f'-csearch_path={schema}')}"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with (work / "mlflow.log").open("wb") as log:
@@ -351,10 +354,11 @@ async def run(rounds: int, lookups: int, registrations: int) -> list[Series]:
     unique = uuid.uuid4().hex[:8]
     work = Path(tempfile.mkdtemp(prefix="mlcp-bench-registry-"))
     mlflow_schema, mlflow_port = f"mlflow_bench_{unique}", free_port()
-    conn = await asyncpg.connect(DATABASE)
+    conn = await asyncpg.connect(servers().database_url)
     await conn.execute(f"CREATE SCHEMA {mlflow_schema}")
     await conn.close()
     mlcp = Mlcp(work, unique)
+    await prepare_bus(mlcp.prefix)
     mlcp.service.start()
     mlflow = start_mlflow(work, mlflow_schema, mlflow_port)
     series: dict[tuple[str, str, int], Series] = {}

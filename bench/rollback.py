@@ -17,6 +17,11 @@ commit, relay, Kafka, fetch. Repetitions: full 100, ``--quick`` 15, after 2 warm
 headline p95 is over both kinds (2 × repetitions samples). Target (issue 9): p95 ≤ 250 ms.
 
     uv run python bench/rollback.py [--quick] [--json PATH]
+
+On the bus (bench/common.py: the dev stack by default) the registry runs as ``svc-registry``;
+this process plays the trainer (RunFinished as ``svc-trainer``, source ``mlcp/trainer``), the
+gatekeeper (GatePassed as ``svc-gatekeeper``) and the monitor (CanaryHealthy and ModelDegraded
+as ``svc-monitor``, source ``mlcp/monitor``), and reads the registry's events as ``operator``.
 """
 
 from __future__ import annotations
@@ -25,24 +30,24 @@ import copy
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (
-    KAFKA,
+    Publisher,
     Service,
     Watcher,
+    as_owner,
+    bus,
     cleanup,
     cli,
     finish,
     latency,
     percentile,
+    prepare_bus,
 )
 
 from mlcp.contracts import (
@@ -54,8 +59,6 @@ from mlcp.contracts import (
     ModelRolledBack,
     ModelVersionRegistered,
     RunFinished,
-    encode_event,
-    new_event,
 )
 from mlcp.contracts.base import EventData
 from tests.contracts.contract_examples import EXAMPLES
@@ -78,18 +81,17 @@ TOPICS = (ModelVersionRegistered, ModelPromoted, ModelRolledBack)
 
 
 class Driver:
-    """Publishes the other services' events and waits for the registry's answers."""
+    """Publishes the other services' events as they would (the trainer's RunFinished, the
+    gatekeeper's GatePassed, the monitor's verdicts: each as its principal, with its source)
+    and waits for the registry's answers."""
 
-    def __init__(self, prefix: str, producer: AIOKafkaProducer, watcher: Watcher) -> None:
-        self.prefix, self.producer, self.watcher = prefix, producer, watcher
+    def __init__(self, publisher: Publisher, watcher: Watcher) -> None:
+        self.publisher, self.watcher = publisher, watcher
         self.runs = 0
 
     async def publish(self, data: EventData) -> tuple[float, CloudEvent[Any]]:
-        event = new_event(data, source="bench/rollback")
-        started = time.perf_counter()
-        await self.producer.send_and_wait(
-            self.prefix + event.type, encode_event(event), key=MODEL.encode()
-        )
+        event = as_owner(data)
+        started = await self.publisher.send(event, key=MODEL.encode())
         return started, event
 
     async def register(self) -> str:
@@ -154,17 +156,20 @@ async def main(quick: bool, json_path: Path | None) -> None:
             "MLCP_REGISTRY_BOOTSTRAP_TOKEN": "bench-" + "r" * 40,
         },
         work / "registry.log",
-    ).start()
+    )
     canary_ms: list[float] = []
     production_ms: list[float] = []
     decided_ms: list[float] = []  # ModelDegraded created → ModelRolledBack created (handler)
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all", enable_idempotence=True)
     try:
+        await prepare_bus(prefix)
+        registry.start()
         await registry.ready()
-        await producer.start()
         topics = {t.TYPE: prefix + t.TYPE for t in TOPICS}
-        async with Watcher(KAFKA, topics) as watcher:
-            drive = Driver(prefix, producer, watcher)
+        async with (
+            Publisher(prefix) as publisher,
+            Watcher(bus("operator"), topics) as watcher,
+        ):
+            drive = Driver(publisher, watcher)
             previous = await drive.production()
             for i in range(warmup + n):
                 version = await drive.canary()
@@ -183,7 +188,6 @@ async def main(quick: bool, json_path: Path | None) -> None:
                     decided_ms.append(decided)
                 print(f"repetition {i + 1}/{warmup + n}: production → {previous}", flush=True)
     finally:
-        await producer.stop()
         registry.stop()
         await cleanup(prefix, schema)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATABASE, KAFKA, ROOT, Measure, render_markdown
+from common import ROOT, Measure, bus, credentials_hint, render_markdown, servers
 
 RESULTS = ROOT / "bench" / "results"
 QUICK_BUDGET_S = 300.0  # issue 9: the quick suite runs in under 5 minutes
@@ -48,7 +48,13 @@ class Bench:
 BENCHES = (
     Bench(
         "bus_floor.py",
-        (("bus_floor", "raw bus floor: aiokafka produce → consume of the same records"),),
+        (
+            ("bus_floor", "raw bus floor: aiokafka produce → consume of the same records"),
+            ("bus_floor_scram", "bus floor, SASL/SCRAM-SHA-512 vs plaintext: produce → consume"),
+            ("bus_round_trip_scram", "bus round trip p50, SASL/SCRAM-SHA-512 vs plaintext"),
+            ("bus_floor_tls", "bus floor, SASL_SSL (SCRAM + TLS) vs plaintext: produce → consume"),
+            ("bus_round_trip_tls", "bus round trip p50, SASL_SSL (SCRAM + TLS) vs plaintext"),
+        ),
     ),
     Bench("trainer_trigger.py", (("trigger_latency", "DataArrived → TrainingRequested p95"),)),
     Bench(
@@ -216,36 +222,59 @@ def git(*args: str) -> str:
 
 
 async def preflight() -> dict[str, str]:
-    """Fail early, with the fix, when Kafka or PostgreSQL is not there; their versions."""
+    """Fail early, with the fix, when Kafka or PostgreSQL is not there or the bus refuses a
+    principal the benchmarks act as; the servers' versions."""
     import asyncpg
-    from aiokafka.admin import AIOKafkaAdminClient
 
     from mlcp.devstack import KAFKA_VERSION
+    from mlcp.runtime.acl import load_policy
+    from mlcp.runtime.kafka import BusAccessError, check_access
+    from mlcp.runtime.settings import ConfigurationError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=5000)
+    here = servers()
+    start = (
+        "Start the dev stack first: `uv run mlcp-dev up` (make bench does it), or point "
+        "MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL at servers of your own (bench/common.py says "
+        "how to give their credentials)."
+        if here.dev_stack
+        else "Start them, or unset MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL to use the dev stack."
+    )
+    # Every principal the benchmarks act as (each service, pipeline, inference, operator,
+    # admin) must get in: a wrong password found here costs seconds, not a crashed benchmark.
+    principals = list(load_policy().principals) if here.authenticated else ["admin"]
+    for principal in principals:
+        try:
+            problem = await check_access(bus(principal), timeout_s=10)
+        except (BusAccessError, ConfigurationError) as refused:
+            raise SystemExit(
+                f"Kafka at {here.bootstrap} does not let the benchmarks in as {principal!r}: "
+                f"{refused}\nFix: {credentials_hint(here)}."
+            ) from None
+        if problem is not None:
+            raise SystemExit(f"Kafka ({here.bootstrap}) is not reachable ({problem}).\n{start}")
     try:
-        await asyncio.wait_for(admin.start(), 15)
-        await admin.close()
-        conn = await asyncio.wait_for(asyncpg.connect(DATABASE), 15)
+        conn = await asyncio.wait_for(asyncpg.connect(here.database_url), 15)
         try:
             postgres = str(await conn.fetchval("SHOW server_version"))
         finally:
             await conn.close()
     except Exception as down:
         raise SystemExit(
-            f"Kafka ({KAFKA}) or PostgreSQL is not reachable ({type(down).__name__}: {down}).\n"
-            "Start the dev stack first: `uv run mlcp-dev up` (make bench does it), or point "
-            "MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL at yours."
+            f"PostgreSQL is not reachable ({type(down).__name__}: {down}).\n{start}"
         ) from down
-    dev_stack = KAFKA.startswith("127.0.0.1:") or KAFKA.startswith("localhost:")
     return {
-        "kafka": f"{KAFKA_VERSION} (mlcp dev stack, KRaft)" if dev_stack else "unknown",
-        "kafka_bootstrap": KAFKA,
+        "kafka": f"{KAFKA_VERSION} (mlcp dev stack, KRaft)" if here.dev_stack else "unknown",
+        "kafka_bootstrap": here.bootstrap,
+        "kafka_security": (
+            f"{here.protocol}, SCRAM-SHA-512, ACLs from acls.yaml"
+            if here.authenticated
+            else here.protocol
+        ),
         "postgresql": postgres,
     }
 
 
-def environment(args: argparse.Namespace, servers: dict[str, str]) -> dict[str, Any]:
+def environment(args: argparse.Namespace, server_info: dict[str, str]) -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -256,7 +285,7 @@ def environment(args: argparse.Namespace, servers: dict[str, str]) -> dict[str, 
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
         "platform": platform.platform(),
-        **servers,
+        **server_info,
     }
 
 
@@ -270,7 +299,8 @@ def markdown(env: dict[str, Any], rows: list[Measure], outcomes: list[Outcome]) 
         "",
         "Ratio: how many times better mlcp is than the anchor or floor measured in the same run "
         "(throughputs mlcp / anchor, latencies anchor / mlcp); against a raw-Kafka floor it is "
-        "a fraction (the floor is a ceiling mlcp cannot beat).",
+        "a fraction (the floor is a ceiling mlcp cannot beat). The bus-security rows compare "
+        "the secured bus with plaintext: the fraction of the plaintext figure it achieves.",
         "",
         "## Workloads",
         *(f"- `{r.key}`: {r.workload}" for r in rows),
@@ -323,9 +353,9 @@ async def main(args: argparse.Namespace) -> int:
     ]
     if not benches:
         raise SystemExit(f"--only {args.only}: no such benchmark (scripts or row keys)")
-    servers = await preflight()
-    env = environment(args, servers)
-    say(f"mlcp benchmarks ({env['mode']}): {len(benches)} scripts, Kafka {KAFKA}")
+    server_info = await preflight()
+    env = environment(args, server_info)
+    say(f"mlcp benchmarks ({env['mode']}): {len(benches)} scripts, Kafka {servers().bootstrap}")
     started = time.monotonic()
     outcomes = [await run_one(b, i, len(benches), args) for i, b in enumerate(benches, 1)]
     total = time.monotonic() - started

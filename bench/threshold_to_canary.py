@@ -20,6 +20,10 @@ pays one-time costs such as the gatekeeper's first import of scikit-learn for th
 Target (issue 9): ≤ 1 s plus training.
 
     uv run python bench/threshold_to_canary.py [--quick] [--json PATH]
+
+On the bus (bench/common.py: the dev stack by default) each service runs as its own principal
+(``svc-registry``, ``svc-trainer``, ``svc-gatekeeper``); DataArrived is sent as ``pipeline`` and
+the services' events are read as ``operator``.
 """
 
 from __future__ import annotations
@@ -27,22 +31,22 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
-    KAFKA,
+    Publisher,
     Service,
     Watcher,
+    as_owner,
+    bus,
     cleanup,
     cli,
     finish,
     latency,
     percentile,
+    prepare_bus,
 )
 
 from mlcp.contracts import (
@@ -54,8 +58,6 @@ from mlcp.contracts import (
     RunFinished,
     RunStarted,
     TrainingRequested,
-    encode_event,
-    new_event,
 )
 from mlcp.examples.sklearn import write_batches
 
@@ -103,13 +105,12 @@ def failure(watcher: Watcher) -> str:
 
 
 async def one(
-    i: int, work: Path, producer: AIOKafkaProducer, prefix: str, watcher: Watcher
+    i: int, work: Path, pipeline: Publisher, watcher: Watcher
 ) -> tuple[float, dict[str, float]]:
     """End-to-end ms of one crossing, and each event's creation time (epoch s) by type."""
     [batch] = write_batches(work / "data", batches=1, rows_per_batch=ROWS, seed=i, prefix=f"b{i}")
-    arrived = new_event(batch.event(DATASET), source="bench/threshold")
-    started = time.perf_counter()
-    await producer.send_and_wait(prefix + arrived.type, encode_event(arrived), key=DATASET.encode())
+    arrived = as_owner(batch.event(DATASET), source="bench/threshold")
+    started = await pipeline.send(arrived, key=DATASET.encode())
     times = {"arrived": arrived.time.timestamp()}
     try:
         for type_ in (TrainingRequested.TYPE, RunStarted.TYPE):
@@ -150,19 +151,24 @@ async def main(quick: bool, json_path: Path | None) -> None:
         "MLCP_TRAINER_WORKERS": "1",
     }
     services = [
-        Service(name, {**shared, "MLCP_DB_SCHEMA": schema}, work / f"{name}.log").start()
+        Service(name, {**shared, "MLCP_DB_SCHEMA": schema}, work / f"{name}.log")
         for name, schema in schemas.items()
     ]
     end_to_end: list[float] = []
     events: list[dict[str, float]] = []
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all", enable_idempotence=True)
     try:
+        await prepare_bus(prefix)
+        for service in services:
+            service.start()
         for service in services:
             await service.ready()
-        await producer.start()
-        async with Watcher(KAFKA, {t.TYPE: prefix + t.TYPE for t in WATCHED}) as watcher:
+        watched = {t.TYPE: prefix + t.TYPE for t in WATCHED}
+        async with (
+            Publisher(prefix) as pipeline,
+            Watcher(bus("operator"), watched) as watcher,
+        ):
             for i in range(warmup + n):
-                ms, times = await one(i, work, producer, prefix, watcher)
+                ms, times = await one(i, work, pipeline, watcher)
                 trained = (times[RunFinished.TYPE] - times[RunStarted.TYPE]) * 1000
                 print(
                     f"repetition {i + 1}/{warmup + n}: {ms:.0f} ms end to end, training "
@@ -174,7 +180,6 @@ async def main(quick: bool, json_path: Path | None) -> None:
                     end_to_end.append(ms)
                     events.append(times)
     finally:
-        await producer.stop()
         for service in services:
             service.stop()
         await cleanup(prefix, *schemas.values())

@@ -21,8 +21,9 @@ wake-up), → the record's Kafka timestamp (publish), → received here (ack, co
     uv run python bench/trainer_trigger.py [--quick] [--json PATH] [--rate 1000]
                                           [--seconds S] [--repeat R]
 
-Uses MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL (default: the dev stack); topics and schema are
-prefixed with a random token and dropped at the end.
+On the bus (bench/common.py: the dev stack by default) the trainer runs as ``svc-trainer``,
+DataArrived is sent as ``pipeline`` (on both paths) and read back as ``operator``; topics, ACLs
+and schema are prefixed with a random token and dropped at the end.
 """
 
 from __future__ import annotations
@@ -43,12 +44,25 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATABASE, KAFKA, Service, add_common_args, finish, measure, percentile
+from common import (
+    Service,
+    add_common_args,
+    as_owner,
+    bench_topic,
+    bus,
+    cleanup,
+    finish,
+    measure,
+    percentile,
+    prepare_bus,
+    servers,
+)
 
-from mlcp.contracts import CloudEvent, DataArrived, TrainingRequested, encode_event, new_event
+from mlcp.contracts import CloudEvent, DataArrived, TrainingRequested, encode_event
+from mlcp.runtime.kafka import durable_producer, make_consumer
+from mlcp.runtime.settings import Settings
 
 CONFIG = """models:
   bench:
@@ -77,9 +91,9 @@ async def pace(rate: int, count: int, send: Callable[[int], Awaitable[None]]) ->
     return time.perf_counter() - started
 
 
-async def tail_consumer(topic: str) -> AIOKafkaConsumer:
-    """A consumer of every partition of ``topic``, positioned at its end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+async def tail_consumer(settings: Settings, topic: str) -> AIOKafkaConsumer:
+    """A consumer of every partition of ``topic``, positioned at its end (no group)."""
+    consumer = make_consumer(settings, enable_auto_commit=False)
     await consumer.start()
     parts = consumer.partitions_for_topic(topic)
     while not parts:
@@ -95,7 +109,7 @@ async def tail_consumer(topic: str) -> AIOKafkaConsumer:
 
 def batches(unique: str, start: int, count: int) -> list[CloudEvent[Any]]:
     return [
-        new_event(
+        as_owner(
             DataArrived(
                 dataset="bench-data",
                 batch_id=f"b{i}",
@@ -104,7 +118,7 @@ def batches(unique: str, start: int, count: int) -> list[CloudEvent[Any]]:
                 sha256="a" * 64,
                 completeness=1.0,
             ),
-            source="bench",
+            source="bench/pipeline",
         )
         for i in range(start, start + count)
     ]
@@ -114,7 +128,7 @@ async def floor(
     producer: AIOKafkaProducer, topic: str, payloads: list[bytes], rate: int
 ) -> list[float]:
     """Produce → consume latency (ms) of ``payloads`` through a plain topic."""
-    consumer = await tail_consumer(topic)
+    consumer = await tail_consumer(bus("operator"), topic)
     sent_at: list[float] = [0.0] * len(payloads)
     latencies: list[float] = []
     acks: list[asyncio.Future[Any]] = []
@@ -222,7 +236,7 @@ async def stages(
 ) -> dict[str, list[float]]:
     """Per crossing, ms spent in each stage, from the trainer's ledger and outbox timestamps."""
     requests = [received.by_cause[c][1] for c in crossings]
-    conn = await asyncpg.connect(DATABASE)
+    conn = await asyncpg.connect(servers().database_url)
     try:
         began: dict[str, float] = {
             r[0]: r[1]
@@ -289,9 +303,8 @@ async def main(args: argparse.Namespace) -> None:
     )
     raw_topic = f"{prefix}bench.raw"
     data_topic = f"{prefix}{DataArrived.TYPE}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all", enable_idempotence=True)
+    # DataArrived as a pipeline writes it, on both paths; this process reads as the operator.
+    producer = durable_producer(bus("pipeline"), client_id="bench-pipeline")
     floors: list[dict[str, float]] = []
     trials: list[dict[str, float]] = []
     stage_medians: dict[str, list[float]] = {name: [] for name in STAGES}
@@ -299,11 +312,12 @@ async def main(args: argparse.Namespace) -> None:
     consumer: AIOKafkaConsumer | None = None
     collector: asyncio.Task[None] | None = None
     try:
-        await admin.create_topics([NewTopic(raw_topic, 3, 1)])
+        await prepare_bus(prefix)
+        await bench_topic(raw_topic, 3, writers=["pipeline"], readers=["operator"])
         service.start()
         await service.ready()
         await producer.start()
-        consumer = await tail_consumer(f"{prefix}{TrainingRequested.TYPE}")
+        consumer = await tail_consumer(bus("operator"), f"{prefix}{TrainingRequested.TYPE}")
         collector = asyncio.create_task(collect(consumer, received))
         offset = 0
         for rep in range(repeat + 1):  # the first is the warm-up
@@ -339,12 +353,7 @@ async def main(args: argparse.Namespace) -> None:
             await consumer.stop()
         await producer.stop()
         service.stop()
-        conn = await asyncpg.connect(DATABASE)
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
-        topics = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        await admin.delete_topics(topics)
-        await admin.close()
+        await cleanup(prefix, schema)
 
     p95 = med(trials, "p95")
     print(

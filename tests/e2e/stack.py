@@ -23,18 +23,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from mlcp import devstack
 from mlcp.contracts import CloudEvent, encode_event
+from mlcp.runtime.acl import load_policy
+from mlcp.runtime.bus import apply
+from mlcp.runtime.kafka import durable_producer, make_admin, make_consumer
+from mlcp.runtime.settings import Settings, settings_from_env
 from tests.conftest import free_port, wait_for
 from tests.integration.kafka_tools import read_all
 
@@ -55,6 +58,7 @@ class PrivateStack:
             "MLCP_STATE_DIR": str(root),
             "MLCP_DEV_KAFKA_PORT": str(free_port()),
             "MLCP_DEV_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "MLCP_DEV_KAFKA_TLS_PORT": str(free_port()),
             "MLCP_DEV_POSTGRES_PORT": str(free_port()),
         }
         # The Kafka jars are cached outside the state dir: share the user's cache.
@@ -68,6 +72,17 @@ class PrivateStack:
 
     def up(self) -> None:
         devstack.up(lambda line: log(f"devstack: {line}"), env=self.env)
+
+    def principal_env(self, principal: str) -> dict[str, str]:
+        """The MLCP_* variables that reach this stack as ``principal``."""
+        return devstack.current(env=self.env).env(principal)
+
+    def settings(self, principal: str, **overrides: Any) -> Settings:
+        return settings_from_env(self.principal_env(principal), **overrides)
+
+    async def prepare_bus(self, prefix: str) -> None:
+        """The topics and ACLs of the ACL file behind ``prefix``."""
+        await apply(self.settings("admin"), load_policy(), prefix=prefix)
 
     def down(self) -> None:
         devstack.down(env=self.env)
@@ -153,7 +168,13 @@ class ServiceProc:
 class Services:
     """The five services as processes, plus a watchdog that restarts one that exits by itself."""
 
-    def __init__(self, env: dict[str, str], schemas: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        schemas: dict[str, str],
+        log_dir: Path,
+        principal_env: Callable[[str], dict[str, str]],
+    ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in SERVICES}
         common = {**os.environ, **env, "MLCP_REGISTRY_URL": f"http://127.0.0.1:{ports['registry']}"}
@@ -166,7 +187,12 @@ class Services:
             name: ServiceProc(
                 name,
                 ports[name],
-                {**common, "MLCP_HTTP_PORT": str(ports[name]), "MLCP_DB_SCHEMA": schemas[name]},
+                {
+                    **common,
+                    **principal_env(f"svc-{name}"),  # each service as its own bus principal
+                    "MLCP_HTTP_PORT": str(ports[name]),
+                    "MLCP_DB_SCHEMA": schemas[name],
+                },
                 log_dir / f"{name}.log",
             )
             for name in SERVICES
@@ -264,8 +290,8 @@ class SinkProc:
 class Bus:
     """One idempotent producer for the test's events, and whole-topic reads."""
 
-    def __init__(self, bootstrap: str, prefix: str) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, prefix: str) -> None:
+        self.settings = settings  # the admin's: the harness writes and reads any topic
         self.prefix = prefix
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -275,12 +301,8 @@ class Bus:
 
     async def _get_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                request_timeout_ms=15000,
+            producer = durable_producer(
+                self.settings, client_id="mlcp-e2e", linger_ms=5, request_timeout_ms=15000
             )
             await producer.start()
             self._producer = producer
@@ -326,7 +348,7 @@ class Bus:
         await self._reset()
 
     async def topics(self) -> list[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = make_admin(self.settings)
         await admin.start()
         try:
             return sorted(t for t in await admin.list_topics() if t.startswith(self.prefix))
@@ -335,12 +357,12 @@ class Bus:
 
     async def read(self, topic: str, timeout: float = 60.0) -> list[Any]:
         """Every record currently in ``topic`` (all partitions), without joining a group."""
-        return await read_all(self.bootstrap, topic, timeout=timeout)
+        return await read_all(self.settings, topic, timeout=timeout)
 
     async def lag(self, group: str) -> int | None:
         """Records of the test's topics that ``group`` has not committed yet."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        admin = make_admin(self.settings)
+        consumer = make_consumer(self.settings, enable_auto_commit=False)
         await admin.start()
         await consumer.start()
         try:

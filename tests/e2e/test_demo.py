@@ -43,11 +43,11 @@ def demo_args(prefix: str, data_dir: Path) -> list[str]:
 
 
 def demo_env(infra: Infra) -> dict[str, str]:
-    return {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        "MLCP_DATABASE_URL": infra.database_url,
-        "COLUMNS": "200",
-    }
+    """The demo finds the dev stack (and its principals' credentials) as a user's would: from
+    the environment this test session runs in."""
+    if infra.source != "devstack":
+        pytest.skip("the demo plays every bus principal: it runs on the dev stack")
+    return {"COLUMNS": "200"}
 
 
 @pytest.fixture(scope="module")

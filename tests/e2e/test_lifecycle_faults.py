@@ -132,8 +132,8 @@ async def bed_for(stack: PrivateStack, tmp_path: Path, models: list[str]) -> Asy
     config = tmp_path / "mlcp.yaml"
     config.write_text("models:" + "".join(MODEL.format(name=m) for m in models) + NOTIFICATIONS)
     sink = SinkProc(tmp_path / "sink.log")
+    await stack.prepare_bus(prefix)
     env = {
-        "MLCP_KAFKA_BOOTSTRAP": stack.bootstrap,
         "MLCP_DATABASE_URL": stack.database_url,
         "MLCP_TOPIC_PREFIX": prefix,
         "MLCP_CONFIG": str(config),
@@ -150,8 +150,8 @@ async def bed_for(stack: PrivateStack, tmp_path: Path, models: list[str]) -> Asy
         "MLCP_NOTIFIER_HTTP_TIMEOUT_S": str(HTTP_TIMEOUT_S),
         "MLCP_NOTIFIER_RETRY_MAX_S": "5",
     }
-    services = Services(env, schemas, tmp_path / "logs")
-    bus = Bus(stack.bootstrap, prefix)
+    services = Services(env, schemas, tmp_path / "logs", stack.principal_env)
+    bus = Bus(stack.settings("admin"), prefix)
     registry = Registry(services.url("registry"), TOKEN)
     try:
         await sink.wait_ready()

@@ -83,16 +83,12 @@ async def test_one_correlation_and_one_linked_trace_from_data_to_canary(
     config.write_text(CONFIG.format(threshold=600))
     traces = tmp_path / "traces"
     traces.mkdir()
-    await create_topics(
-        infra.kafka_bootstrap, [f"{prefix}{t.TYPE}" for t in (DataArrived, *LIFECYCLE)], 3
-    )
+    await create_topics(infra.admin, [f"{prefix}{t.TYPE}" for t in (DataArrived, *LIFECYCLE)], 3)
     started = []
     for service in ("registry", "gatekeeper", "trainer"):
         port = free_port()
         env = {
-            "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-            "MLCP_DATABASE_URL": infra.database_url,
-            "MLCP_TOPIC_PREFIX": prefix,
+            **infra.env(f"svc-{service}", prefix=prefix),
             "MLCP_DB_SCHEMA": f"{service}_{unique}",
             "MLCP_CONFIG": str(config),
             "MLCP_HTTP_PORT": str(port),
@@ -111,7 +107,7 @@ async def test_one_correlation_and_one_linked_trace_from_data_to_canary(
     # continues the first record's trace).
     traces_of = [EARLIER_TRACE_ID, TRACE_ID]
     await produce(
-        infra.kafka_bootstrap,
+        infra.admin,
         f"{prefix}{DataArrived.TYPE}",
         [
             (
@@ -126,14 +122,14 @@ async def test_one_correlation_and_one_linked_trace_from_data_to_canary(
     )
 
     async def promoted() -> list[Any]:
-        return await read_all(infra.kafka_bootstrap, f"{prefix}{ModelPromoted.TYPE}")
+        return await read_all(infra.admin, f"{prefix}{ModelPromoted.TYPE}")
 
     [canary] = await wait_for(promoted, timeout=600, what="ModelPromoted(canary)")
     assert decode_event(canary.value).data.alias == "canary"
 
     # The bus: one correlation id and one trace id on every event of the lifecycle.
     for kind in LIFECYCLE:
-        records = await read_all(infra.kafka_bootstrap, f"{prefix}{kind.TYPE}")
+        records = await read_all(infra.admin, f"{prefix}{kind.TYPE}")
         assert len(records) == 1, f"{kind.TYPE}: {len(records)} records"
         event = decode_event(records[0].value, expected_type=kind.TYPE)
         assert event.correlationid == correlation, kind.TYPE

@@ -1,16 +1,23 @@
-"""Small Kafka helpers for integration tests: produce raw records, read topics, inspect offsets."""
+"""Small Kafka helpers for integration tests: produce raw records, read topics, inspect offsets.
+
+Each takes the ``Settings`` of the principal it acts as (``infra.admin`` for harness chores,
+``infra.settings("pipeline")`` to produce as a pipeline …): every client is authenticated.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
+
+from mlcp.runtime.kafka import make_admin, make_consumer
+from mlcp.runtime.settings import Settings
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(bus: Settings, names: list[str], partitions: int = 1) -> None:
+    admin = make_admin(bus)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -28,10 +35,12 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
 
 
 async def produce(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+    bus: Settings, topic: str, records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
 ) -> None:
     """Send (key, value, headers) records in order and wait for acks=all."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    from mlcp.runtime.kafka import durable_producer
+
+    producer = durable_producer(bus, client_id="mlcp-tests")
     await producer.start()
     try:
         for key, value, headers in records:
@@ -40,9 +49,9 @@ async def produce(
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, *, timeout: float = 10.0) -> list[Any]:
+async def read_all(bus: Settings, topic: str, *, timeout: float = 10.0) -> list[Any]:
     """Every record currently in ``topic`` (all partitions), without joining a group."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = make_consumer(bus, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = await partitions_of(consumer, topic)
@@ -65,10 +74,10 @@ async def read_all(bootstrap: str, topic: str, *, timeout: float = 10.0) -> list
         await consumer.stop()
 
 
-async def lag(bootstrap: str, group: str, topic: str) -> int | None:
+async def lag(bus: Settings, group: str, topic: str) -> int | None:
     """Records in ``topic`` not yet committed by ``group`` (None: the group committed nothing)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = make_admin(bus)
+    consumer = make_consumer(bus, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -83,3 +92,25 @@ async def lag(bootstrap: str, group: str, topic: str) -> int | None:
     finally:
         await consumer.stop()
         await admin.close()
+
+
+def as_principal(settings: Settings, principal: str) -> Settings:
+    """The same settings as another principal (its password file beside this one's): a test
+    that runs a service as ``svc-x`` injects what other producers write as them (or as the
+    admin for harness chores)."""
+    if settings.kafka_password_file is None:
+        return settings
+    return settings.model_copy(
+        update={
+            "kafka_username": principal,
+            "kafka_password_file": settings.kafka_password_file.with_name(principal),
+        }
+    )
+
+
+def owner_source(event_type: str) -> str:
+    """The CloudEvents source consumers accept for ``event_type`` (its owner in acls.yaml)."""
+    from mlcp.runtime.acl import load_policy
+
+    allowed = load_policy().allowed_sources(event_type)
+    return sorted(allowed)[0] if allowed else "tests"

@@ -62,10 +62,11 @@ def channel_env(base: str) -> dict[str, str]:
 
 
 async def publish(infra: Infra, unique: str, events: list[CloudEvent[Any]]) -> None:
-    """Produce ``events`` (all of one type) on the test's topic of that type."""
+    """Produce ``events`` (all of one type) on the test's topic of that type, as the admin
+    (the events carry their owner's ``source``, which the notifier's consumer checks)."""
     topic = f"t{unique}.{events[0].type}"
     await produce(
-        infra.kafka_bootstrap,
+        infra.admin,
         topic,
         [(e.subject.encode() if e.subject else None, encode_event(e), []) for e in events],
     )
@@ -103,11 +104,10 @@ REPEAT_MARK = "↻"
 
 
 def notifier_env(infra: Infra, unique: str, config: Path, **extra: str) -> dict[str, str]:
-    """The environment of a notifier process on the test's topics and schema."""
+    """The environment of a notifier process (as ``svc-notifier``) on the test's topics,
+    prepared with their ACLs, and schema."""
     return {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        "MLCP_DATABASE_URL": infra.database_url,
-        "MLCP_TOPIC_PREFIX": f"t{unique}.",
+        **infra.env("svc-notifier", prefix=f"t{unique}."),
         "MLCP_DB_SCHEMA": f"notifier_{unique}",
         "MLCP_CONFIG": str(config),
         "MLCP_REGISTRY_URL": REGISTRY,

@@ -12,17 +12,13 @@ import pytest
 from mlcp.cli.tail import render
 from mlcp.contracts import DataArrived, decode_event, encode_event, new_event
 from tests.conftest import Infra
-from tests.integration.kafka_tools import create_topics, read_all
+from tests.integration.kafka_tools import read_all
 
 pytestmark = pytest.mark.integration
 
 
 def cli_env(infra: Infra, prefix: str) -> dict[str, str]:
-    return {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        "MLCP_DATABASE_URL": infra.database_url,
-        "MLCP_TOPIC_PREFIX": prefix,
-    }
+    return infra.env("pipeline", prefix=prefix)
 
 
 async def test_emit_data_arrived_from_a_csv(
@@ -30,7 +26,6 @@ async def test_emit_data_arrived_from_a_csv(
 ) -> None:
     prefix = f"t{unique}."
     topic = f"{prefix}{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=1)
     batch = tmp_path / "batch-1.csv"
     batch.write_text("a,b,label\n1,2,0\n3,,1\n5,6,1\n4,4,0\n")
     proc = spawn(
@@ -52,7 +47,7 @@ async def test_emit_data_arrived_from_a_csv(
         "cli",
     )
     assert await proc.wait_exit() == 0, proc.output()
-    [record] = await read_all(infra.kafka_bootstrap, topic)
+    [record] = await read_all(infra.admin, topic)
     event = decode_event(record.value, expected_type=DataArrived.TYPE)
     assert event.correlationid == "life-1"
     assert record.key == b"churn-events"

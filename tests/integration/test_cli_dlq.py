@@ -10,14 +10,14 @@ import base64
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from mlcp.contracts import DataArrived, dlq_topic, encode_event, new_event
 from mlcp.runtime.dlq import DeadLetter, publish_dead_letter
-from mlcp.runtime.kafka import DURABLE_PRODUCER_OPTIONS
+from mlcp.runtime.kafka import durable_producer
+from mlcp.runtime.settings import Settings
 from tests.conftest import ROOT, Infra, free_port
 from tests.integration.kafka_tools import create_topics, produce, read_all
 
@@ -36,9 +36,11 @@ class Result:
     stderr: str
 
 
-async def mlcp(bootstrap: str, prefix: str, *args: str, stdin: bytes = b"") -> Result:
-    """Run ``python -m mlcp.cli dlq …`` as an operator would; stdin closed unless given."""
-    env = {**os.environ, "MLCP_KAFKA_BOOTSTRAP": bootstrap, "MLCP_TOPIC_PREFIX": prefix}
+async def mlcp(infra: Infra, prefix: str, *args: str, stdin: bytes = b"") -> Result:
+    """Run ``python -m mlcp.cli dlq …`` as an operator would (a replay as the admin, the only
+    principal that may write any topic); stdin closed unless given."""
+    principal = "admin" if args[0] == "replay" else "operator"
+    env = {**os.environ, **infra.env(principal), "MLCP_TOPIC_PREFIX": prefix}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -75,9 +77,9 @@ def data_arrived_bytes() -> tuple[str, bytes]:
     return event.id, encode_event(event)
 
 
-async def dead_letter(bootstrap: str, *letters: DeadLetter) -> None:
+async def dead_letter(bus: Settings, *letters: DeadLetter) -> None:
     """Write dead letters exactly as the runtime's consumer does (acks=all, idempotent)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **DURABLE_PRODUCER_OPTIONS)
+    producer = durable_producer(bus, client_id="mlcp-tests")
     await producer.start()
     try:
         for one in letters:
@@ -114,10 +116,11 @@ async def seeded(infra: Infra, prefix: str) -> tuple[str, str, str, bytes]:
     """A handler failure and a binary poison record in <prefix>mlcp.data.arrived.v1.dlq."""
     source = f"{prefix}{DataArrived.TYPE}"
     dlq = dlq_topic(source)
-    await create_topics(infra.kafka_bootstrap, [source, dlq], partitions=1)
+    await create_topics(infra.admin, [source, dlq], partitions=1)
+    infra.prepare_bus(prefix)  # the ACLs (the topics above keep their single partition)
     event_id, raw = data_arrived_bytes()
     await dead_letter(
-        infra.kafka_bootstrap,
+        infra.settings("svc-trainer"),
         letter(source, 41, raw, "handler_failed", error="db down\n\x1b[31mred\x1b[0m"),
         letter(source, 42, b"\x00\xff" * 5000, "invalid_json", key=None, headers=[]),
     )
@@ -128,7 +131,7 @@ async def test_list_shows_every_dead_letter_with_its_origin(infra: Infra, unique
     prefix = f"t{unique}."
     source, dlq, event_id, raw = await seeded(infra, prefix)
 
-    result = await mlcp(infra.kafka_bootstrap, prefix, "list", "--json")
+    result = await mlcp(infra, prefix, "list", "--json")
     assert result.code == 0, result.stderr
     doc = json.loads(result.stdout)
     assert (doc["matched"], doc["shown"]) == (2, 2)
@@ -154,10 +157,10 @@ async def test_list_shows_every_dead_letter_with_its_origin(infra: Infra, unique
         ("invalid_json", 1),
     ]
 
-    only = await mlcp(infra.kafka_bootstrap, prefix, "list", "--json", "--reason", "invalid_json")
+    only = await mlcp(infra, prefix, "list", "--json", "--reason", "invalid_json")
     assert [r["offset"] for r in json.loads(only.stdout)["records"]] == [1]
 
-    table = await mlcp(infra.kafka_bootstrap, prefix, "list")
+    table = await mlcp(infra, prefix, "list")
     assert table.code == 0, table.stderr
     assert dlq in table.stdout
     assert "0@0" in table.stdout
@@ -171,41 +174,39 @@ async def test_list_shows_every_dead_letter_with_its_origin(infra: Infra, unique
     assert "invalid_json" in table.stdout
 
     # Listing joins no group and moves nothing: the records are all still there.
-    assert len(await read_all(infra.kafka_bootstrap, dlq)) == 2
+    assert len(await read_all(infra.admin, dlq)) == 2
 
 
 async def test_replay_republishes_the_original_record(infra: Infra, unique: str) -> None:
     prefix = f"t{unique}."
     source, dlq, _event_id, raw = await seeded(infra, prefix)
 
-    dry = await mlcp(infra.kafka_bootstrap, prefix, "replay", dlq, "0", "0", "--dry-run")
+    dry = await mlcp(infra, prefix, "replay", dlq, "0", "0", "--dry-run")
     assert dry.code == 0, dry.stderr
     assert f"→ {source}" in dry.stdout
     assert "nothing sent" in dry.stdout
-    unconfirmed = await mlcp(infra.kafka_bootstrap, prefix, "replay", dlq, "0", "0")
+    unconfirmed = await mlcp(infra, prefix, "replay", dlq, "0", "0")
     assert unconfirmed.code == 1
     assert "not confirmed" in unconfirmed.stderr
-    assert await read_all(infra.kafka_bootstrap, source) == []
+    assert await read_all(infra.admin, source) == []
 
     # Confirmed on stdin; the DLQ topic may also be named without the prefix.
     unprefixed = dlq.removeprefix(prefix)
-    done = await mlcp(infra.kafka_bootstrap, prefix, "replay", unprefixed, "0", "0", stdin=b"y\n")
+    done = await mlcp(infra, prefix, "replay", unprefixed, "0", "0", stdin=b"y\n")
     assert done.code == 0, done.stderr
     assert f"replayed {dlq} 0@0 → {source} 0@0" in done.stdout
-    [record] = await read_all(infra.kafka_bootstrap, source)
+    [record] = await read_all(infra.admin, source)
     assert (record.key, record.value) == (b"churn-events", raw)
     assert list(record.headers) == ORIGINAL_HEADERS  # no mlcp-dlq-* header travels back
 
     # --all with a filter: only the invalid_json record, with --yes.
-    every = await mlcp(
-        infra.kafka_bootstrap, prefix, "replay", "--all", "--reason", "invalid_json", "--yes"
-    )
+    every = await mlcp(infra, prefix, "replay", "--all", "--reason", "invalid_json", "--yes")
     assert every.code == 0, every.stderr
-    records = await read_all(infra.kafka_bootstrap, source)
+    records = await read_all(infra.admin, source)
     assert [(r.key, r.value, list(r.headers)) for r in records[1:]] == [
         (None, b"\x00\xff" * 5000, [])
     ]
-    assert len(await read_all(infra.kafka_bootstrap, dlq)) == 2  # the DLQ is left as it was
+    assert len(await read_all(infra.admin, dlq)) == 2  # the DLQ is left as it was
 
 
 async def test_replay_refuses_what_does_not_exist_or_names_no_topic(
@@ -214,7 +215,7 @@ async def test_replay_refuses_what_does_not_exist_or_names_no_topic(
     prefix = f"t{unique}."
     source, dlq, _, _ = await seeded(infra, prefix)
     # A record in the DLQ without the mlcp-dlq-topic header (not written by the runtime).
-    await produce(infra.kafka_bootstrap, dlq, [(b"k", b"{}", [("mlcp-dlq-reason", b"x")])])
+    await produce(infra.admin, dlq, [(b"k", b"{}", [("mlcp-dlq-reason", b"x")])])
 
     cases = [
         (("replay", dlq, "0", "99", "--yes"), "no record at", 1),
@@ -223,17 +224,18 @@ async def test_replay_refuses_what_does_not_exist_or_names_no_topic(
         (("replay", f"{prefix}mlcp.nope.v1.dlq", "0", "0", "--yes"), "not an mlcp dead-letter", 1),
     ]
     for args, message, code in cases:
-        result = await mlcp(infra.kafka_bootstrap, prefix, *args)
+        result = await mlcp(infra, prefix, *args)
         assert result.code == code, (args, result.stdout, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stdout + result.stderr
-    assert await read_all(infra.kafka_bootstrap, source) == []
+    assert await read_all(infra.admin, source) == []
 
 
-async def test_unreachable_kafka_exits_3_without_a_traceback(unique: str) -> None:
+async def test_unreachable_kafka_exits_3_without_a_traceback(infra: Infra, unique: str) -> None:
     bootstrap = f"127.0.0.1:{free_port()}"  # nothing listens there
+    nowhere = replace(infra, kafka_bootstrap=bootstrap)
     for args in (("list",), ("replay", "mlcp.data.arrived.v1.dlq", "0", "0", "--yes")):
-        result = await mlcp(bootstrap, f"t{unique}.", *args, "--timeout", "5")
+        result = await mlcp(nowhere, f"t{unique}.", *args, "--timeout", "5")
         assert result.code == 3, (args, result.stdout, result.stderr)
         assert f"Kafka at {bootstrap} unreachable" in result.stderr
         assert "Traceback" not in result.stdout + result.stderr

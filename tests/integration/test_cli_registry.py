@@ -62,7 +62,7 @@ class LiveRegistry:
         return response.json()
 
     async def events(self, event_type: str) -> list[Any]:
-        records = await read_all(self.infra.kafka_bootstrap, f"{self.prefix}{event_type}")
+        records = await read_all(self.infra.admin, f"{self.prefix}{event_type}")
         return [decode_event(r.value, expected_type=event_type).data for r in records]
 
 
@@ -76,7 +76,7 @@ async def live(
     port = free_port()
     prefix, schema = f"t{unique}.", f"clireg_{unique}"
     env = {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        **infra.kafka_env("svc-registry"),
         "MLCP_DATABASE_URL": infra.database_url,
         "MLCP_TOPIC_PREFIX": prefix,
         "MLCP_DB_SCHEMA": schema,
@@ -114,7 +114,7 @@ async def test_the_cli_drives_a_version_from_registration_to_rollback(
     for run_id in ("run-1", "run-2"):
         event = new_event(run_finished(run_id), source="mlcp/trainer")
         await produce(
-            infra.kafka_bootstrap,
+            infra.admin,
             f"{live.prefix}{event.type}",
             [(b"churn", encode_event(event), [])],
         )

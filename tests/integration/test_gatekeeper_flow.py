@@ -97,11 +97,11 @@ class Gatekeeper:
     async def send_event(self, event: CloudEvent[Any]) -> None:
         topic = self.settings.topic(event.type)
         key = event.subject.encode() if event.subject else None
-        await produce(self.infra.kafka_bootstrap, topic, [(key, encode_event(event), [])])
+        await produce(self.infra.admin, topic, [(key, encode_event(event), [])])
 
     async def emitted(self, kind: type[EventData], model: str) -> list[Any]:
         """Data of every ``kind`` event the gatekeeper published about ``model``."""
-        records = await read_all(self.infra.kafka_bootstrap, self.settings.topic(kind.TYPE))
+        records = await read_all(self.infra.admin, self.settings.topic(kind.TYPE))
         events = [decode_event(r.value, expected_type=kind.TYPE) for r in records]
         return [e.data for e in events if e.data.model == model]
 
@@ -150,8 +150,8 @@ class Gatekeeper:
 
 
 def make_settings(infra: Infra, prefix: str, schema: str, config: Path, root: Path) -> Settings:
-    return Settings(
-        kafka_bootstrap=infra.kafka_bootstrap,
+    return infra.settings(
+        "svc-gatekeeper",
         database_url=infra.database_url,
         topic_prefix=prefix,
         db_schema=schema,
@@ -180,7 +180,7 @@ async def gk(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> AsyncIte
     root = base / "artifacts"
     root.mkdir()
     settings = make_settings(infra, f"t{unique}.", f"gatekeeper_{unique}", config, root)
-    await create_topics(infra.kafka_bootstrap, [settings.topic(k.TYPE) for k in OUTPUTS])
+    await create_topics(infra.admin, [settings.topic(k.TYPE) for k in OUTPUTS])
     runtime = build(settings, gatekeeper=GatekeeperSettings(sweep_interval_s=0.3))
     await runtime.start()
     try:
@@ -458,7 +458,7 @@ async def test_deadlines_survive_a_restart(infra: Infra, tmp_path: Path) -> None
         f'models:\n  late: {{dataset: d, label: y, train: "m:f", gates: {HUMAN % "1s"}}}\n'
     )
     settings = make_settings(infra, f"t{unique}.", f"gatekeeper_{unique}", config, tmp_path)
-    await create_topics(infra.kafka_bootstrap, [settings.topic(k.TYPE) for k in OUTPUTS])
+    await create_topics(infra.admin, [settings.topic(k.TYPE) for k in OUTPUTS])
     # A sweep that never comes round while the first instance runs.
     first = build(settings, gatekeeper=GatekeeperSettings(sweep_interval_s=3600))
     await first.start()

@@ -33,7 +33,7 @@ async def test_invalid_dag_stops_the_process_with_the_field(
         f'models:\n  churn: {{dataset: d, label: y, train: "m:f", gates: [{gates}]}}\n'
     )
     env = {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        **infra.kafka_env("svc-gatekeeper"),
         "MLCP_DATABASE_URL": infra.database_url,
         "MLCP_CONFIG": str(config),
     }

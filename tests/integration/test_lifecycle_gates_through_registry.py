@@ -28,10 +28,10 @@ from mlcp.contracts import (
 from mlcp.gatekeeper.app import build as build_gatekeeper
 from mlcp.registry.app import build as build_registry
 from mlcp.registry.auth import RegistrySettings
-from mlcp.runtime import ServiceRuntime, Settings
+from mlcp.runtime import ServiceRuntime
 from mlcp.runtime.telemetry import setup_tracing
 from tests.conftest import Infra, wait_for
-from tests.integration.kafka_tools import produce
+from tests.integration.kafka_tools import as_principal, produce
 from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
 
 pytestmark = pytest.mark.integration
@@ -46,9 +46,8 @@ async def services(
         setup_tracing("lifecycle-test")
     config = tmp_path / "mlcp.yaml"
     config.write_text(CONFIG)
-    base = Settings(
-        kafka_bootstrap=infra.kafka_bootstrap,
-        database_url=infra.database_url,
+    base = infra.settings(
+        "svc-registry",
         topic_prefix=f"t{unique}.",
         http_port=0,
         config=config,
@@ -60,7 +59,9 @@ async def services(
         base.model_copy(update={"db_schema": schemas[0]}),
         RegistrySettings(bootstrap_token=BOOTSTRAP_TOKEN),
     )
-    gatekeeper = build_gatekeeper(base.model_copy(update={"db_schema": schemas[1]}))
+    gatekeeper = build_gatekeeper(
+        as_principal(base, "svc-gatekeeper").model_copy(update={"db_schema": schemas[1]})
+    )
     await registry.start()
     await gatekeeper.start()
     try:
@@ -121,7 +122,7 @@ async def test_approval_and_ci_report_through_the_registry_api_open_the_canary(
 
     run = new_event(run_finished("run-gates-1"), source="mlcp/trainer", correlationid="life-7")
     await produce(
-        infra.kafka_bootstrap,
+        infra.admin,
         registry.settings.topic(run.type),
         [(b"churn", encode_event(run), [])],
     )

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def monitor_env(h: Harness, **extra: str) -> dict[str, str]:
     return {
-        "MLCP_KAFKA_BOOTSTRAP": h.infra.kafka_bootstrap,
+        **h.infra.kafka_env("svc-monitor"),
         "MLCP_DATABASE_URL": h.infra.database_url,
         "MLCP_TOPIC_PREFIX": h.prefix,
         "MLCP_DB_SCHEMA": h.schema,

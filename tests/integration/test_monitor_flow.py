@@ -13,7 +13,6 @@ import asyncpg
 import httpx
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from mlcp.contracts import (
     ArtifactRef,
@@ -35,8 +34,9 @@ from mlcp.contracts import (
 from mlcp.monitor.app import build
 from mlcp.monitor.reference import profile_from_columns
 from mlcp.runtime import ServiceRuntime, Settings
+from mlcp.runtime.kafka import durable_producer
 from tests.conftest import Infra, wait_for
-from tests.integration.kafka_tools import read_all
+from tests.integration.kafka_tools import owner_source, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +124,8 @@ class Harness:
         self.runtime: ServiceRuntime | None = None
 
     def settings(self) -> Settings:
-        return Settings(
-            kafka_bootstrap=self.infra.kafka_bootstrap,
+        return self.infra.settings(
+            "svc-monitor",
             database_url=self.infra.database_url,
             topic_prefix=self.prefix,
             db_schema=self.schema,
@@ -146,9 +146,8 @@ class Harness:
             self.runtime = None
 
     async def send(self, items: Sequence[EventData | bytes], topic_type: str | None = None) -> None:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.infra.kafka_bootstrap, acks="all", enable_idempotence=True
-        )
+        self.infra.prepare_bus(self.prefix)  # the topics may be sent to before the monitor starts
+        producer = durable_producer(self.infra.admin, client_id="mlcp-tests")
         await producer.start()
         try:
             futures = []
@@ -158,7 +157,7 @@ class Harness:
                     topic, value = f"{self.prefix}{topic_type}", item
                 else:
                     topic = f"{self.prefix}{item.TYPE}"
-                    value = encode_event(new_event(item, source="test/inference"))
+                    value = encode_event(new_event(item, source=owner_source(item.TYPE)))
                 futures.append(await producer.send(topic, value=value, key=MODEL.encode()))
             for future in futures:
                 await future
@@ -260,9 +259,7 @@ async def test_drifted_traffic_emits_drift_detected_once_for_its_window(harness:
 
     # The event reaches Kafka through the outbox relay.
     async def on_topic() -> bool:
-        records = await read_all(
-            harness.infra.kafka_bootstrap, f"{harness.prefix}{DriftDetected.TYPE}"
-        )
+        records = await read_all(harness.infra.admin, f"{harness.prefix}{DriftDetected.TYPE}")
         return len(records) == 1
 
     await wait_for(on_topic, timeout=30, what="DriftDetected on Kafka")
@@ -414,7 +411,7 @@ async def test_bad_input_is_counted_and_reported_never_a_crash(harness: Harness)
 
     async def dead_lettered() -> bool:
         topic = dlq_topic(f"{harness.prefix}{PredictionLogged.TYPE}")
-        return len(await read_all(harness.infra.kafka_bootstrap, topic)) == 1
+        return len(await read_all(harness.infra.admin, topic)) == 1
 
     await wait_for(dead_lettered, timeout=30, what="the NaN record in the DLQ")
     text = _metrics(runtime)
@@ -472,7 +469,7 @@ async def test_an_invalid_record_does_not_spend_its_event_id_and_duplicates_coun
 
     async def dead_lettered() -> bool:
         topic = dlq_topic(f"{harness.prefix}{PredictionLogged.TYPE}")
-        return len(await read_all(harness.infra.kafka_bootstrap, topic)) == 1
+        return len(await read_all(harness.infra.admin, topic)) == 1
 
     await wait_for(dead_lettered, timeout=30, what="the broken record in the DLQ")
     assert (await harness.query("SELECT served FROM traffic"))[0]["served"] == 6

@@ -25,6 +25,7 @@ from mlcp.registry.auth import RegistrySettings
 from mlcp.runtime import ServiceRuntime
 from tests.conftest import Infra, wait_for
 from tests.contracts.contract_examples import EXAMPLES
+from tests.integration.kafka_tools import as_principal
 from tests.integration.test_monitor_flow import CONFIG, T0, Harness
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,9 @@ async def system(
     config = tmp_path / "mlcp.yaml"
     config.write_text(CONFIG)
     monitor = Harness(infra, unique, config)
-    settings = monitor.settings().model_copy(update={"db_schema": f"registry_{unique}"})
+    settings = as_principal(monitor.settings(), "svc-registry").model_copy(
+        update={"db_schema": f"registry_{unique}"}
+    )
     registry = build_registry(settings, RegistrySettings(bootstrap_token="bootstrap-" + "x" * 40))
     await registry.start()
     await monitor.start()

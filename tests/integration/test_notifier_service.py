@@ -29,7 +29,7 @@ import pytest
 from mlcp.contracts import CloudEvent, ModelPromoted, ModelRolledBack, new_event
 from mlcp.notifier.app import build
 from mlcp.notifier.sink import Sink, serve
-from mlcp.runtime import ServiceRuntime, Settings
+from mlcp.runtime import ServiceRuntime
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import lag
 from tests.integration.notifier_tools import (
@@ -70,8 +70,8 @@ async def running_notifier(
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     runtime = build(
-        Settings(
-            kafka_bootstrap=infra.kafka_bootstrap,
+        infra.settings(
+            "svc-notifier",
             database_url=infra.database_url,
             topic_prefix=f"t{unique}.",
             db_schema=f"notifier_{unique}",
@@ -130,7 +130,7 @@ async def test_gate_failed_sends_one_slack_and_one_wecom_message(
         group, topic = f"t{unique}.mlcp-notifier", f"t{unique}.{event.type}"
 
         async def consumed() -> bool:
-            return await lag(infra.kafka_bootstrap, group, topic) == 0
+            return await lag(infra.admin, group, topic) == 0
 
         await wait_for(consumed, what="the notifier to consume both records")
         schema = f"notifier_{unique}"
@@ -219,7 +219,7 @@ async def test_a_repeated_incident_is_alerted_every_time_it_happens(
 
         async def consumed() -> bool:
             topic = f"t{unique}.{moves[3].type}"
-            return await lag(infra.kafka_bootstrap, group, topic) == 0
+            return await lag(infra.admin, group, topic) == 0
 
         await wait_for(consumed, what="the redelivered rollback consumed")
         assert await all_settled(infra, schema, 6), "a redelivery is not a new occurrence"
@@ -447,7 +447,7 @@ async def test_a_channel_without_its_webhook_variable_stops_the_process(
     infra: Infra, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
     env = {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        **infra.kafka_env("svc-notifier"),
         "MLCP_DATABASE_URL": infra.database_url,
         "MLCP_CONFIG": str(write_config(tmp_path)),
         "T_SLACK_URL": "http://127.0.0.1:9/slack",

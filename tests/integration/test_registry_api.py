@@ -212,7 +212,7 @@ async def test_alias_resolution_with_etag_and_history_and_time_travel(registry: 
         history = (await client.get("/models/churn/aliases/production/history")).json()["items"]
         assert [(h["version"], h["actor"], h["reason"]) for h in history] == [
             ("1.0.1", "bootstrap-admin", "hotfix"),
-            ("1.0.0", "mlcp/test", "canary healthy"),
+            ("1.0.0", "mlcp/monitor", "canary healthy"),
         ]
         assert (await client.get("/models/churn/aliases/nope")).status_code == 404
         assert (await client.get("/models/nope/aliases/production")).status_code == 404

@@ -71,7 +71,7 @@ async def test_run_finished_registers_one_version_per_run_even_when_redelivered(
         "SELECT artifact_uri, artifact_sha256, owner, datasets, reference_profile FROM versions"
     )
     assert version[0]["artifact_uri"] == run_finished("run-1").artifact.uri
-    assert version[0]["owner"] == "mlcp/test"
+    assert version[0]["owner"] == "mlcp/trainer"
 
 
 async def test_semver_follows_what_changed_between_runs(registry: Registry) -> None:
@@ -179,7 +179,7 @@ async def test_lifecycle_canary_production_and_rollback_with_redelivery(
         ("1.0.0", "1.0.1"),
     ]
     assert history[-1]["cause_event_id"] == bad.id
-    assert history[-1]["actor"] == "mlcp/test"
+    assert history[-1]["actor"] == "mlcp/monitor"
 
 
 async def test_degraded_canary_is_removed_and_gate_failed_rejects(registry: Registry) -> None:
@@ -236,7 +236,7 @@ async def test_event_for_an_unknown_version_is_dead_lettered(registry: Registry)
 
     async def dead_lettered() -> list[object]:
         topic = dlq_topic(registry.settings.topic(gate_passed("9.9.9").TYPE))
-        return await read_all(registry.infra.kafka_bootstrap, topic)
+        return await read_all(registry.infra.admin, topic)
 
     letters = await wait_for(dead_lettered, timeout=30, what="the DLQ record")
     headers = dict(letters[0].headers)

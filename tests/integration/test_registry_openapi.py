@@ -33,7 +33,7 @@ async def test_schemathesis_finds_no_server_error(
     proc = spawn(
         ["-m", "mlcp.registry"],
         {
-            "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+            **infra.kafka_env("svc-registry"),
             "MLCP_DATABASE_URL": infra.database_url,
             "MLCP_HTTP_PORT": str(port),
             "MLCP_TOPIC_PREFIX": f"t{unique}.",
@@ -62,9 +62,9 @@ async def test_schemathesis_finds_no_server_error(
         from tests.integration.kafka_tools import produce
 
         for run_id in ("run-1", "run-2"):
-            event = new_event(run_finished(run_id), source="mlcp/test")
+            event = new_event(run_finished(run_id), source="mlcp/trainer")
             await produce(
-                infra.kafka_bootstrap,
+                infra.admin,
                 f"t{unique}.{event.type}",
                 [(b"churn", encode_event(event), [])],
             )

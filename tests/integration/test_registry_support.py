@@ -33,7 +33,7 @@ from mlcp.registry.auth import RegistrySettings
 from mlcp.runtime import ServiceRuntime, Settings
 from tests.conftest import Infra, wait_for
 from tests.contracts.contract_examples import EXAMPLES
-from tests.integration.kafka_tools import produce, read_all
+from tests.integration.kafka_tools import owner_source, produce, read_all
 
 BOOTSTRAP_TOKEN = "bootstrap-" + "x" * 40
 CONFIG = """
@@ -102,9 +102,9 @@ class Registry:
 
     async def publish(self, data: EventData, *, id: str | None = None) -> CloudEvent[Any]:
         """Produce ``data`` on its (prefixed) topic as a new event, or re-send with ``id``."""
-        event = new_event(data, source="mlcp/test", id=id)
+        event = new_event(data, source=owner_source(data.TYPE), id=id)
         await produce(
-            self.infra.kafka_bootstrap,
+            self.infra.admin,
             self.settings.topic(event.type),
             [(event.subject.encode() if event.subject else None, encode_event(event), [])],
         )
@@ -113,7 +113,7 @@ class Registry:
     async def resend(self, event: CloudEvent[Any]) -> None:
         """Deliver the very same event (same CloudEvents id) again."""
         await produce(
-            self.infra.kafka_bootstrap,
+            self.infra.admin,
             self.settings.topic(event.type),
             [(event.subject.encode() if event.subject else None, encode_event(event), [])],
         )
@@ -161,7 +161,7 @@ class Registry:
         topic = self.settings.topic(event_type)
 
         async def published() -> list[Any] | None:
-            records = await read_all(self.infra.kafka_bootstrap, topic)
+            records = await read_all(self.infra.admin, topic)
             return records if len(records) >= expected else None
 
         # The runtime's relay publishes in the background (or drain() does it now).
@@ -191,8 +191,8 @@ async def registry(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[R
     config = tmp_path / "mlcp.yaml"
     config.write_text(CONFIG)
     schema = f"registry_{unique}"
-    settings = Settings(
-        kafka_bootstrap=infra.kafka_bootstrap,
+    settings = infra.settings(
+        "svc-registry",
         database_url=infra.database_url,
         topic_prefix=f"t{unique}.",
         db_schema=schema,

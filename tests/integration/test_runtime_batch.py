@@ -31,7 +31,7 @@ async def test_batches_apply_valid_events_once_and_dead_letter_the_rest(
 ) -> None:
     prefix, sink = f"t{unique}.", f"dst_{unique}"
     topic = f"{prefix}{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic, dlq_topic(topic)], partitions=3)
+    await create_topics(infra.admin, [topic, dlq_topic(topic)], partitions=3)
     good = [
         new_event(arrived(f"b{i}", dataset=f"ds{i % 3}"), source="mlcp/test") for i in range(600)
     ]
@@ -43,7 +43,7 @@ async def test_batches_apply_valid_events_once_and_dead_letter_the_rest(
     records.insert(400, (b"ds0", encode_event(good[5]), []))  # the same event again
     failing = new_event(arrived("fail-7", dataset="ds0"), source="mlcp/test")
     records.insert(450, (b"ds0", encode_event(failing), []))
-    await produce(infra.kafka_bootstrap, topic, records)
+    await produce(infra.admin, topic, records)
 
     port = free_port()
     env = env_for(infra, sink, prefix, MLCP_HTTP_PORT=str(port), MLCP_HANDLER_MAX_ATTEMPTS="2")
@@ -55,7 +55,7 @@ async def test_batches_apply_valid_events_once_and_dead_letter_the_rest(
     )
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 600, consumer.output()
     assert await fetchval(infra, f"SELECT count(DISTINCT event_id) FROM {sink}.ledger") == 600
-    letters = await read_all(infra.kafka_bootstrap, dlq_topic(topic))
+    letters = await read_all(infra.admin, dlq_topic(topic))
     reasons = sorted(dict(r.headers)["mlcp-dlq-reason"].decode() for r in letters)
     assert reasons == ["handler_failed", "invalid_data", "invalid_json"]
 
@@ -65,16 +65,16 @@ async def test_batch_consumer_killed_before_offset_commit_applies_once(
 ) -> None:
     prefix, sink = f"t{unique}.", f"dst_{unique}"
     topic = f"{prefix}{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=1)
+    await create_topics(infra.admin, [topic], partitions=1)
     events = [new_event(arrived(f"b{i}"), source="mlcp/test") for i in range(300)]
-    await produce(infra.kafka_bootstrap, topic, [(b"ds", encode_event(e), []) for e in events])
+    await produce(infra.admin, topic, [(b"ds", encode_event(e), []) for e in events])
 
     env = env_for(infra, sink, prefix, MLCP_CRASH_AT="consumer.after_commit")
     crashing = spawn([APP, "consume-batch"], env, "batch")
     assert await crashing.wait_exit() == -9, crashing.output()
     first_batch = await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger")
     assert 0 < first_batch <= 200, "one batch was committed to the database"
-    assert await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) is None
+    assert await lag(infra.admin, f"{prefix}mlcp-{sink}", topic) is None
 
     port = free_port()
     env = env_for(infra, sink, prefix, MLCP_HTTP_PORT=str(port))

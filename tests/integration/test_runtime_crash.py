@@ -1,4 +1,5 @@
-"""The runtime's delivery guarantees against real Kafka and PostgreSQL, in real processes.
+"""The runtime's delivery guarantees against real Kafka and PostgreSQL, in real processes, on
+the authenticated bus with and without TLS (SASL_PLAINTEXT, SASL_SSL with the dev stack's CA).
 
 * outbox relay SIGKILLed between publishing and marking rows sent → republished, applied once;
 * consumer SIGKILLed after its transaction committed, before the offset commit → redelivered,
@@ -26,6 +27,16 @@ from tests.integration.kafka_tools import create_topics, lag, produce, read_all
 pytestmark = pytest.mark.integration
 
 APP = str(Path(__file__).with_name("runtime_app.py"))
+
+
+@pytest.fixture(params=["SASL_PLAINTEXT", "SASL_SSL"])
+def infra(request: pytest.FixtureRequest, infra: Infra) -> Infra:
+    """Every crash test twice: through the plain SASL listener and through the TLS one."""
+    if request.param == "SASL_PLAINTEXT":
+        return infra
+    return request.getfixturevalue("tls_infra")  # type: ignore[no-any-return]
+
+
 MIGRATIONS = Path(__file__).with_name("ledger_migrations")
 SHA = "a" * 64
 
@@ -43,7 +54,7 @@ def arrived(batch_id: str, dataset: str = "ds") -> DataArrived:
 
 def env_for(infra: Infra, service: str, prefix: str, **extra: str) -> dict[str, str]:
     return {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
+        **infra.kafka_env("admin"),
         "MLCP_DATABASE_URL": infra.database_url,
         "MLCP_SERVICE_NAME": service,
         "MLCP_TOPIC_PREFIX": prefix,
@@ -66,7 +77,7 @@ async def wait_settled(infra: Infra, group: str, topic: str, *, timeout: float, 
     """Poll until ``group`` has committed every record of ``topic``."""
 
     async def consumed_all() -> bool:
-        return await lag(infra.kafka_bootstrap, group, topic) == 0
+        return await lag(infra.admin, group, topic) == 0
 
     await wait_for(consumed_all, timeout=timeout, what=what)
 
@@ -92,7 +103,7 @@ async def test_outbox_relay_killed_after_publish_is_applied_once(
 ) -> None:
     prefix, source, sink = f"t{unique}.", f"src_{unique}", f"dst_{unique}"
     topic = f"{prefix}{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=3)
+    await create_topics(infra.admin, [topic], partitions=3)
     conn = await asyncpg.connect(infra.database_url)
     try:
         await migrate(conn, source, runtime_migrations() + load_migrations(MIGRATIONS))
@@ -113,12 +124,12 @@ async def test_outbox_relay_killed_after_publish_is_applied_once(
     assert await crashed.wait_exit() == -9, crashed.output()
     pending = f"SELECT count(*) FROM {source}.mlcp_outbox WHERE published_at IS NULL"
     assert await fetchval(infra, pending) == 20, "the crash left every row pending"
-    assert len(await read_all(infra.kafka_bootstrap, topic)) == 20, "the rows did reach Kafka"
+    assert len(await read_all(infra.admin, topic)) == 20, "the rows did reach Kafka"
 
     relay = spawn([APP, "relay"], env_for(infra, source, prefix), "relay")
     assert await relay.wait_exit() == 0, relay.output()
     assert await fetchval(infra, pending) == 0
-    assert len(await read_all(infra.kafka_bootstrap, topic)) == 40, "republished after the crash"
+    assert len(await read_all(infra.admin, topic)) == 40, "republished after the crash"
 
     port = free_port()
     consumer = spawn(
@@ -143,9 +154,9 @@ async def test_consumer_killed_before_offset_commit_applies_once(
 ) -> None:
     prefix, sink = f"t{unique}.", f"dst_{unique}"
     topic = f"{prefix}{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=1)
+    await create_topics(infra.admin, [topic], partitions=1)
     events = [new_event(arrived(f"b{i}"), source="mlcp/test") for i in range(5)]
-    await produce(infra.kafka_bootstrap, topic, [(b"ds", encode_event(e), []) for e in events])
+    await produce(infra.admin, topic, [(b"ds", encode_event(e), []) for e in events])
 
     crashing = spawn(
         [APP, "consume"],
@@ -156,9 +167,7 @@ async def test_consumer_killed_before_offset_commit_applies_once(
     assert await fetchval(infra, f"SELECT count(*) FROM {sink}.ledger") == 1, (
         "first event committed"
     )
-    assert await lag(infra.kafka_bootstrap, f"{prefix}mlcp-{sink}", topic) is None, (
-        "no offset was committed"
-    )
+    assert await lag(infra.admin, f"{prefix}mlcp-{sink}", topic) is None, "no offset was committed"
 
     port = free_port()
     consumer = spawn(
@@ -191,7 +200,7 @@ async def test_poison_records_go_to_the_dlq_and_the_partition_flows(
 ) -> None:
     prefix, sink = f"t{unique}.", f"dst_{unique}"
     topic = f"{prefix}{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic, dlq_topic(topic)], partitions=1)
+    await create_topics(infra.admin, [topic, dlq_topic(topic)], partitions=1)
     good = new_event(arrived("good"), source="mlcp/test")
     contract_broken = json.loads(encode_event(new_event(arrived("bad"), source="mlcp/test")))
     contract_broken["data"]["rows"] = -5
@@ -200,7 +209,7 @@ async def test_poison_records_go_to_the_dlq_and_the_partition_flows(
     failing = new_event(arrived("fail-1"), source="mlcp/test")
     header = [("x-origin", b"pipeline-7")]
     await produce(
-        infra.kafka_bootstrap,
+        infra.admin,
         topic,
         [
             (b"ds", b"{not json", header),
@@ -223,7 +232,7 @@ async def test_poison_records_go_to_the_dlq_and_the_partition_flows(
     )
     assert await fetchval(infra, f"SELECT array_agg(batch_id) FROM {sink}.ledger") == ["good"]
 
-    letters = await read_all(infra.kafka_bootstrap, dlq_topic(topic))
+    letters = await read_all(infra.admin, dlq_topic(topic))
     reasons = [dict(r.headers)["mlcp-dlq-reason"].decode() for r in letters]
     assert reasons == ["invalid_json", "invalid_data", "unknown_type", "handler_failed"]
     for letter in letters:

@@ -283,9 +283,7 @@ async def test_outbox_enqueue_commits_with_the_transaction_and_notifies(
 
 @pytest.fixture
 async def producer(infra: Infra, unique: str) -> AsyncIterator[Any]:
-    producer = durable_producer(
-        Settings(kafka_bootstrap=infra.kafka_bootstrap), client_id=f"t-{unique}"
-    )
+    producer = durable_producer(infra.admin, client_id=f"t-{unique}")
     await producer.start()
     yield producer
     await producer.stop()
@@ -303,7 +301,7 @@ async def test_outbox_relay_publishes_pending_rows_in_order(
     infra: Infra, pool: asyncpg.Pool, schema: str, producer: Any, unique: str
 ) -> None:
     topic = Settings(topic_prefix=f"t{unique}.").topic(DataArrived.TYPE)
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=1)
+    await create_topics(infra.admin, [topic], partitions=1)
     metrics = RuntimeMetrics("t")
     relay = OutboxRelay(pool=pool, producer=producer, schema=schema, metrics=metrics, batch_size=2)
     events = [arrived(f"b{i}", dataset=f"ds{i % 2}") for i in range(3)]
@@ -319,7 +317,7 @@ async def test_outbox_relay_publishes_pending_rows_in_order(
     assert await relay.drain_once() == 0
     assert metrics.registry.get_sample_value("mlcp_t_outbox_published_total") == 3
 
-    records = await read_all(infra.kafka_bootstrap, topic)
+    records = await read_all(infra.admin, topic)
     assert [decode_event(r.value).id for r in records] == [e.id for e in events]
     assert [r.key for r in records] == [b"ds0", b"ds1", b"ds0"]
     for record in records:
@@ -335,7 +333,7 @@ async def test_outbox_relay_skips_while_another_relay_holds_the_lock(
     infra: Infra, pool: asyncpg.Pool, schema: str, producer: Any, unique: str
 ) -> None:
     topic = f"t{unique}.{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=1)
+    await create_topics(infra.admin, [topic], partitions=1)
     relay = OutboxRelay(pool=pool, producer=producer, schema=schema, metrics=RuntimeMetrics("t"))
     await enqueue_committed(pool, schema, [arrived("x")], topic)
     lock_key = zlib.crc32(f"mlcp-outbox:{schema}".encode())
@@ -345,14 +343,14 @@ async def test_outbox_relay_skips_while_another_relay_holds_the_lock(
         assert await relay.drain_once() == 0
         assert await relay.pending() == 1
     assert await relay.drain_once() == 1
-    assert len(await read_all(infra.kafka_bootstrap, topic)) == 1
+    assert len(await read_all(infra.admin, topic)) == 1
 
 
 async def test_outbox_purge_removes_only_published_rows_past_retention(
     infra: Infra, pool: asyncpg.Pool, schema: str, producer: Any, unique: str
 ) -> None:
     topic = f"t{unique}.{DataArrived.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [topic], partitions=1)
+    await create_topics(infra.admin, [topic], partitions=1)
     relay = OutboxRelay(pool=pool, producer=producer, schema=schema, metrics=RuntimeMetrics("t"))
     await enqueue_committed(pool, schema, [arrived("p1"), arrived("p2")], topic)
     assert await asyncio.wait_for(relay.drain(), 30) == 2

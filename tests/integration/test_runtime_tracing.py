@@ -27,17 +27,17 @@ async def test_follow_up_event_continues_trace_and_lineage(
     prefix, sink = f"t{unique}.", f"dst_{unique}"
     source_topic = f"{prefix}{DataArrived.TYPE}"
     follow_topic = f"{prefix}{TrainingRequested.TYPE}"
-    await create_topics(infra.kafka_bootstrap, [source_topic, follow_topic], partitions=1)
+    await create_topics(infra.admin, [source_topic, follow_topic], partitions=1)
     cause = new_event(arrived("traced"), source="mlcp/test", correlationid="lifecycle-42")
     headers = [("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN}-01".encode())]
-    await produce(infra.kafka_bootstrap, source_topic, [(b"ds", encode_event(cause), headers)])
+    await produce(infra.admin, source_topic, [(b"ds", encode_event(cause), headers)])
 
     port = free_port()
     consumer = spawn([APP, "consume"], env_for(infra, sink, prefix, MLCP_HTTP_PORT=str(port)), "c")
     await wait_ready(port, consumer)
 
     async def follow_up() -> list[Any]:
-        return await read_all(infra.kafka_bootstrap, follow_topic)
+        return await read_all(infra.admin, follow_topic)
 
     [record] = await wait_for(follow_up, timeout=60, what="the follow-up event")
     event = decode_event(record.value, expected_type=TrainingRequested.TYPE)

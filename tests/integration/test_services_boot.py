@@ -17,13 +17,9 @@ pytestmark = pytest.mark.integration
 SERVICES = ["registry", "trainer", "gatekeeper", "monitor", "notifier"]
 
 
-def service_env(infra: Infra, **extra: str) -> dict[str, str]:
-    return {
-        "MLCP_KAFKA_BOOTSTRAP": infra.kafka_bootstrap,
-        "MLCP_DATABASE_URL": infra.database_url,
-        "MLCP_LOG_FORMAT": "json",
-        **extra,
-    }
+def service_env(infra: Infra, service: str, **extra: str) -> dict[str, str]:
+    """The service as its own bus principal, on the stack's own topics."""
+    return {**infra.env(f"svc-{service}"), "MLCP_LOG_FORMAT": "json", **extra}
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -31,7 +27,9 @@ async def test_service_boots_ready_and_stops_on_sigterm(
     infra: Infra, spawn: Any, service: str
 ) -> None:
     port = free_port()
-    proc = spawn(["-m", f"mlcp.{service}"], service_env(infra, MLCP_HTTP_PORT=str(port)), service)
+    proc = spawn(
+        ["-m", f"mlcp.{service}"], service_env(infra, service, MLCP_HTTP_PORT=str(port)), service
+    )
     base = f"http://127.0.0.1:{port}"
 
     async def ready() -> dict[str, Any] | None:
@@ -83,7 +81,9 @@ async def test_bad_configuration_exits_2_naming_the_variable(
     infra: Infra, spawn: Any, env: dict[str, str], names: str
 ) -> None:
     proc = spawn(
-        ["-m", "mlcp.gatekeeper"], service_env(infra, **{"MLCP_HTTP_PORT": "0", **env}), "bad"
+        ["-m", "mlcp.gatekeeper"],
+        service_env(infra, "gatekeeper", **{"MLCP_HTTP_PORT": "0", **env}),
+        "bad",
     )
     assert await proc.wait_exit(timeout=60) == 2, proc.output()
     output = proc.output()
@@ -97,7 +97,9 @@ async def test_taken_port_exits_2_before_connecting(infra: Infra, spawn: Any) ->
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        proc = spawn(["-m", "mlcp.trainer"], service_env(infra, MLCP_HTTP_PORT=str(port)), "taken")
+        proc = spawn(
+            ["-m", "mlcp.trainer"], service_env(infra, "trainer", MLCP_HTTP_PORT=str(port)), "taken"
+        )
         assert await proc.wait_exit(timeout=60) == 2, proc.output()
     output = proc.output()
     assert f"cannot listen on 127.0.0.1:{port}" in output

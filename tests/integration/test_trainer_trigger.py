@@ -15,7 +15,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from mlcp.contracts import (
     CloudEvent,
@@ -31,10 +30,11 @@ from mlcp.contracts.common import Window
 from mlcp.contracts.monitoring import FeatureDrift
 from mlcp.examples.sklearn import write_batches
 from mlcp.runtime import Settings
+from mlcp.runtime.kafka import durable_producer
 from mlcp.trainer.app import TrainerRuntime, build
 from mlcp.trainer.worker import WorkerSettings
 from tests.conftest import Infra, wait_for
-from tests.integration.kafka_tools import lag, read_all
+from tests.integration.kafka_tools import as_principal, lag, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -52,8 +52,8 @@ models:
 def settings_for(infra: Infra, unique: str, tmp: Path, threshold: int = 1000) -> Settings:
     config = tmp / "mlcp.yaml"
     config.write_text(CONFIG.format(threshold=threshold))
-    return Settings(
-        kafka_bootstrap=infra.kafka_bootstrap,
+    return infra.settings(
+        "svc-trainer",
         database_url=infra.database_url,
         topic_prefix=f"t{unique}.",
         db_schema=f"trainer_{unique}",
@@ -103,9 +103,7 @@ async def send(
     settings: Settings, events: list[CloudEvent[Any]], partitions: tuple[int | None, ...] = (None,)
 ) -> None:
     """Publish events (to each of ``partitions``; None = by key) and wait for acks=all."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
+    producer = durable_producer(as_principal(settings, "admin"), client_id="mlcp-tests")
     await producer.start()
     try:
         for event in events:
@@ -146,7 +144,9 @@ async def drained(settings: Settings, event_type: str) -> None:
 
     async def done() -> bool:
         left = await lag(
-            settings.kafka_bootstrap, settings.group_id("trainer"), settings.topic(event_type)
+            as_principal(settings, "admin"),
+            settings.group_id("trainer"),
+            settings.topic(event_type),
         )
         return left == 0
 
@@ -190,7 +190,7 @@ async def test_999_rows_nothing_1000_rows_one_request_redelivery_still_one(
 
     # Published once on the wire, and queued as exactly one run.
     async def published() -> list[Any]:
-        return await read_all(settings.kafka_bootstrap, settings.topic(TrainingRequested.TYPE))
+        return await read_all(settings, settings.topic(TrainingRequested.TYPE))
 
     assert len(await wait_for(published, what="the request on its topic")) == 1
     await drained(settings, TrainingRequested.TYPE)
@@ -288,7 +288,7 @@ async def test_a_drift_storm_inside_the_cooldown_requests_one_retrain(
                 window=window,
                 share_drifted=1.0,
             ),
-            source="test",
+            source="mlcp/monitor",
         )
         for _ in range(20)
     ]
@@ -306,7 +306,7 @@ async def test_a_drift_storm_inside_the_cooldown_requests_one_retrain(
 
     async def dead_letters() -> list[Any]:
         return await read_all(
-            settings.kafka_bootstrap, dlq_topic(settings.topic(DriftDetected.TYPE))
+            as_principal(settings, "admin"), dlq_topic(settings.topic(DriftDetected.TYPE))
         )
 
     [letter] = await wait_for(dead_letters, what="the DLQ record")

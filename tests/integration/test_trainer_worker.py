@@ -127,9 +127,9 @@ async def test_a_crossing_trains_a_real_model_and_a_manual_retrain_scores_produc
     promoted = ModelPromoted(
         model="churn", version="1.0.0", alias="production", traffic_percent=100, cause="manual"
     )
-    await send(settings, [new_event(registered, source="test")])
+    await send(settings, [new_event(registered, source="mlcp/registry")])
     await wait_for(lambda: query(settings, "SELECT count(*) = 1 FROM model_versions"))
-    await send(settings, [new_event(promoted, source="test")])
+    await send(settings, [new_event(promoted, source="mlcp/registry")])
     await wait_for(lambda: query(settings, "SELECT version = '1.0.0' FROM production"))
 
     request_id = await trainer.request_training("churn", requested_by="alice@example.com")
@@ -200,7 +200,7 @@ async def test_kill_9_during_training_is_retried_and_finishes_exactly_once(
     monkeypatch.setenv("SLOW_MODEL_MARKER", str(marker))
     monkeypatch.syspath_prepend(str(tmp_path))
     env = {
-        "MLCP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        **infra.kafka_env("svc-trainer"),
         "MLCP_DATABASE_URL": settings.database_url,
         "MLCP_TOPIC_PREFIX": settings.topic_prefix,
         "MLCP_DB_SCHEMA": str(settings.db_schema),
@@ -221,7 +221,7 @@ async def test_kill_9_during_training_is_retried_and_finishes_exactly_once(
     await wait_for(lambda: query(settings, "SELECT count(*) = 2 FROM ledger"), what="2 batches")
     # What the CLI does: publish a manual request.
     request = new_event(
-        TrainingRequested(model="churn", reason="manual", requested_by="ops"), source="cli"
+        TrainingRequested(model="churn", reason="manual", requested_by="ops"), source="mlcp/trainer"
     )
     await send(settings, [request])
 

@@ -277,9 +277,43 @@ def services_with_mlcp_env() -> list[str]:
     ]
 
 
+BUS_INIT = "bus-init"
+
+
 def test_the_services_are_the_ones_using_mlcp_settings() -> None:
     assert ENV_PREFIX == "MLCP_"
-    assert sorted(services_with_mlcp_env()) == sorted(SERVICES)
+    assert sorted(services_with_mlcp_env()) == sorted([*SERVICES, BUS_INIT])
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_each_service_reaches_the_bus_as_its_own_principal(name: str) -> None:
+    env = environment(name)
+    assert env[f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env[f"{ENV_PREFIX}KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env[f"{ENV_PREFIX}KAFKA_USERNAME"] == f"svc-{name}"
+    assert env[f"{ENV_PREFIX}KAFKA_PASSWORD_FILE"] == f"/run/mlcp/bus/svc-{name}"
+    assert depends_on(name).get(BUS_INIT) == "service_completed_successfully"
+    mounts = service(name).get("volumes", [])
+    assert "bus-credentials:/run/mlcp/bus:ro" in mounts
+
+
+def test_the_broker_denies_by_default_and_bus_init_applies_the_acl_file() -> None:
+    env = {key: value or "" for key, value in environment("kafka").items()}
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    protocols = dict(
+        item.split(":", 1) for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, "no listener without authentication"
+    init = service(BUS_INIT)
+    assert init["command"][:3] == ["python", "-m", "mlcp.runtime.bus_init"]
+    assert "bus-credentials:/run/mlcp/bus" in init["volumes"]
+    init_env = environment(BUS_INIT)
+    assert init_env[f"{ENV_PREFIX}KAFKA_USERNAME"] == "broker"
+    assert "User:broker" in env["KAFKA_SUPER_USERS"]
+    # The broker's password comes from .env (deploy/.env.example), never a literal in the file.
+    raw = (ROOT / "docker-compose.yml").read_text()
+    assert "MLCP_KAFKA_PASSWORD: ${MLCP_KAFKA_BROKER_PASSWORD:-" in raw
 
 
 @pytest.mark.parametrize("name", SERVICES)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlcp.devstack import kafka, procs, stack
+from mlcp.devstack import kafka, procs, security, stack
 from mlcp.devstack.cli import app
 from mlcp.devstack.config import (
     DEFAULT_BOOTSTRAP,
@@ -41,6 +41,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLCP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLCP_DEV_KAFKA_PORT", str(_free_port()))
     monkeypatch.setenv("MLCP_DEV_KAFKA_CONTROLLER_PORT", str(_free_port()))
+    monkeypatch.setenv("MLCP_DEV_KAFKA_TLS_PORT", str(_free_port()))
     monkeypatch.setenv("MLCP_DEV_POSTGRES_PORT", str(_free_port()))
     return tmp_path
 
@@ -125,20 +126,68 @@ def test_bad_port_settings_are_clear_errors(env: dict[str, str], message: str) -
 def test_stack_info_env() -> None:
     info = StackInfo(bootstrap="h:1", database_url="postgresql://x")
     assert info.env() == {"MLCP_KAFKA_BOOTSTRAP": "h:1", "MLCP_DATABASE_URL": "postgresql://x"}
+    # An external Kafka's credentials are the caller's: none are made up.
+    assert info.env("svc-registry") == info.env()
 
 
-def test_server_properties() -> None:
-    s = load_settings({"MLCP_DEV_KAFKA_PORT": "19092", "MLCP_DEV_KAFKA_CONTROLLER_PORT": "19093"})
-    text = kafka.render_server_properties(s)
+def test_stack_info_env_of_a_principal(tmp_path: Path) -> None:
+    info = StackInfo(
+        bootstrap="127.0.0.1:1",
+        database_url="postgresql://x",
+        credentials_dir=tmp_path / "credentials",
+        tls_bootstrap="127.0.0.1:2",
+        ca_file=tmp_path / "ca.pem",
+    )
+    env = info.env("svc-registry")
+    assert env["MLCP_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["MLCP_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["MLCP_KAFKA_USERNAME"] == "svc-registry"
+    assert env["MLCP_KAFKA_PASSWORD_FILE"] == str(tmp_path / "credentials" / "svc-registry")
+    assert "MLCP_KAFKA_PASSWORD" not in env  # the secret stays in its file
+    tls = info.env("operator", tls=True)
+    assert tls["MLCP_KAFKA_BOOTSTRAP"] == "127.0.0.1:2"
+    assert tls["MLCP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert tls["MLCP_KAFKA_CA_FILE"] == str(tmp_path / "ca.pem")
+
+
+def test_server_properties(tmp_path: Path) -> None:
+    s = load_settings(
+        {
+            "MLCP_DEV_KAFKA_PORT": "19092",
+            "MLCP_DEV_KAFKA_CONTROLLER_PORT": "19093",
+            "MLCP_DEV_KAFKA_TLS_PORT": "19094",
+        }
+    )
+    secrets = kafka.BrokerSecrets(
+        admin="admin",
+        admin_password="pw-admin",
+        controller_password="pw-controller",
+        tls=security.TlsFiles(tmp_path / "ca.pem", tmp_path / "broker.p12", "pw-store"),
+    )
+    text = kafka.render_server_properties(s, secrets)
     props = dict(line.split("=", 1) for line in text.splitlines())
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["listeners"] == (
+        "SASL_PLAINTEXT://127.0.0.1:19092,SASL_SSL://127.0.0.1:19094,CONTROLLER://127.0.0.1:19093"
+    )
+    # Nobody connects without credentials; nothing is allowed without an ACL.
+    assert "PLAINTEXT:PLAINTEXT" not in props["listener.security.protocol.map"]
+    assert props["listener.security.protocol.map"].count("SASL_") == 5
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin;User:controller"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert (
+        'password="pw-admin"'
+        in props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"]
+    )
+    assert props["ssl.keystore.location"] == str(tmp_path / "broker.p12")
     assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093"
     assert props["log.dirs"] == str(s.kafka_dir / "data")
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert int(props["group.min.session.timeout.ms"]) <= 1000
-    assert props["auto.create.topics.enable"] == "true"
+    assert props["auto.create.topics.enable"] == "false"
     assert props["num.partitions"] == "3"
     for key in (
         "offsets.topic.replication.factor",

@@ -291,6 +291,19 @@ def _unreachable(bootstrap: str, exc: BaseException, timeout: float) -> DlqError
     return DlqError(f"Kafka at {bootstrap} unreachable: {detail}", UNREACHABLE)
 
 
+async def _refusal(settings: Settings, timeout: float) -> DlqError | None:
+    """A ``DlqError(USAGE)`` when the brokers refuse these credentials or this CA."""
+    from mlcp.runtime.kafka import BusAccessError, check_access
+
+    try:
+        await check_access(settings, timeout_s=min(timeout, 10.0))
+    except BusAccessError as exc:
+        return DlqError(str(exc), USAGE)
+    except Exception:  # unreachable: the caller's own message says so
+        return None
+    return None
+
+
 async def _stop_quietly(client: Any) -> None:
     # Stopping a client that never connected must not replace the real error.
     with contextlib.suppress(Exception):
@@ -299,14 +312,15 @@ async def _stop_quietly(client: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _reader(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
+async def _reader(settings: Settings, timeout: float) -> AsyncIterator[Any]:
     """A consumer outside any group (assign + seek: nothing committed), started within
     ``timeout``; Kafka errors inside become ``DlqError(UNREACHABLE)``."""
-    from aiokafka import AIOKafkaConsumer
     from aiokafka.errors import KafkaError
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+    from mlcp.runtime.kafka import make_consumer
+
+    consumer = make_consumer(
+        settings,
         client_id="mlcp-cli-dlq",
         group_id=None,
         enable_auto_commit=False,
@@ -319,7 +333,8 @@ async def _reader(bootstrap: str, timeout: float) -> AsyncIterator[Any]:
             await consumer.start()
         yield consumer
     except (KafkaError, OSError, TimeoutError) as exc:
-        raise _unreachable(bootstrap, exc, timeout) from None
+        refused = await _refusal(settings, timeout)
+        raise refused or _unreachable(settings.kafka_bootstrap, exc, timeout) from None
     finally:
         await _stop_quietly(consumer)
 
@@ -340,12 +355,12 @@ async def _partitions(consumer: Any, topics: Iterable[str], timeout: float) -> l
 
 
 async def scan(
-    bootstrap: str, topics: list[str], visit: Callable[[Letter], None], *, timeout: float
+    settings: Settings, topics: list[str], visit: Callable[[Letter], None], *, timeout: float
 ) -> int:
     """Call ``visit`` for every record of ``topics`` (oldest first per partition) up to the
     end offsets seen at the start; returns how many DLQ topics exist. Fails if reading makes
     no progress for ``timeout`` seconds."""
-    async with _reader(bootstrap, timeout) as consumer:
+    async with _reader(settings, timeout) as consumer:
         tps = await _partitions(consumer, topics, timeout)
         if not tps:
             return 0
@@ -370,13 +385,13 @@ async def scan(
 
 
 async def fetch_one(
-    bootstrap: str, topic: str, partition: int, offset: int, timeout: float
+    settings: Settings, topic: str, partition: int, offset: int, timeout: float
 ) -> Letter:
     """The record at ``topic`` ``partition``@``offset``; refuses one that does not exist."""
     from aiokafka import TopicPartition
 
     tp = TopicPartition(topic, partition)
-    async with _reader(bootstrap, timeout) as consumer:
+    async with _reader(settings, timeout) as consumer:
         known = await _partitions(consumer, [topic], timeout)
         if tp not in known:
             what = f"{len(known)} partitions" if known else "does not exist"
@@ -404,16 +419,16 @@ async def fetch_one(
         raise missing
 
 
-async def republish(bootstrap: str, letters: list[Letter], timeout: float) -> list[str]:
+async def republish(settings: Settings, letters: list[Letter], timeout: float) -> list[str]:
     """Send each letter's original key, bytes and headers to its topic with acks=all and
     idempotence, in order; returns where each landed."""
-    from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    from mlcp.runtime.kafka import DURABLE_PRODUCER_OPTIONS
+    from mlcp.runtime.kafka import durable_producer
 
-    options = {**DURABLE_PRODUCER_OPTIONS, "request_timeout_ms": max(int(timeout * 1000), 1000)}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, client_id="mlcp-cli-dlq", **options)
+    producer = durable_producer(
+        settings, client_id="mlcp-cli-dlq", request_timeout_ms=max(int(timeout * 1000), 1000)
+    )
     landed: list[str] = []
     try:
         async with asyncio.timeout(timeout):
@@ -427,7 +442,10 @@ async def republish(bootstrap: str, letters: list[Letter], timeout: float) -> li
             landed.append(f"{meta.topic} {meta.partition}@{meta.offset}")
     except (KafkaError, OSError, TimeoutError) as exc:
         done = f" after replaying {len(landed)} of {len(letters)}" if landed else ""
-        failure = _unreachable(bootstrap, exc, timeout)
+        refused = await _refusal(settings, timeout)
+        if refused is not None:
+            raise refused from None
+        failure = _unreachable(settings.kafka_bootstrap, exc, timeout)
         raise DlqError(failure.message + done, UNREACHABLE) from None
     finally:
         await _stop_quietly(producer)
@@ -437,13 +455,11 @@ async def republish(bootstrap: str, letters: list[Letter], timeout: float) -> li
 # --- commands -------------------------------------------------------------------------------
 
 
-def _settings() -> Settings:
-    from mlcp.runtime.settings import ConfigurationError, load_settings
+def _settings(principal: str) -> Settings:
+    """Reading dead letters is the operator's; replaying them (writing any topic) the admin's."""
+    from mlcp.cli.bus import cli_settings
 
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        raise DlqError(str(exc), USAGE) from None
+    return cli_settings(principal)
 
 
 def _run(body: Callable[[], None]) -> None:
@@ -513,7 +529,7 @@ def dlq_list(
     a consumer group), then counts per DLQ topic and reason."""
 
     def body() -> None:
-        settings = _settings()
+        settings = _settings("operator")
         shown: deque[Letter] = deque(maxlen=limit)
         counts: Counter[tuple[str, str]] = Counter()
 
@@ -523,7 +539,7 @@ def dlq_list(
                 counts[(letter.dlq_topic, letter.reason)] += 1
 
         topics = dlq_topics(settings.topic_prefix)
-        existing = asyncio.run(scan(settings.kafka_bootstrap, topics, visit, timeout=timeout))
+        existing = asyncio.run(scan(settings, topics, visit, timeout=timeout))
         letters = sorted(shown, key=lambda lt: (lt.dlq_topic, lt.dead_lettered_ms, lt.offset))
         total = sum(counts.values())
         if as_json:
@@ -598,11 +614,10 @@ def dlq_replay(
             )
         if given and (topic is not None or reason is not None):
             raise DlqError("--topic and --reason select records for --all only", USAGE)
-        settings = _settings()
-        bootstrap = settings.kafka_bootstrap
+        settings = _settings("admin")
         if dlq_topic is not None and partition is not None and offset is not None:
             name = resolve_topic(dlq_topic, settings.topic_prefix)
-            letters = [asyncio.run(fetch_one(bootstrap, name, partition, offset, timeout))]
+            letters = [asyncio.run(fetch_one(settings, name, partition, offset, timeout))]
         else:
             letters = []
 
@@ -611,7 +626,7 @@ def dlq_replay(
                     letters.append(letter)
 
             topics = dlq_topics(settings.topic_prefix)
-            asyncio.run(scan(bootstrap, topics, visit, timeout=timeout))
+            asyncio.run(scan(settings, topics, visit, timeout=timeout))
             if not letters:
                 out.print("no dead-lettered record matches: nothing to replay")
                 return
@@ -651,7 +666,7 @@ def dlq_replay(
                 raise DlqError(
                     "not confirmed: nothing replayed (--yes skips the question)", REFUSED
                 )
-        landed = asyncio.run(republish(bootstrap, letters, timeout))
+        landed = asyncio.run(republish(settings, letters, timeout))
         for letter, where in zip(letters, landed, strict=True):
             out.print(Text(f"replayed {letter.dlq_topic} {letter.where} → {where}"))
 

@@ -14,13 +14,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mlcp.cli.bus import bus_app, cli_settings, run_on_bus
 from mlcp.cli.demo.command import demo
 from mlcp.cli.dlq import dlq_app
 from mlcp.cli.registry import add_registry_commands
 from mlcp.devstack.cli import app as dev_app
 
 if TYPE_CHECKING:
-    from mlcp.runtime.settings import Settings
+    pass
 
 # The bus commands import the runtime (Kafka clients, FastStream) inside their bodies: the
 # registry commands need none of it, and importing it costs seconds of CPU per invocation.
@@ -42,21 +43,12 @@ events_app = typer.Typer(help="Look at the bus.", no_args_is_help=True)
 app.add_typer(emit_app, name="emit")
 app.add_typer(events_app, name="events")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(bus_app, name="bus")
 add_registry_commands(app)
 app.command()(demo)
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
-
-
-def _settings() -> Settings:
-    from mlcp.runtime.settings import ConfigurationError, load_settings
-
-    try:
-        return load_settings()
-    except ConfigurationError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
 
 
 @emit_app.command("data-arrived")
@@ -79,7 +71,7 @@ def emit_data_arrived(
     from mlcp.cli.emit import file_facts, local_path, publish
     from mlcp.contracts import DataArrived
 
-    settings = _settings()
+    settings = cli_settings("pipeline")
     path = local_path(uri)
     if path is not None and (rows is None or sha256 is None or completeness is None):
         if not path.is_file():
@@ -105,7 +97,9 @@ def emit_data_arrived(
     except ValueError as exc:
         err.print(f"[bold red]invalid event:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    event = asyncio.run(publish(settings, data, source="mlcp/cli", correlationid=correlation_id))
+    event = run_on_bus(
+        settings, publish(settings, data, source="mlcp/cli", correlationid=correlation_id)
+    )
     out.print(f"published {event.type} id={event.id} dataset={dataset} rows={rows}")
 
 
@@ -145,7 +139,7 @@ def up(
         out.print(f"Kafka {info.bootstrap}  PostgreSQL {info.database_url}  config {chosen}")
         out.print("[dim]Ctrl-C stops the services (the dev stack keeps running: mlcp dev down)[/]")
 
-    asyncio.run(run_services(env, emit, on_ready))
+    asyncio.run(run_services(env, emit, on_ready, stack=info))
 
 
 @events_app.command("tail")
@@ -158,14 +152,15 @@ def events_tail(
     """Print events as they cross the bus (Ctrl-C stops)."""
     from mlcp.cli.tail import tail
 
-    settings = _settings()
+    settings = cli_settings("operator")
     out.print("[dim]      time   type                     subject              data[/]")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
+        run_on_bus(
+            settings,
             tail(
                 settings,
                 lambda line: out.print(escape(line)),
                 from_beginning=from_beginning,
                 types=type_,
-            )
+            ),
         )

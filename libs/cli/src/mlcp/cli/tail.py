@@ -7,9 +7,8 @@ import json
 from collections.abc import Callable
 from datetime import UTC
 
-from aiokafka import AIOKafkaConsumer
-
 from mlcp.contracts import ALL_TOPICS, ContractError, decode_event
+from mlcp.runtime.kafka import make_consumer
 from mlcp.runtime.settings import Settings
 
 
@@ -47,9 +46,9 @@ async def tail(
 ) -> None:
     """Print every event on the mlcp topics until ``stop`` is set (or forever)."""
     wanted = [t for t in ALL_TOPICS if not types or any(s in t for s in types)]
-    consumer = AIOKafkaConsumer(
+    consumer = make_consumer(
+        settings,
         *[settings.topic(t) for t in wanted],
-        bootstrap_servers=settings.kafka_bootstrap,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from mlcp.cli.supervise import Supervisor, python_module
+from mlcp.devstack import StackInfo
 
 SERVICES = {
     "registry": 8081,
@@ -58,9 +59,11 @@ async def run_services(
     emit: Callable[[str, str, str], None],
     on_ready: Callable[[dict[str, bool]], None],
     *,
+    stack: StackInfo,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Start the services, report readiness, run until SIGINT/SIGTERM (or ``stop``)."""
+    """Start the services, each as its own bus principal, report readiness, run until
+    SIGINT/SIGTERM (or ``stop``)."""
     supervisor = Supervisor(emit)
     env = dict(env)
     if not (env.get("MLCP_SLACK_WEBHOOK_URL") or env.get("MLCP_WECOM_WEBHOOK_URL")):
@@ -69,7 +72,8 @@ async def run_services(
         env["MLCP_SLACK_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/slack"
         env["MLCP_WECOM_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/wecom"
     for name, port in SERVICES.items():
-        supervisor.add(name, python_module(f"mlcp.{name}"), service_env(env, name, port))
+        own = {**env, **stack.env(f"svc-{name}")}
+        supervisor.add(name, python_module(f"mlcp.{name}"), service_env(own, name, port))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -7,6 +7,7 @@ Human-readable lines go to stderr and only the `export` lines to stdout, so that
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -24,7 +25,8 @@ app = typer.Typer(
     help=(
         f"Dev stack without Docker: Apache Kafka {KAFKA_VERSION} (KRaft) and PostgreSQL on "
         "127.0.0.1. Set MLCP_KAFKA_BOOTSTRAP / MLCP_DATABASE_URL to use existing servers instead; "
-        "MLCP_DEV_KAFKA_PORT, MLCP_DEV_KAFKA_CONTROLLER_PORT, MLCP_DEV_POSTGRES_PORT move the "
+        "MLCP_DEV_KAFKA_PORT, MLCP_DEV_KAFKA_TLS_PORT, MLCP_DEV_KAFKA_CONTROLLER_PORT, "
+        "MLCP_DEV_POSTGRES_PORT move the "
         "ports; MLCP_STATE_DIR and MLCP_CACHE_DIR move the data/logs and the jar cache."
     ),
     no_args_is_help=True,
@@ -69,8 +71,43 @@ def up() -> None:
     err.print(f"[green]ready[/] in {elapsed():.1f} s")
     err.print(f"  Kafka bootstrap: [bold]{info.bootstrap}[/]")
     err.print(f"  PostgreSQL DSN:  [bold]{info.database_url}[/]")
+    err.print(
+        "  Bus principals:  [bold]mlcp-dev env PRINCIPAL[/] prints the exports of one "
+        f"({', '.join(stack.principals())}); add --tls for SASL_SSL on {info.tls_bootstrap}"
+    )
     for key, value in info.env().items():
         out.print(f"export {key}={value}", markup=False)
+
+
+@app.command()
+def env(
+    principal: Annotated[str, typer.Argument(help="The bus principal, e.g. svc-registry.")],
+    tls: Annotated[bool, typer.Option("--tls", help="SASL_SSL on the TLS listener.")] = False,
+) -> None:
+    """Print the `export` lines that reach the running dev stack as PRINCIPAL.
+
+    `eval "$(mlcp-dev env operator)"` in a shell; the password stays in its file (0600), only
+    the file's path is exported.
+    """
+    try:
+        info = stack.current(principal)
+    except DevstackError as error:
+        raise _fail(error) from None
+    for key, value in info.env(principal, tls=tls).items():
+        out.print(f"export {key}={shlex.quote(value)}", markup=False)
+
+
+@app.command()
+def password(
+    principal: Annotated[str, typer.Argument(help="The bus principal whose password changes.")],
+) -> None:
+    """Rotate PRINCIPAL's password: a new random one on the broker and in its file. Restart the
+    processes that use it; the old password is refused from now on."""
+    try:
+        path = stack.rotate_password(principal)
+    except DevstackError as error:
+        raise _fail(error) from None
+    err.print(f"new password for {principal} in {path}; restart the processes that use it")
 
 
 @app.command()

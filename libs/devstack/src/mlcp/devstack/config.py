@@ -13,6 +13,7 @@ from pathlib import Path
 
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
+DEFAULT_TLS_PORT = 9094
 DEFAULT_POSTGRES_PORT = 55432
 PG_USER = "mlcp"
 PG_PASSWORD = "mlcp"  # loopback-only dev server; the DSN is documented, so is the password
@@ -34,6 +35,7 @@ class Settings:
     kafka_port: int
     controller_port: int
     postgres_port: int
+    tls_port: int
     external_bootstrap: str | None
     external_database_url: str | None
 
@@ -46,6 +48,11 @@ class Settings:
         return self.external_database_url or (
             f"postgresql://{PG_USER}:{PG_PASSWORD}@127.0.0.1:{self.postgres_port}/{PG_DATABASE}"
         )
+
+    @property
+    def tls_bootstrap(self) -> str | None:
+        """The broker's SASL_SSL listener (None for an external Kafka)."""
+        return None if self.external_bootstrap else f"127.0.0.1:{self.tls_port}"
 
     @property
     def kafka_dir(self) -> Path:
@@ -66,10 +73,29 @@ class StackInfo:
     postgres_started: bool = False
     kafka_external: bool = False  # MLCP_KAFKA_BOOTSTRAP was set: not ours to start or stop
     postgres_external: bool = False
+    credentials_dir: Path | None = None  # one password file per principal (ours only)
+    tls_bootstrap: str | None = None  # the SASL_SSL listener (ours only)
+    ca_file: Path | None = None  # the CA that signed its certificate
 
-    def env(self) -> dict[str, str]:
-        """The variables a service process needs to reach this stack."""
-        return {"MLCP_KAFKA_BOOTSTRAP": self.bootstrap, "MLCP_DATABASE_URL": self.database_url}
+    def env(self, principal: str | None = None, *, tls: bool = False) -> dict[str, str]:
+        """The variables a process needs to reach this stack as ``principal`` (the addresses
+        only when None, or for an external Kafka, whose credentials are the caller's)."""
+        env = {"MLCP_KAFKA_BOOTSTRAP": self.bootstrap, "MLCP_DATABASE_URL": self.database_url}
+        if principal is None or self.credentials_dir is None:
+            return env
+        env |= {
+            "MLCP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "MLCP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "MLCP_KAFKA_USERNAME": principal,
+            "MLCP_KAFKA_PASSWORD_FILE": str(self.credentials_dir / principal),
+        }
+        if tls and self.tls_bootstrap and self.ca_file:
+            env |= {
+                "MLCP_KAFKA_BOOTSTRAP": self.tls_bootstrap,
+                "MLCP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "MLCP_KAFKA_CA_FILE": str(self.ca_file),
+            }
+        return env
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -97,12 +123,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         kafka_port=_port(env, "MLCP_DEV_KAFKA_PORT", DEFAULT_KAFKA_PORT),
         controller_port=_port(env, "MLCP_DEV_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT),
         postgres_port=_port(env, "MLCP_DEV_POSTGRES_PORT", DEFAULT_POSTGRES_PORT),
+        tls_port=_port(env, "MLCP_DEV_KAFKA_TLS_PORT", DEFAULT_TLS_PORT),
         external_bootstrap=_get(env, "MLCP_KAFKA_BOOTSTRAP"),
         external_database_url=_get(env, "MLCP_DATABASE_URL"),
     )
-    if settings.kafka_port == settings.controller_port:
+    kafka_ports = (settings.kafka_port, settings.controller_port, settings.tls_port)
+    if len(set(kafka_ports)) != len(kafka_ports):
         raise DevstackError(
-            "MLCP_DEV_KAFKA_PORT and MLCP_DEV_KAFKA_CONTROLLER_PORT must differ "
-            f"(both are {settings.kafka_port})."
+            "MLCP_DEV_KAFKA_PORT, MLCP_DEV_KAFKA_CONTROLLER_PORT and MLCP_DEV_KAFKA_TLS_PORT "
+            f"must differ (they are {', '.join(map(str, kafka_ports))})."
         )
     return settings

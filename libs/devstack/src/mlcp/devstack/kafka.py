@@ -12,10 +12,11 @@ import struct
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mlcp.devstack import procs
+from mlcp.devstack import procs, security
 from mlcp.devstack.config import DevstackError, Settings
 
 KAFKA_VERSION = "4.1.1"  # keep in step with kafka-pom.xml
@@ -135,20 +136,68 @@ def ensure_jars(s: Settings, progress: Progress) -> Path:
     return libs
 
 
-def render_server_properties(s: Settings) -> str:
-    listeners = f"PLAINTEXT://127.0.0.1:{s.kafka_port},CONTROLLER://127.0.0.1:{s.controller_port}"
+@dataclass(frozen=True)
+class BrokerSecrets:
+    """What the broker's own configuration needs to authenticate and serve TLS."""
+
+    admin: str  # the super user (inter-broker traffic uses it too)
+    admin_password: str
+    controller_password: str  # the controller listener's SASL/PLAIN identity
+    tls: security.TlsFiles
+
+
+def _jaas(module: str, **options: str) -> str:
+    pairs = " ".join(f'{key}="{value}"' for key, value in options.items())
+    return f"org.apache.kafka.common.security.{module} required {pairs};"
+
+
+def render_server_properties(s: Settings, secrets: BrokerSecrets) -> str:
+    """server.properties: SASL/SCRAM-SHA-512 on the client listeners (plain and TLS), SASL/PLAIN
+    between broker and controller (KRaft keeps SCRAM credentials in its metadata log, so the
+    controller listener cannot use them), StandardAuthorizer with deny-by-default."""
+    listeners = (
+        f"SASL_PLAINTEXT://127.0.0.1:{s.kafka_port},SASL_SSL://127.0.0.1:{s.tls_port},"
+        f"CONTROLLER://127.0.0.1:{s.controller_port}"
+    )
+    scram = _jaas("scram.ScramLoginModule", username=secrets.admin, password=secrets.admin_password)
+    plain = _jaas(
+        "plain.PlainLoginModule",
+        username=security.CONTROLLER_USER,
+        password=secrets.controller_password,
+        **{f"user_{security.CONTROLLER_USER}": secrets.controller_password},
+    )
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{s.controller_port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
         "listeners": listeners,
         "advertised.listeners": listeners,
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": (
+            "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT"
+        ),
+        # Authentication: nobody reaches a listener without credentials.
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(secrets.tls.keystore),
+        "ssl.keystore.password": secrets.tls.keystore_password,
+        # Authorisation: deny unless an ACL allows; the admin (and the controller identity the
+        # broker and controller use between themselves) are the only super users.
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{secrets.admin};User:{security.CONTROLLER_USER}",
+        # Topics come from `mlcp bus apply` with their ACLs, never from a typo in a client.
+        "auto.create.topics.enable": "false",
         "log.dirs": str(s.kafka_dir / "data"),
         "num.partitions": "3",
-        "auto.create.topics.enable": "true",
         # One node: internal topics cannot have the default replication factor of 3.
         "offsets.topic.replication.factor": "1",
         "transaction.state.log.replication.factor": "1",
@@ -202,30 +251,60 @@ def _java_cmd(java: str, s: Settings, libs: Path, main: str, *, tool: bool = Fal
     ]
 
 
-def _write_configs(s: Settings) -> Path:
+def broker_secrets(s: Settings) -> BrokerSecrets:
+    """The passwords (made once per state dir) and TLS files the broker is configured with."""
+    passwords = security.ensure_credentials(s)
+    admin = security.admin_principal()
+    return BrokerSecrets(
+        admin=admin,
+        admin_password=passwords[admin],
+        controller_password=passwords[security.CONTROLLER_USER],
+        tls=security.ensure_tls(s),
+    )
+
+
+def _write_configs(s: Settings, secrets: BrokerSecrets) -> Path:
     s.kafka_dir.mkdir(parents=True, exist_ok=True)
+    s.kafka_dir.chmod(0o700)
     props = s.kafka_dir / "server.properties"
-    props.write_text(render_server_properties(s))
+    # It holds the admin's password: readable by this user only.
+    props.touch(mode=0o600)
+    props.chmod(0o600)
+    props.write_text(render_server_properties(s, secrets))
     log_config = resources.files(__package__).joinpath("log4j2.properties").read_bytes()
     (s.kafka_dir / "log4j2.properties").write_bytes(log_config)
     return props
+
+
+# Bumped when the stack's security layout changes in a way the metadata log must be made anew
+# for (1: SCRAM users bootstrapped at format, ACLs, SASL listeners).
+SECURITY_LAYOUT = 1
 
 
 def _ensure_formatted(s: Settings, java: str, libs: Path, props: Path, progress: Progress) -> None:
     data = s.kafka_dir / "data"
     stamp = s.kafka_dir / "formatted.json"
     try:
-        formatted_port = json.loads(stamp.read_text())["controller_port"]
-    except (OSError, ValueError, KeyError):
-        formatted_port = None
-    if (data / "meta.properties").exists() and formatted_port == s.controller_port:
+        formatted = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        formatted = {}
+    current = formatted.get("controller_port") == s.controller_port
+    secured = formatted.get("security") == SECURITY_LAYOUT
+    if (data / "meta.properties").exists() and current and secured:
         return
     if data.exists():
-        # --standalone writes the controller's endpoint into the metadata log: a new controller
-        # port (or a half-done format) needs a fresh log.
-        progress(f"controller port is now {s.controller_port}: discarding Kafka data in {data}")
+        # --standalone writes the controller's endpoint into the metadata log, and the admin's
+        # SCRAM credential must be in it before the broker can authenticate to itself: a new
+        # controller port, an unauthenticated old stack or a half-done format needs a fresh log.
+        why = (
+            f"controller port is now {s.controller_port}"
+            if secured or not formatted
+            else "the bus is now authenticated (SASL/SCRAM + ACLs)"
+        )
+        progress(f"{why}: discarding Kafka data in {data}")
         shutil.rmtree(data)
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    admin, passwords = security.admin_principal(), security.ensure_credentials(s)
     progress(f"formatting Kafka storage (KRaft, cluster id {cluster_id})")
     procs.run(
         [
@@ -236,12 +315,26 @@ def _ensure_formatted(s: Settings, java: str, libs: Path, props: Path, progress:
             "-c",
             str(props),
             "--standalone",
+            # The broker authenticates to itself as the admin, so the admin's SCRAM credential
+            # must be in the first metadata records. (The storage tool takes it only as an
+            # argument; the other principals are created over the authenticated API after
+            # start, so their passwords never appear on a command line.)
+            "--add-scram",
+            f"SCRAM-SHA-512=[name={admin},password={passwords[admin]}]",
         ],
         what="Formatting the Kafka storage",
         timeout=180,
         cwd=s.kafka_dir,
     )
-    stamp.write_text(json.dumps({"cluster_id": cluster_id, "controller_port": s.controller_port}))
+    stamp.write_text(
+        json.dumps(
+            {
+                "cluster_id": cluster_id,
+                "controller_port": s.controller_port,
+                "security": SECURITY_LAYOUT,
+            }
+        )
+    )
 
 
 def _state_file(s: Settings) -> Path:
@@ -282,30 +375,31 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return buf
 
 
-def metadata_brokers(host: str, port: int, timeout: float = 3.0) -> int:
-    """How many live brokers a real Metadata request reports. v4 is the oldest version Kafka 4
-    still accepts (KIP-896); an empty topic list keeps the answer small."""
+def api_versions(host: str, port: int, timeout: float = 3.0) -> int:
+    """The error code of an ApiVersions request: the one request a Kafka listener answers
+    before authentication (KIP-43), so it tells whether the broker serves requests without
+    needing credentials. 0 means it does."""
     client_id = b"mlcp-dev"
-    request = (
-        struct.pack(">hhih", 3, 4, 7, len(client_id)) + client_id + struct.pack(">i?", 0, False)
-    )
+    request = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(struct.pack(">i", len(request)) + request)
         (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        correlation_id, _throttle_ms, brokers = struct.unpack(">iii", _recv_exact(sock, size)[:12])
+        correlation_id, error_code = struct.unpack(">ih", _recv_exact(sock, size)[:6])
     if correlation_id != 7:
-        raise ConnectionError("not a Kafka metadata response")
-    return int(brokers)
+        raise ConnectionError("not a Kafka ApiVersions response")
+    return int(error_code)
 
 
 def probe(bootstrap: str, timeout: float = 3.0) -> str | None:
-    """None when some bootstrap address answers with at least one broker, else why not."""
+    """None when some bootstrap address answers a Kafka request, else why not. (Whether the
+    broker has registered is seen by the authenticated clients that come next.)"""
     problem = "no address"
     for host, port in _addresses(bootstrap):
         try:
-            if metadata_brokers(host, port, timeout) > 0:
+            code = api_versions(host, port, timeout)
+            if code == 0:
                 return None
-            problem = f"{host}:{port} answers but has no broker registered yet"
+            problem = f"{host}:{port} answers ApiVersions with error code {code}"
         except (OSError, struct.error) as err:
             problem = f"{host}:{port}: {err or type(err).__name__}"
     return problem
@@ -313,7 +407,11 @@ def probe(bootstrap: str, timeout: float = 3.0) -> str | None:
 
 def check_ports(s: Settings) -> None:
     procs.ensure_ports_free(
-        {s.kafka_port: "MLCP_DEV_KAFKA_PORT", s.controller_port: "MLCP_DEV_KAFKA_CONTROLLER_PORT"},
+        {
+            s.kafka_port: "MLCP_DEV_KAFKA_PORT",
+            s.controller_port: "MLCP_DEV_KAFKA_CONTROLLER_PORT",
+            s.tls_port: "MLCP_DEV_KAFKA_TLS_PORT",
+        },
         "Kafka",
         "Stop it, or set MLCP_KAFKA_BOOTSTRAP=host:port to use a Kafka that is already running.",
     )
@@ -324,7 +422,7 @@ def prepare(s: Settings, progress: Progress) -> list[str]:
     java = find_java()
     check_ports(s)
     libs = ensure_jars(s, progress)
-    props = _write_configs(s)
+    props = _write_configs(s, broker_secrets(s))
     _ensure_formatted(s, java, libs, props, progress)
     return [*_java_cmd(java, s, libs, SERVER_MAIN), str(props)]
 

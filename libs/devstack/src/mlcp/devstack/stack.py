@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mlcp.devstack import kafka, postgres, procs
+from mlcp.devstack import kafka, postgres, procs, security
 from mlcp.devstack.config import DevstackError, Settings, StackInfo, load_settings
 
 Progress = Callable[[str], None]
@@ -55,6 +55,7 @@ def up(progress: Progress | None = None, *, env: Env = None) -> StackInfo:
         if need_kafka:
             ports[s.kafka_port] = "MLCP_DEV_KAFKA_PORT"
             ports[s.controller_port] = "MLCP_DEV_KAFKA_CONTROLLER_PORT"
+            ports[s.tls_port] = "MLCP_DEV_KAFKA_TLS_PORT"
         if need_postgres:
             ports[s.postgres_port] = "MLCP_DEV_POSTGRES_PORT"
         procs.ensure_ports_free(
@@ -74,13 +75,45 @@ def up(progress: Progress | None = None, *, env: Env = None) -> StackInfo:
             kafka_started = True
         elif not s.external_bootstrap:
             kafka_started = kafka.start(s, say)
+        if not s.external_bootstrap:
+            # Users, topics and ACLs as the ACL file says (idempotent: a no-op when in step).
+            security.secure_bus(s, say)
+    return info(s, kafka_started=kafka_started, postgres_started=postgres_started)
+
+
+def principals() -> list[str]:
+    """The bus principals of the ACL file."""
+    return security.principals()
+
+
+def current(principal: str | None = None, *, env: Env = None) -> StackInfo:
+    """Where the stack is (without starting anything); with ``principal``, checks that its
+    password file exists."""
+    s = load_settings(env)
+    if principal is not None and not s.external_bootstrap:
+        if principal not in security.principals():
+            raise DevstackError(
+                f"unknown principal {principal!r}; the ACL file has "
+                f"{', '.join(security.principals())}"
+            )
+        if not security.password_file(s, principal).exists():
+            raise DevstackError("the dev stack has no credentials yet: run `mlcp-dev up` first")
+    return info(s)
+
+
+def info(s: Settings, *, kafka_started: bool = False, postgres_started: bool = False) -> StackInfo:
+    """Where this stack's servers are and, for its own Kafka, the credentials and CA."""
+    ours = not s.external_bootstrap
     return StackInfo(
         bootstrap=s.bootstrap,
         database_url=s.database_url,
         kafka_started=kafka_started,
         postgres_started=postgres_started,
-        kafka_external=bool(s.external_bootstrap),
+        kafka_external=not ours,
         postgres_external=bool(s.external_database_url),
+        credentials_dir=security.credentials_dir(s) if ours else None,
+        tls_bootstrap=s.tls_bootstrap,
+        ca_file=security.tls_dir(s) / "ca.pem" if ours else None,
     )
 
 
@@ -164,7 +197,33 @@ def start_kafka(progress: Progress | None = None, *, env: Env = None) -> bool:
     s = load_settings(env)
     _managed(s, "MLCP_KAFKA_BOOTSTRAP", s.external_bootstrap)
     with _locked(s):
-        return kafka.start(s, progress or _quiet)
+        started = kafka.start(s, progress or _quiet)
+        # The broker serves authenticated requests only once it has registered itself.
+        security.secure_bus(s, progress or _quiet)
+        return started
+
+
+def rotate_password(principal: str, *, env: Env = None, password: str | None = None) -> Path:
+    """Give ``principal`` a new password on the running broker and in its file; processes
+    that connect afterwards need the new one (a running one keeps its connections until it
+    restarts). Returns the password file."""
+    s = load_settings(env)
+    _managed(s, "MLCP_KAFKA_BOOTSTRAP", s.external_bootstrap)
+    if principal not in security.principals():
+        raise DevstackError(
+            f"unknown principal {principal!r}; the ACL file has {', '.join(security.principals())}"
+        )
+    if principal == security.admin_principal():
+        raise DevstackError(
+            "the admin's password is part of the broker's own configuration: "
+            "`mlcp-dev reset` makes a new stack with new passwords"
+        )
+    with _locked(s):
+        if kafka.running(s) is None:
+            raise DevstackError("the dev Kafka is not running: `mlcp-dev up` first")
+        security.set_password(s, principal, password)
+        security.secure_bus(s, _quiet)
+    return security.password_file(s, principal)
 
 
 def stop_kafka(*, kill: bool = False, timeout: float = 30.0, env: Env = None) -> bool:

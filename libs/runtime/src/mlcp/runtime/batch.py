@@ -44,6 +44,7 @@ from mlcp.contracts import (
 from mlcp.contracts.wire import WireDecoder, wire_decoder
 from mlcp.runtime import inbox
 from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Tx
+from mlcp.runtime.dlq import UNEXPECTED_SOURCE
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.telemetry import cause_traces, record_traceparent
 
@@ -208,6 +209,11 @@ class BatchConsumer(DurableConsumer):
                 )
             except ContractError as exc:
                 outcome = await self._dead_letter(record, exc.reason, str(exc), attempts=0)
+                if outcome is Outcome.RETRY_LATER:
+                    return outcome
+                continue
+            if (refused := self.refused_source(event_type, event.source)) is not None:
+                outcome = await self._dead_letter(record, UNEXPECTED_SOURCE, refused, attempts=0)
                 if outcome is Outcome.RETRY_LATER:
                     return outcome
                 continue

@@ -14,8 +14,18 @@ from faststream.kafka.parser import AioKafkaBatchParser
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry
 
-from mlcp.runtime.kafka import DURABLE_PRODUCER_OPTIONS
+from mlcp.runtime.kafka import DURABLE_PRODUCER_OPTIONS, faststream_security
 from mlcp.runtime.settings import Settings
+
+
+class _KnownTopicsFilter(logging.Filter):
+    """Drops FastStream's warning that it did not create topics: the runtime did, on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Auto create topics is disabled" not in record.getMessage()
+
+
+logging.getLogger("mlcp.faststream").addFilter(_KnownTopicsFilter())
 
 
 def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -> KafkaBroker:
@@ -23,6 +33,10 @@ def make_broker(settings: Settings, service: str, registry: CollectorRegistry) -
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"mlcp-{service}",
+        security=faststream_security(settings),
+        # The runtime makes sure its topics exist before subscribing (ServiceRuntime.ensure_topics,
+        # `mlcp bus apply`); FastStream's own attempt would only be refused by the ACLs.
+        allow_auto_create_topics=False,
         # FastStream's own handler prints colored text; route it through our formatter instead,
         # with its per-message lines at DEBUG (the runtime's metrics count messages).
         logger=logging.getLogger("mlcp.faststream"),

@@ -29,8 +29,9 @@ from pydantic import BaseModel
 
 from mlcp.contracts import CloudEvent, ContractError, decode_event
 from mlcp.runtime import inbox, outbox
+from mlcp.runtime.acl import load_policy
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, Conn
-from mlcp.runtime.dlq import DeadLetter, publish_dead_letter
+from mlcp.runtime.dlq import UNEXPECTED_SOURCE, DeadLetter, publish_dead_letter
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.logs import event_context
 
@@ -143,6 +144,7 @@ class DurableConsumer:
         # Called after a transaction that emitted commits: the outbox relay publishes at once.
         self._wake_relay = wake_relay
         self._handlers: dict[str, tuple[str, Handler]] = {}
+        self._policy = load_policy(settings.acl_file)
         self._infra_failures = 0
         self._kafka_consumer: AIOKafkaConsumer | None = None
         self._settled: dict[TopicPartition, int] = {}
@@ -161,6 +163,16 @@ class DurableConsumer:
     def topics(self) -> list[str]:
         return list(self._handlers)
 
+    def refused_source(self, event_type: str, source: str) -> str | None:
+        """Why an event of ``event_type`` from ``source`` is refused (None: accepted). The ACL
+        file names each topic's owner; the broker lets only that principal write the topic,
+        and this check stands behind it (a misconfigured ACL, a shared principal)."""
+        allowed = self._policy.allowed_sources(event_type)
+        if allowed is None or source in allowed:
+            return None
+        owners = ", ".join(sorted(allowed))
+        return f"source {source[:200]!r} may not emit {event_type} (allowed: {owners})"
+
     def inbox_name(self, event_type: str) -> str:
         """The inbox's consumer name: stable across handler renames."""
         return f"{self._service}:{event_type}"
@@ -174,6 +186,8 @@ class DurableConsumer:
             event = decode_event(record.value or b"", expected_type=event_type)
         except ContractError as exc:
             return await self._dead_letter(record, exc.reason, str(exc), attempts=0)
+        if (refused := self.refused_source(event_type, event.source)) is not None:
+            return await self._dead_letter(record, UNEXPECTED_SOURCE, refused, attempts=0)
 
         attempt = 0
         with event_context(event.id, event.correlationid):

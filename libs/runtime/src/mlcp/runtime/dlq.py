@@ -11,6 +11,8 @@ from mlcp.contracts import dlq_topic
 
 # Header names added to a dead-lettered record; the original headers are kept beside them.
 H_REASON = "mlcp-dlq-reason"
+UNEXPECTED_SOURCE = "unexpected_source"
+"""Reason of a valid event whose CloudEvents ``source`` is not its topic's owner (acls.yaml)."""
 H_ERROR = "mlcp-dlq-error"
 H_TOPIC = "mlcp-dlq-topic"
 H_PARTITION = "mlcp-dlq-partition"

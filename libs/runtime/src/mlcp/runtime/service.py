@@ -25,7 +25,7 @@ import uvicorn
 import uvloop
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 from faststream.kafka.annotations import KafkaMessage
 from starlette.routing import Mount
 from starlette.types import ASGIApp
@@ -36,7 +36,7 @@ from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, m
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
 from mlcp.runtime.health import health_app
-from mlcp.runtime.kafka import durable_producer
+from mlcp.runtime.kafka import check_access, describe_principal, durable_producer, make_admin
 from mlcp.runtime.logs import setup_logging
 from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.migrations import load_migrations, migrate, runtime_migrations
@@ -288,40 +288,82 @@ class ServiceRuntime:
 
     async def _start_producer(self) -> AIOKafkaProducer:
         # At boot Kafka may still be starting (compose, a restart): wait, then fail clearly.
+        # Credentials or a certificate the brokers refuse are no reason to wait: exit 2 at once.
         wait_s = self.settings.startup_timeout_s
-        deadline = asyncio.get_running_loop().time() + wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        waiting = False
         while True:
-            producer = durable_producer(self.settings, client_id=f"mlcp-{self.name}-outbox")
-            try:
-                await producer.start()
-                return producer
-            except KafkaError as exc:
-                await producer.stop()
-                if asyncio.get_running_loop().time() > deadline:
-                    raise ConfigurationError(
-                        f"Kafka at MLCP_KAFKA_BOOTSTRAP={self.settings.kafka_bootstrap} "
-                        f"did not answer within {wait_s:.0f}s ({exc})"
-                    ) from None
-                log.warning("Kafka not reachable yet (%s); retrying", exc)
-                await asyncio.sleep(1.0)
+            problem = await check_access(self.settings, timeout_s=min(10.0, wait_s))
+            if problem is None:
+                producer = durable_producer(self.settings, client_id=f"mlcp-{self.name}-outbox")
+                try:
+                    await producer.start()
+                    return producer
+                except KafkaError as exc:
+                    await producer.stop()
+                    problem = repr(exc)
+            if loop.time() > deadline:
+                raise ConfigurationError(
+                    f"Kafka at MLCP_KAFKA_BOOTSTRAP={self.settings.kafka_bootstrap} did not "
+                    f"answer {describe_principal(self.settings)} within {wait_s:.0f}s ({problem})"
+                ) from None
+            if not waiting:
+                log.info("waiting for Kafka at %s (%s)", self.settings.kafka_bootstrap, problem)
+                waiting = True
+            await asyncio.sleep(1.0)
 
     async def ensure_topics(self) -> None:
-        """Create the subscribed topics and their DLQs if missing (production pre-creates them)."""
-        partitions = self.settings.topic_partitions
-        replication = self.settings.topic_replication_factor
+        """Wait until the subscribed topics and their dead-letter topics exist.
+
+        ``mlcp bus apply`` creates every topic with its ACLs; on a cluster without ACLs the
+        service creates what is missing itself. Subscribing to a missing topic would only
+        log errors until someone creates it.
+        """
         names = [t for topic in self._all_topics() for t in (topic, dlq_topic(topic))]
         if not names:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.startup_timeout_s
+        admin = make_admin(self.settings)
         await admin.start()
         try:
-            existing = set(await admin.list_topics())
-            missing = [NewTopic(n, partitions, replication) for n in names if n not in existing]
-            if missing:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(missing)
+            while True:
+                existing = set(await admin.list_topics())
+                missing = [n for n in names if n not in existing]
+                if not missing:
+                    return
+                if await self._create_topics(admin, missing):
+                    return
+                if loop.time() > deadline:
+                    raise ConfigurationError(
+                        f"topics missing and not ours to create: {', '.join(missing)}; run "
+                        "`mlcp bus apply` as the cluster's admin (docs/security.md)"
+                    )
+                log.info("waiting for topics %s (`mlcp bus apply` creates them)", missing)
+                await asyncio.sleep(2.0)
         finally:
             await admin.close()
+
+    async def _create_topics(self, admin: AIOKafkaAdminClient, names: list[str]) -> bool:
+        """Create ``names``; False when the cluster does not let this principal create them."""
+        new = [
+            NewTopic(n, self.settings.topic_partitions, self.settings.topic_replication_factor)
+            for n in names
+        ]
+        try:
+            response = await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            return True
+        except TopicAuthorizationFailedError:
+            return False
+        codes = {error[1] for error in getattr(response, "topic_errors", [])}
+        # 29 TOPIC_AUTHORIZATION_FAILED, 31 CLUSTER_AUTHORIZATION_FAILED
+        return not codes & {29, 31}
+
+    def subscribed_topics(self) -> list[str]:
+        """Every topic this service consumes (behind its prefix)."""
+        return self._all_topics()
 
     def _all_topics(self) -> list[str]:
         return self.consumer.topics + [t for b, _, _ in self._batches for t in b.topics]

@@ -7,14 +7,18 @@ same thing in every service, the CLI, docker-compose and the tests.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
+
+KafkaSecurityProtocol = Literal["SASL_PLAINTEXT", "SASL_SSL", "SSL", "PLAINTEXT"]
+KafkaSaslMechanism = Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
 
 
 class Settings(BaseSettings):
@@ -31,6 +35,19 @@ class Settings(BaseSettings):
     slack_webhook_url: SecretStr | None = None
     wecom_webhook_url: SecretStr | None = None
     artifact_root: Path = Path("~/.local/share/mlcp/artifacts")
+
+    # The bus is authenticated by default (docs/security.md): SASL/SCRAM-SHA-512, with TLS when
+    # the protocol is SASL_SSL. PLAINTEXT is only for clusters that have no authentication.
+    kafka_security_protocol: KafkaSecurityProtocol = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "SCRAM-SHA-512"
+    kafka_username: str | None = Field(None, min_length=1, max_length=256)
+    kafka_password: SecretStr | None = None
+    kafka_password_file: Path | None = None
+    """A file holding the password (its first line): keeps the secret out of the environment."""
+    acl_file: Path | None = None
+    """The bus's ACL file (default: the one that ships with mlcp): which source owns each topic."""
+    kafka_ca_file: Path | None = None
+    """PEM bundle of the CAs that may sign the brokers' certificates (SASL_SSL / SSL)."""
 
     # Not fixed by DESIGN.md; documented in docs/configuration.md.
     http_host: str = "127.0.0.1"
@@ -58,6 +75,55 @@ class Settings(BaseSettings):
     consumer_commit_interval_s: float = Field(0.2, gt=0, le=60)
     consumer_session_timeout_ms: int = Field(10_000, ge=1_000)
     consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
+
+    @model_validator(mode="after")
+    def _kafka_credentials(self) -> Settings:
+        if self.kafka_password is not None and self.kafka_password_file is not None:
+            raise ValueError("set MLCP_KAFKA_PASSWORD or MLCP_KAFKA_PASSWORD_FILE, not both")
+        if self.kafka_ca_file is not None and not self.kafka_security_protocol.endswith("SSL"):
+            raise ValueError(
+                "MLCP_KAFKA_CA_FILE is set but MLCP_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol} does not use TLS (use SASL_SSL)"
+            )
+        return self
+
+    def kafka_credentials(self) -> tuple[str, str]:
+        """(username, password) for SASL, or ``ConfigurationError`` naming what is missing.
+        Checked when a client is built, not when settings are read: a process that never
+        touches Kafka (a migration, a unit test) needs no bus identity."""
+        if self.kafka_username is None:
+            raise ConfigurationError(
+                f"MLCP_KAFKA_USERNAME is required with MLCP_KAFKA_SECURITY_PROTOCOL="
+                f"{self.kafka_security_protocol}: the bus principal, e.g. svc-registry "
+                "(`mlcp dev env PRINCIPAL` prints the dev stack's settings)"
+            )
+        secret = self.kafka_secret()
+        if secret is None:
+            raise ConfigurationError(
+                f"MLCP_KAFKA_PASSWORD_FILE or MLCP_KAFKA_PASSWORD is required for bus principal "
+                f"{self.kafka_username!r}"
+            )
+        return self.kafka_username, secret
+
+    def kafka_secret(self) -> str | None:
+        """The bus password, read now (a rotated password file is picked up at each start)."""
+        if self.kafka_password is not None:
+            return self.kafka_password.get_secret_value()
+        if self.kafka_password_file is None:
+            return None
+        try:
+            text = self.kafka_password_file.expanduser().read_text()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"MLCP_KAFKA_PASSWORD_FILE={self.kafka_password_file}: cannot read it "
+                f"({exc.strerror or exc})"
+            ) from None
+        lines = text.splitlines()
+        if not lines or not lines[0]:
+            raise ConfigurationError(
+                f"MLCP_KAFKA_PASSWORD_FILE={self.kafka_password_file} is empty"
+            )
+        return lines[0]
 
     @field_validator("database_url")
     @classmethod
@@ -91,11 +157,24 @@ def describe_settings_error(exc: Exception, *, env_prefix: str = "MLCP_") -> str
         return str(exc)
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else "?"
+        if not error["loc"]:  # a rule across fields: its message names the variables
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         # URLs can carry credentials (the DSN's password, a webhook key): never echo them.
         shown = "" if _SECRET_NAME.search(field) else f" (got {error.get('input')!r})"
         lines.append(f"{env_prefix}{field.upper()}: {error['msg']}{shown}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def settings_from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
+    """Settings from ``MLCP_*`` variables given as a mapping (a child's environment, the dev
+    stack's exports); the process environment is not read. Invalid → ``ConfigurationError``."""
+    values = {k.removeprefix("MLCP_").lower(): v for k, v in env.items() if k.startswith("MLCP_")}
+    try:
+        return Settings.model_validate({**values, **overrides})
+    except Exception as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
 
 
 def load_settings() -> Settings:

@@ -32,8 +32,11 @@ from mlcp.cli.demo.scenario import STEPS, Scenario, StepFailed
 from mlcp.cli.demo.timeline import Seen, Timeline, describe
 from mlcp.cli.supervise import Supervisor, python_module
 from mlcp.cli.up import SERVICES, service_env, wait_ready
+from mlcp.devstack import StackInfo
+from mlcp.runtime.acl import load_policy
+from mlcp.runtime.bus import apply as apply_policy
 from mlcp.runtime.platform import ModelConfig
-from mlcp.runtime.settings import Settings
+from mlcp.runtime.settings import Settings, settings_from_env
 
 SINK_OFFSET = 19  # the sink listens on port_base + 19 (8199 by default)
 
@@ -108,12 +111,12 @@ def busy_ports(ports: list[int]) -> list[int]:
 
 
 def service_envs(
-    options: Options, run: Run, stack_env: dict[str, str], config_path: Path, token: str
+    options: Options, run: Run, stack: StackInfo, config_path: Path, token: str
 ) -> dict[str, dict[str, str]]:
-    """Each child's environment: the stack, the run's config, prefix and schemas, the sink."""
+    """Each child's environment: the stack (as the service's own bus principal), the run's
+    config, prefix and schemas, the sink."""
     sink = f"http://127.0.0.1:{run.sink_port}"
     base = {
-        **stack_env,
         "MLCP_CONFIG": str(config_path),
         "MLCP_TOPIC_PREFIX": f"{options.prefix}." if options.prefix else "",
         "MLCP_REGISTRY_URL": f"http://127.0.0.1:{run.ports['registry']}",
@@ -123,7 +126,7 @@ def service_envs(
     }
     envs = {}
     for name, port in run.ports.items():
-        env = service_env(base, name, port)
+        env = service_env({**stack.env(f"svc-{name}"), **base}, name, port)
         if options.prefix:
             env["MLCP_DB_SCHEMA"] = f"{options.prefix}_{name}"
         if name == "registry":
@@ -142,7 +145,8 @@ class Demo:
         self.run = plan(options)
         self.log: IO[str] = (self.run.directory / "services.log").open("a", encoding="utf-8")
         self.supervisor = Supervisor(self._child_line)
-        self.settings: Settings | None = None
+        self.stack: StackInfo | None = None
+        self.prefix = f"{options.prefix}." if options.prefix else ""
         self.warm: asyncio.Task[None] | None = None
 
     def elapsed(self) -> float:
@@ -193,12 +197,10 @@ class Demo:
         info = await asyncio.to_thread(stack_up, lambda line: self.say(f"stack: {line}"))
         config_path, model_config = demo_config.write(run.model, run.directory)
         token = secrets.token_urlsafe(32)
-        envs = service_envs(self.options, run, info.env(), config_path, token)
-        self.settings = Settings(
-            kafka_bootstrap=info.bootstrap,
-            database_url=info.database_url,
-            topic_prefix=envs["registry"]["MLCP_TOPIC_PREFIX"],
-        )
+        self.stack = info
+        # The run's topics, with their ACLs, made by the admin (a prefix is a tenant of its own).
+        await apply_policy(self.as_principal("admin"), load_policy(), prefix=self.prefix)
+        envs = service_envs(self.options, run, info, config_path, token)
         self.supervisor.add(
             "sink", python_module("mlcp.notifier.sink", "--port", str(run.sink_port))
         )
@@ -225,11 +227,16 @@ class Demo:
         table.add_row("sink", f"http://127.0.0.1:{run.sink_port}/_sink/requests (Slack, WeCom)")
         self.out.print(table)
         self.say(
-            f"all ready; Kafka {info.bootstrap}, topics {self.settings.topic_prefix}mlcp.*, "
-            f"config {config_path}",
+            f"all ready; Kafka {info.bootstrap}, topics {self.prefix}mlcp.*, config {config_path}",
             "bold",
         )
         return model_config, token
+
+    def as_principal(self, principal: str) -> Settings:
+        """Settings that reach the stack as ``principal`` (the demo plays several roles: the
+        pipeline, the inference service, the operator watching the bus)."""
+        assert self.stack is not None
+        return settings_from_env(self.stack.env(principal), topic_prefix=self.prefix)
 
     async def _sink_ready(self) -> None:
         url = f"http://127.0.0.1:{self.run.sink_port}/_sink/requests"
@@ -245,20 +252,24 @@ class Demo:
 
     async def play(self, model_config: ModelConfig, token: str) -> None:
         """The steps in order; a missed deadline ends the run (later steps: not reached)."""
-        assert self.settings is not None
         run = self.run
         timeline = Timeline(
-            self.settings, {run.model, model_config.dataset}, self.started, self._event_line
+            self.as_principal("operator"),
+            {run.model, model_config.dataset},
+            self.started,
+            self._event_line,
         )
         registry_url = f"http://127.0.0.1:{run.ports['registry']}"
-        inference = Inference(self.settings, registry_url, token, run.model, model_config.label)
+        inference = Inference(
+            self.as_principal("inference"), registry_url, token, run.model, model_config.label
+        )
         factor = self.options.deadline_factor
         run.outcomes = [Outcome(s.name, s.expected, s.deadline_s * factor) for s in STEPS]
         await timeline.start()
         await inference.start()
         try:
             scenario = Scenario(
-                settings=self.settings,
+                settings=self.as_principal("pipeline"),
                 model=run.model,
                 config=model_config,
                 data_dir=run.directory / "data",

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from mlcp.contracts import ALL_TOPICS, ContractError, decode_event
+from mlcp.runtime.kafka import make_consumer
 from mlcp.runtime.settings import Settings
 
 
@@ -119,11 +118,11 @@ class Timeline:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Create missing topics, assign every partition at its end, start reading."""
+        """Assign every partition at its end, start reading (``mlcp bus apply`` made the
+        topics)."""
         topics = [self._settings.topic(t) for t in ALL_TOPICS]
-        await ensure_topics(self._settings, topics)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
+        consumer = make_consumer(
+            self._settings,
             group_id=None,
             enable_auto_commit=False,
         )
@@ -194,21 +193,3 @@ class Timeline:
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), min(remaining, 1.0))
-
-
-async def ensure_topics(settings: Settings, names: list[str]) -> None:
-    """Create the topics that do not exist yet (the services would create them at start too)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(n, settings.topic_partitions, settings.topic_replication_factor)
-            for n in names
-            if n not in existing
-        ]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # a service made it meanwhile
-                await admin.create_topics(missing)
-    finally:
-        await admin.close()
