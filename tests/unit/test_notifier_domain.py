@@ -230,16 +230,16 @@ def test_drift_alert_lists_drifted_features_first_with_their_direction() -> None
     assert alert.facts["share"] == "50%"
 
 
-def test_business_keys_dedupe_resent_facts_but_not_new_drift_windows() -> None:
-    a, b = alert_from_event(gate_failed()), alert_from_event(gate_failed())
+def test_an_alert_is_an_occurrence_the_same_fact_again_is_a_new_alert() -> None:
+    first, again = rolled_back(), rolled_back()  # the same rollback, happening a second time
+    a, b = alert_from_event(first), alert_from_event(again)
     assert a is not None
     assert b is not None
+    assert (a.event_id, b.event_id) == (first.id, again.id)
     assert a.event_id != b.event_id
-    assert a.dedupe_key == b.dedupe_key
-    d1, d2 = alert_from_event(drift_detected()), alert_from_event(drift_detected())
-    assert d1 is not None
-    assert d2 is not None
-    assert d1.dedupe_key != d2.dedupe_key
+    assert a.model_dump(exclude={"event_id", "occurred_at"}) == b.model_dump(
+        exclude={"event_id", "occurred_at"}
+    ), "same fact, two alerts: the event id is what tells them apart"
 
 
 def test_events_that_are_not_alerts_give_none() -> None:
