@@ -127,7 +127,7 @@ def _run_in_thread(work: Any) -> None:
 
 
 async def _apply_bus(infra: Infra, prefix: str) -> None:
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
     from mlcp.runtime.bus import apply
 
     await apply(infra.admin, load_policy(), prefix=prefix)

@@ -95,7 +95,7 @@ def as_principal(settings: Settings, principal: str) -> Settings:
 
 def owner_source(event_type: str) -> str:
     """The CloudEvents source consumers accept for ``event_type`` (its owner in acls.yaml)."""
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
 
     allowed = load_policy().allowed_sources(event_type)
     return sorted(allowed)[0] if allowed else "tests"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mlcp.contracts import AuditCheckpointed, topic_config
-from mlcp.runtime.acl import load_policy
+from mlcp.policy.acl import load_policy
 from mlcp.runtime.bus import admin_client, apply
 from mlcp.runtime.kafka_admin import set_topic_configs, topic_configs
 from tests.conftest import Infra

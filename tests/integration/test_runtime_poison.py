@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from mlcp.contracts import ALL_TOPICS, EVENT_TYPES, DataArrived, dlq_topic, encode_event, new_event
-from mlcp.runtime.acl import load_policy
+from mlcp.policy.acl import load_policy
 from mlcp.runtime.dlq import H_SHA256, H_TRUNCATED, H_VALUE_BYTES
 from mlcp.runtime.settings import Settings
 from tests.conftest import Infra, free_port, wait_for

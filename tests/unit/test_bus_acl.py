@@ -1,4 +1,4 @@
-"""The ACL file (mlcp/runtime/acls.yaml) against the event catalog and the services: every topic
+"""The ACL file (mlcp/policy/acls.yaml) against the event catalog and the services: every topic
 has exactly its owner as writer, each service reads exactly what it subscribes to, and the
 Kafka ACLs that follow grant nothing more; topics are made with the configuration the event
 catalog fixes."""
@@ -13,9 +13,9 @@ from mlcp.contracts import ALL_TOPICS, dlq_topic
 from mlcp.gatekeeper.app import build as build_gatekeeper
 from mlcp.monitor.app import build as build_monitor
 from mlcp.notifier.app import build as build_notifier
+from mlcp.policy.acl import AclBinding, PolicyError, load_policy, parse_policy
 from mlcp.registry.app import build as build_registry
 from mlcp.runtime import ServiceRuntime, Settings
-from mlcp.runtime.acl import AclBinding, PolicyError, load_policy, parse_policy
 from mlcp.runtime.bus import BusPlan, ConfigChange, TopicLayout
 from mlcp.trainer.app import build as build_trainer
 

@@ -37,7 +37,7 @@ from mlcp.notifier.domain import (
     secret_parts,
     short_name,
 )
-from mlcp.runtime.platform import Notifications, parse_platform_config
+from mlcp.policy.platform import Notifications, parse_platform_config
 
 pytestmark = pytest.mark.unit
 

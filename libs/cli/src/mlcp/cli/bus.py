@@ -89,7 +89,7 @@ AclFile = Annotated[
     typer.Option(
         "--acl-file",
         envvar="MLCP_ACL_FILE",
-        help="The ACL file (default: the one that ships with mlcp, mlcp/runtime/acls.yaml).",
+        help="The ACL file (default: the one that ships with mlcp, mlcp/policy/acls.yaml).",
     ),
 ]
 Prefix = Annotated[
@@ -98,7 +98,7 @@ Prefix = Annotated[
 
 
 def _policy(acl_file: Path | None):  # type: ignore[no-untyped-def]
-    from mlcp.runtime.acl import PolicyError, load_policy
+    from mlcp.policy.acl import PolicyError, load_policy
 
     try:
         return load_policy(acl_file)

@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from mlcp.contracts import topic_config
-from mlcp.runtime.acl import AclBinding, BusPolicy, describe
+from mlcp.policy.acl import AclBinding, BusPolicy, describe
 from mlcp.runtime.kafka import make_admin
 from mlcp.runtime.kafka_admin import (
     create_acls,

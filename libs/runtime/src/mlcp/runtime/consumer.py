@@ -38,8 +38,8 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from mlcp.contracts import CloudEvent, ContractError, decode_event
+from mlcp.policy.acl import load_policy
 from mlcp.runtime import inbox, outbox
-from mlcp.runtime.acl import load_policy
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, Conn
 from mlcp.runtime.dlq import UNEXPECTED_SOURCE, DeadLetter, DeadLetterWriter, letter_fields
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point

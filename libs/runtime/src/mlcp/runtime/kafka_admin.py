@@ -31,7 +31,7 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from mlcp.runtime.acl import AclBinding
+from mlcp.policy.acl import AclBinding
 
 ResourceType = Literal["topic", "group", "cluster"]
 Operation = Literal["READ", "WRITE", "CREATE", "DESCRIBE", "ALTER", "DELETE", "IDEMPOTENT_WRITE"]

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlcp.artifacts import ArtifactLimits
 from mlcp.contracts import MAX_EVENT_BYTES, MAX_JSON_DEPTH
+from mlcp.policy.errors import ConfigurationError as ConfigurationError
 
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
@@ -163,10 +164,6 @@ class Settings(BaseSettings):
 
 # Values that can carry credentials (a DSN's password, a webhook key, a token) are never echoed.
 _SECRET_NAME = re.compile(r"(url|token|secret|password|key)", re.IGNORECASE)
-
-
-class ConfigurationError(RuntimeError):
-    """The process cannot start with the configuration it was given."""
 
 
 def describe_settings_error(exc: Exception, *, env_prefix: str = "MLCP_") -> str:

@@ -19,8 +19,8 @@ from mlcp.contracts import (
 )
 from mlcp.gatekeeper import scan, store
 from mlcp.gatekeeper.handlers import GateMetrics, Handlers, sweep_forever
+from mlcp.policy.platform import load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
-from mlcp.runtime.platform import load_platform_config
 from mlcp.runtime.settings import load_artifact_limits, load_env_settings
 
 SERVICE = "gatekeeper"

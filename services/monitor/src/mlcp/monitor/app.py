@@ -13,8 +13,8 @@ from mlcp.monitor import domain
 from mlcp.monitor.api import status_app
 from mlcp.monitor.handlers import Monitor
 from mlcp.monitor.metrics import MonitorMetrics
+from mlcp.policy.platform import PlatformConfig, load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
-from mlcp.runtime.platform import PlatformConfig, load_platform_config
 from mlcp.runtime.settings import ConfigurationError
 
 SERVICE = "monitor"

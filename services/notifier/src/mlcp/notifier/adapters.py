@@ -24,7 +24,7 @@ from mlcp.notifier.domain import (
     redact,
     secret_parts,
 )
-from mlcp.runtime.platform import Notifications
+from mlcp.policy.platform import Notifications
 from mlcp.runtime.settings import ConfigurationError
 
 SIGNATURE_HEADER = "X-Mlcp-Signature"

@@ -29,7 +29,7 @@ from mlcp.contracts import (
     RunFailed,
 )
 from mlcp.contracts.common import Evidence
-from mlcp.runtime.platform import Channel, Notifications
+from mlcp.policy.platform import Channel, Notifications
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}

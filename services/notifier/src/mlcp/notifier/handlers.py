@@ -9,8 +9,8 @@ from typing import Any
 from mlcp.contracts import CloudEvent
 from mlcp.notifier import store
 from mlcp.notifier.domain import alert_from_event, route
+from mlcp.policy.platform import Notifications
 from mlcp.runtime import Handler, Tx
-from mlcp.runtime.platform import Notifications
 
 log = logging.getLogger(__name__)
 

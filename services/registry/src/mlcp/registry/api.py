@@ -28,6 +28,7 @@ from pydantic import (
 
 from mlcp.contracts import ApprovalGranted, ApprovalRejected, ExternalCheckReported
 from mlcp.contracts.types import SLUG_PATTERN, UtcDatetime
+from mlcp.policy.platform import GateStage, PlatformConfig
 from mlcp.registry import chain, domain, problems, store
 from mlcp.registry.audit import AuditTrail, read_checkpoints, verify_chain
 from mlcp.registry.auth import (
@@ -43,7 +44,6 @@ from mlcp.registry.cache import ReadCache, model_scope, token_scope
 from mlcp.registry.handlers import apply
 from mlcp.registry.problems import errors
 from mlcp.runtime import ServiceRuntime
-from mlcp.runtime.platform import GateStage, PlatformConfig
 from mlcp.runtime.telemetry import resume_trace
 
 # Path and body types. NUL characters are refused up front: PostgreSQL text cannot hold them.

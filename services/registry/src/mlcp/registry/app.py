@@ -10,6 +10,7 @@ from mlcp.contracts import (
     ModelDegraded,
     RunFinished,
 )
+from mlcp.policy.platform import load_platform_config
 from mlcp.registry.api import create_api
 from mlcp.registry.audit import AuditTrail
 from mlcp.registry.auth import Authenticator, RegistrySettings
@@ -18,7 +19,6 @@ from mlcp.registry.fastlane import AliasFastLane
 from mlcp.registry.handlers import Handlers
 from mlcp.registry.keys import AuditSettings, Keyring, load_keyring
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
-from mlcp.runtime.platform import load_platform_config
 from mlcp.runtime.settings import load_env_settings
 
 SERVICE = "registry"

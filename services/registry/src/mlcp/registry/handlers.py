@@ -23,12 +23,12 @@ from mlcp.contracts import (
     ModelVersionRegistered,
     RunFinished,
 )
+from mlcp.policy.platform import PlatformConfig, RolloutPolicy
 from mlcp.registry import domain, store
 from mlcp.registry.audit import AuditTrail
 from mlcp.registry.cache import ReadCache, model_scope
 from mlcp.registry.domain import Transition
 from mlcp.runtime import Tx
-from mlcp.runtime.platform import PlatformConfig, RolloutPolicy
 from mlcp.runtime.telemetry import current_traceparent
 
 log = logging.getLogger(__name__)

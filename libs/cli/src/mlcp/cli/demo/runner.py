@@ -33,9 +33,9 @@ from mlcp.cli.demo.timeline import Seen, Timeline, describe
 from mlcp.cli.supervise import Supervisor, python_module
 from mlcp.cli.up import SERVICES, service_env, state_dir, wait_ready
 from mlcp.devstack import StackInfo
-from mlcp.runtime.acl import load_policy
+from mlcp.policy.acl import load_policy
+from mlcp.policy.platform import ModelConfig
 from mlcp.runtime.bus import apply as apply_policy
-from mlcp.runtime.platform import ModelConfig
 from mlcp.runtime.settings import Settings, settings_from_env
 
 SINK_OFFSET = 19  # the sink listens on port_base + 19 (8199 by default)
