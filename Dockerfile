@@ -65,15 +65,17 @@ LABEL org.opencontainers.image.title="mlcp-${SERVICE}" \
 RUN groupadd --system --gid 10001 mlcp \
  && useradd --system --uid 10001 --gid mlcp --home-dir /home/mlcp --create-home \
       --shell /usr/sbin/nologin mlcp \
- && mkdir -p /var/lib/mlcp/artifacts /etc/mlcp \
- && chown mlcp:mlcp /var/lib/mlcp/artifacts
+ && mkdir -p /var/lib/mlcp/artifacts /var/lib/mlcp/audit /etc/mlcp \
+ && chown mlcp:mlcp /var/lib/mlcp/artifacts \
+ && chown mlcp:mlcp /var/lib/mlcp/audit && chmod 700 /var/lib/mlcp/audit
 
 # Code and virtualenv stay owned by root: the service cannot rewrite itself.
 COPY --from=build /app /app
 COPY deploy/docker/healthcheck.py /usr/local/lib/mlcp/healthcheck.py
 
 # A container listens on every interface by default (the host side decides what is published).
-# A named volume mounted on /var/lib/mlcp/artifacts starts with this directory's ownership.
+# A named volume mounted on /var/lib/mlcp/artifacts (or /audit) starts with this directory's
+# ownership.
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -203,7 +203,7 @@ def finish(rows: Sequence[Measure], json_path: Path | None) -> None:
 # --- Where the servers are, and who each benchmark is on the bus --------------------------------
 #
 # The bus is authenticated (SASL/SCRAM-SHA-512) and authorised (deny by default, ACLs from
-# mlcp/runtime/acls.yaml): a benchmark reaches it as the principal whose role it plays, exactly as
+# mlcp/policy/acls.yaml): a benchmark reaches it as the principal whose role it plays, exactly as
 # the product's own clients do. A service process runs as ``svc-<service>``; what a benchmark
 # injects on a service's topic it sends as that service, with that service's CloudEvents source
 # (consumers dead-letter an event from any other source); DataArrived goes as ``pipeline``,
@@ -264,7 +264,7 @@ class Servers:
 
 def credentials_hint(where: Servers) -> str:
     """How to give the benchmarks the bus credentials they lack (for error messages)."""
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
 
     if where.dev_stack:
         return (
@@ -330,7 +330,7 @@ def bus(principal: str = "admin", prefix: str = "", **overrides: Any) -> Setting
 def owner(event_type: str) -> tuple[str, str | None]:
     """(the principal that writes ``event_type``'s topic, the CloudEvents source its consumers
     require — None when they accept any: pipelines and inference services name themselves)."""
-    from mlcp.runtime.acl import SERVICE_SOURCE_PREFIX, load_policy
+    from mlcp.policy.acl import SERVICE_SOURCE_PREFIX, load_policy
 
     policy = load_policy()
     principal = policy.topics[event_type].write[0]
@@ -356,7 +356,7 @@ async def prepare_bus(prefix: str) -> None:
     from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
     from mlcp.runtime.bus import apply
     from mlcp.runtime.kafka import make_admin
 
@@ -390,7 +390,7 @@ async def bench_topic(
     prefix removes both."""
     from aiokafka.admin import NewTopic
 
-    from mlcp.runtime.acl import AclBinding
+    from mlcp.policy.acl import AclBinding
     from mlcp.runtime.kafka import make_admin
     from mlcp.runtime.kafka_admin import create_acls, describe_acls
 
@@ -460,6 +460,10 @@ class Service:
             "MLCP_HTTP_PORT": str(self.port),
         }
         env.setdefault("MLCP_LOG_LEVEL", "WARNING")
+        if self.name == "registry":
+            from mlcp.cli.up import dev_audit_key  # the audit keyring `mlcp up` would use
+
+            env.update(dev_audit_key(env))
         with self.log.open("ab") as out:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", f"mlcp.{self.name}"],

@@ -41,7 +41,7 @@ from scipy import stats  # type: ignore[import-untyped]
 
 from mlcp.monitor.drift import Encoded, Layout, evaluate_window
 from mlcp.monitor.reference import profile_from_columns
-from mlcp.runtime.platform import DriftPolicy
+from mlcp.policy.platform import DriftPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common

@@ -60,10 +60,10 @@ from mlcp.monitor.app import BATCH_RECORDS, DEFAULT_PORT, SERVICE, wire
 from mlcp.monitor.handlers import Monitor
 from mlcp.monitor.metrics import MonitorMetrics
 from mlcp.monitor.reference import profile_from_columns
+from mlcp.policy.platform import PlatformConfig
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.broker import FETCH_BYTES_PER_PARTITION
 from mlcp.runtime.kafka import durable_producer, make_consumer
-from mlcp.runtime.platform import PlatformConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common

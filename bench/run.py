@@ -227,7 +227,7 @@ async def preflight() -> dict[str, str]:
     import asyncpg
 
     from mlcp.devstack import KAFKA_VERSION
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
     from mlcp.runtime.kafka import BusAccessError, check_access
     from mlcp.runtime.settings import ConfigurationError
 

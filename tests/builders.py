@@ -1,4 +1,5 @@
-"""Shared test builders: a training job spec, and the hostile artifact corpus.
+"""Shared test builders: a training job spec, the hostile artifact corpus, and helpers for
+tests that run services as processes.
 
 The hostile artifact corpus: one hand-made model file per attack class of issue #14, each built
 here by the tests themselves. Every payload, if it ever ran, would create its ``marker`` file, so
@@ -20,12 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import numpy as np
 
 from mlcp.artifacts import ArtifactLimits, ArtifactPolicy
 from mlcp.artifacts.limits import GiB, MiB
 from mlcp.examples.sklearn import BatchFile
 from mlcp.trainer.training import BatchSpec, JobSpec
+from tests.conftest import Proc, wait_for
 
 
 def job_spec(
@@ -602,3 +606,30 @@ HOSTILE: tuple[Hostile, ...] = (
 
 OPTED_IN = ArtifactPolicy(allow_pickle=True)
 """The worst case: the model allows pickle, so only the allow-list stands in the way."""
+
+
+# --- services as processes --------------------------------------------------------------------
+
+
+async def drop_schema(database_url: str, schema: str) -> None:
+    """Remove a test's PostgreSQL schema and everything in it."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+async def wait_ready(proc: Proc, url: str, *, timeout: float = 90) -> None:
+    """Wait until the service process at ``url`` answers /readyz 200; fail with its log if it
+    exits first."""
+
+    async def ready() -> bool:
+        assert proc.popen.poll() is None, f"the process exited:\n{proc.output()}"
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{url}/readyz", timeout=2)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await wait_for(ready, timeout=timeout, what=f"{url}/readyz")

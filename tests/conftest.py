@@ -135,7 +135,7 @@ def _run_in_thread(work: Any) -> None:
 
 
 async def _apply_bus(infra: Infra, prefix: str) -> None:
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
     from mlcp.runtime.bus import apply
 
     await apply(infra.admin, load_policy(), prefix=prefix)
@@ -285,12 +285,37 @@ def tls_infra(infra: Infra) -> Infra:
     return infra.with_tls(info.tls_bootstrap, info.ca_file)
 
 
-@pytest.fixture
-def unique() -> str:
-    """A short unique token for names (schemas, groups, topic prefixes) of one test."""
+@pytest.fixture(scope="session", autouse=True)
+def audit_keyring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]:
+    """The registry's audit keyring for every registry the session starts, in-process or as a
+    process (they read ``MLCP_AUDIT_KEY_FILE``), unless the environment names one already."""
+    if os.environ.get("MLCP_AUDIT_KEY") or os.environ.get("MLCP_AUDIT_KEY_FILE"):
+        yield None
+        return
+    from mlcp.registry.keys import new_key_text
+
+    path = tmp_path_factory.mktemp("audit") / "keyring"
+    path.write_text(new_key_text() + "\n")
+    path.chmod(0o600)
+    os.environ["MLCP_AUDIT_KEY_FILE"] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop("MLCP_AUDIT_KEY_FILE", None)
+
+
+def unique_token() -> str:
+    """A short unique token for names (schemas, groups, topic prefixes); what is named after it
+    is removed at the end of the session (for fixtures wider than one test)."""
     token = uuid.uuid4().hex[:10]
     _TOKENS.append(token)
     return token
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for names (schemas, groups, topic prefixes) of one test."""
+    return unique_token()
 
 
 def free_port() -> int:
@@ -332,6 +357,10 @@ class Proc:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
+
+    def output_text(self) -> str:
+        """Everything the process has written so far."""
+        return self.log_path.read_text(errors="replace")
 
     async def wait_exit(self, timeout: float = 60.0) -> int:
         deadline = time.monotonic() + timeout

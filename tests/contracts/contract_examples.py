@@ -284,4 +284,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         ],
         "baseline_version": "1.2.0",
     },
+    "mlcp.audit.checkpointed.v1": {
+        "chain": "registry",
+        "seq": 42,
+        "hash": SHA_B,
+        "key_id": "0123456789abcdef",
+        "signed_at": T1,
+        "signature": "5e" * 64,
+    },
 }

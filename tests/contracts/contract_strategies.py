@@ -22,6 +22,7 @@ from mlcp.contracts import (
     Quantile,
     ReferenceProfile,
     Window,
+    audit,
     gate,
     inference,
     monitoring,
@@ -430,6 +431,15 @@ STRATEGIES: dict[type[EventData], st.SearchStrategy[Any]] = {
         evidence=evidence_lists,
         baseline_version=_opt(semvers),
         **_gate_common,
+    ),
+    audit.AuditCheckpointed: st.builds(
+        audit.AuditCheckpointed,
+        chain=st.from_regex(r"\A[a-z_][a-z0-9_]{0,20}\Z"),
+        seq=st.integers(1, 2**53 - 1),
+        hash=sha256s,
+        key_id=st.from_regex(r"\A[0-9a-f]{16}\Z"),
+        signed_at=timestamps,
+        signature=st.from_regex(r"\A[0-9a-f]{128}\Z"),
     ),
 }
 

@@ -12,7 +12,7 @@ import jsonschema_rs
 import pytest
 
 from mlcp.contracts import ALL_TOPICS, model_for
-from mlcp.runtime.acl import load_policy
+from mlcp.policy.acl import load_policy
 from mlcp.runtime.asyncapi import build_document, render
 
 pytestmark = pytest.mark.contracts

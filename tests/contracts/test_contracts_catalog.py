@@ -6,7 +6,7 @@ import re
 import pytest
 
 import mlcp.contracts as contracts
-from mlcp.contracts import ALL_TOPICS, EVENT_TYPES, EventData, dlq_topic
+from mlcp.contracts import ALL_TOPICS, EVENT_TYPES, EventData, dlq_topic, topic_config
 from mlcp.contracts.catalog import model_for
 
 pytestmark = pytest.mark.contracts
@@ -32,7 +32,10 @@ DESIGN_TOPICS = [
     "mlcp.drift.detected.v1",
     "mlcp.model.degraded.v1",
     "mlcp.canary.healthy.v1",
+    # Not in the lifecycle: the signed head of the registry's audit chain.
+    "mlcp.audit.checkpointed.v1",
 ]
+KEY_FIELDS = {"mlcp.data.arrived.v1": "dataset", "mlcp.audit.checkpointed.v1": "chain"}
 
 
 def test_topics_are_the_design_catalog() -> None:
@@ -45,7 +48,7 @@ def test_each_model_declares_its_type_and_key(event_type: str, model: type[Event
     assert event_type == model.TYPE
     assert model_for(event_type) is model
     assert model.KEY_FIELD in model.model_fields
-    assert ("dataset" if event_type == "mlcp.data.arrived.v1" else "model") == model.KEY_FIELD
+    assert KEY_FIELDS.get(event_type, "model") == model.KEY_FIELD
     assert getattr(contracts, model.__name__) is model  # exported by name
 
 
@@ -60,6 +63,13 @@ def test_each_model_is_documented_and_frozen(model: type[EventData]) -> None:
 def test_topic_names_are_well_formed() -> None:
     for topic in ALL_TOPICS:
         assert re.fullmatch(r"mlcp(\.[a-z_]+)+\.v1", topic), topic
+
+
+def test_topic_configs() -> None:
+    retained = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+    assert topic_config("mlcp.audit.checkpointed.v1") == retained
+    assert topic_config("t42.mlcp.audit.checkpointed.v1") == retained  # behind a topic prefix
+    assert topic_config("mlcp.model.promoted.v1") == {}
 
 
 def test_dlq_topic() -> None:

@@ -10,29 +10,28 @@ figures (what was counted) and problems (each a line of the diff). Checks:
   audit hash chain verifies; every alias move is one ModelPromoted / ModelRolledBack on the bus;
 * every service: the distinct event ids on its topics are exactly its outbox rows, and no outbox
   row is left unpublished; no business fact was emitted twice under two ids;
-* notifier: one alert per alert-worthy event, one delivery per (alert, routed channel), each
-  ``delivered`` message received once by the sink; ``uncertain`` ones only for a message claimed
-  before a notifier kill and not settled by it, at most one per channel and kill;
+* notifier: one alert per alert-worthy event, one delivery per (alert, routed channel), every
+  delivery ``delivered`` and received by the sink; none lost, and an alert received twice only
+  when the later message is tagged "↻ possibly repeated" (at most once per uncertainty);
 * no dead-letter record except the ones the test provoked.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from mlcp.contracts import decode_event
-from mlcp.registry.store import verify_audit_chain
+from mlcp.registry.audit import verify_chain
+from mlcp.registry.chain import Checkpoint, checkpoint_is_authentic
+from mlcp.registry.keys import AuditSettings, load_keyring
 from tests.e2e.stack import Bus
-
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+from tests.integration.notifier_tools import tally
 
 # Who emits what (DESIGN.md §4): each topic's records must be exactly that service's outbox.
 PRODUCERS = {
@@ -42,7 +41,12 @@ PRODUCERS = {
         "mlcp.run.finished.v1",
         "mlcp.run.failed.v1",
     ],
-    "registry": ["mlcp.model.registered.v1", "mlcp.model.promoted.v1", "mlcp.model.rolled_back.v1"],
+    "registry": [
+        "mlcp.model.registered.v1",
+        "mlcp.model.promoted.v1",
+        "mlcp.model.rolled_back.v1",
+        "mlcp.audit.checkpointed.v1",
+    ],
     "gatekeeper": [
         "mlcp.gate.check_passed.v1",
         "mlcp.gate.failed.v1",
@@ -75,6 +79,7 @@ FACTS: dict[str, Callable[[Any], tuple[Any, ...] | None]] = {
     "mlcp.gate.passed.v1": lambda d: (d.model, d.version),
     "mlcp.canary.healthy.v1": lambda d: (d.model, d.version),
     "mlcp.model.degraded.v1": lambda d: (d.model, d.version, d.alias),
+    "mlcp.audit.checkpointed.v1": lambda d: (d.chain, d.seq),  # one signed head per audit row
 }
 
 
@@ -104,7 +109,6 @@ class Expectations:
     batches: list[tuple[str, str]]  # (dataset, batch_id) of every DataArrived sent
     provoked_dlq: dict[str, int]  # topic (without prefix) → records the test poisoned on purpose
     notifier_kills: list[float]  # wall-clock times of the notifier's SIGKILLs
-    notifier_lease_s: float
     sink_requests: list[dict[str, Any]]
 
 
@@ -281,12 +285,21 @@ async def _registry(
                     f"rollout of {r['model']}: {alias}={r[alias]} but the alias says "
                     f"{current.get((r['model'], alias))}"
                 )
+    # The keyed chain against every signed checkpoint the registry put on the bus.
+    keyring = load_keyring(AuditSettings())
+    checkpoints = [
+        Checkpoint(d.chain, d.seq, d.hash, d.key_id, d.signed_at, d.signature)
+        for d in (e.data for e in events["mlcp.audit.checkpointed.v1"].values())
+        if d.chain == schema
+    ]
+    if forged := [c.seq for c in checkpoints if not checkpoint_is_authentic(c, keyring)]:
+        report.problem(f"checkpoints not signed by the registry's key: rows {forged[:5]}")
     async with conn.transaction():
         await conn.execute(f"SET LOCAL search_path TO {schema}")
-        chain = await verify_audit_chain(conn)
-    report.figures["audit chain"] = chain
-    if not chain["ok"]:
-        report.problem(f"audit chain broken: {chain}")
+        verdict = await verify_chain(conn, keyring, checkpoints)
+    report.figures["audit chain"] = verdict.as_dict()
+    if not verdict.ok or verdict.unanchored_rows:
+        report.problem(f"audit chain broken or not all checkpointed: {verdict.as_dict()}")
 
     # Every audited alias move is announced exactly once on the bus, and nothing else is.
     announced: Counter[tuple[Any, ...]] = Counter()
@@ -320,7 +333,7 @@ async def _notifier(
         report.problem(f"{len(extra)} alerts for events not on the bus: {sorted(extra)[:5]}")
 
     rows = await conn.fetch(
-        f"SELECT event_id, channel, state, message_id, claimed_at FROM {schema}.deliveries"
+        f"SELECT event_id, channel, state, message_id, uncertain_refs FROM {schema}.deliveries"
     )
     have = Counter((r["event_id"], r["channel"]) for r in rows)
     for event_id, channels in wanted.items():
@@ -329,49 +342,23 @@ async def _notifier(
                 report.problem(f"alert {event_id} → {channel}: {have[(event_id, channel)]} rows")
     states = Counter((r["channel"], r["state"]) for r in rows)
     report.figures["deliveries by channel and state"] = dict(sorted(states.items()))
-    if bad := [r for r in rows if r["state"] not in ("delivered", "uncertain")]:
-        report.problem(f"{len(bad)} deliveries neither delivered nor uncertain: {bad[:3]}")
+    if bad := [r for r in rows if r["state"] != "delivered"]:
+        report.problem(f"{len(bad)} deliveries not delivered: {bad[:3]}")
 
-    # What the sink received, mapped to the delivery log through the message ref it carries.
-    by_message: dict[str, list[asyncpg.Record]] = defaultdict(list)
-    for r in rows:
-        if r["message_id"] is not None:
-            by_message[str(r["message_id"])].append(r)
-    received: Counter[str] = Counter()
-    for request in expect.sink_requests:
-        body = json.dumps(request.get("json", request.get("text")), ensure_ascii=False)
-        refs = set(UUID.findall(body)) & set(by_message)
-        if len(refs) != 1:
-            report.problem(f"a message at {request['path']} names {len(refs)} delivery refs")
-            continue
-        ref = refs.pop()
-        received[ref] += 1
-        owners = {r["channel"] for r in by_message[ref]}
-        if not any(CHANNEL_PATHS[c] in request["path"] for c in owners):
-            report.problem(f"message {ref} of {owners} reached {request['path']}")
-    report.figures["messages received by the sink"] = sum(received.values())
-    for ref, n in received.items():
-        if n > 1:
-            report.problem(f"message {ref} was received {n} times")
-    lease = timedelta(seconds=expect.notifier_lease_s)
-    kills = [datetime.fromtimestamp(t, UTC) for t in expect.notifier_kills]
-    uncertain: dict[str, set[str]] = defaultdict(set)
-    for ref, group in by_message.items():
-        state = {r["state"] for r in group}
-        if state == {"delivered"} and received[ref] != 1:
-            report.problem(f"delivered message {ref} reached the sink {received[ref]} times")
-        if state == {"uncertain"}:
-            claimed = group[0]["claimed_at"]
-            # Uncertain is only allowed for a message that was in flight when a notifier died.
-            if not any(claimed <= kill <= claimed + lease for kill in kills):
-                report.problem(f"message {ref} is uncertain but no notifier kill explains it")
-            uncertain[group[0]["channel"]].add(ref)
-    for channel, refs in uncertain.items():
-        if len(refs) > len(kills):
-            report.problem(f"{channel}: {len(refs)} uncertain messages for {len(kills)} kills")
-    report.figures["uncertain messages (channel: n, of which the sink got)"] = {
-        c: f"{len(refs)}, {sum(received[r] for r in refs)}" for c, refs in uncertain.items()
-    }
+    # What the sink received, mapped to the delivery log through the refs each message carries
+    # (its own, and those its "possibly repeated" tag names).
+    counts = tally(expect.sink_requests, rows, CHANNEL_PATHS)
+    report.figures["messages received by the sink"] = len(expect.sink_requests)
+    report.figures["deliveries at the sink"] = dict(counts.counts)
+    report.figures["uncertainties (sent again, tagged) / notifier kills"] = (
+        f"{sum(len(r['uncertain_refs']) for r in rows)} / {len(expect.notifier_kills)}"
+    )
+    for problem in counts.problems[:10]:
+        report.problem(problem)
+    if counts.lost:
+        report.problem(f"{counts.lost} deliveries never reached the sink")
+    if counts.unmarked_repeats:
+        report.problem(f"{counts.unmarked_repeats} deliveries repeated without the ↻ tag")
 
 
 async def _dead_letters(report: Report, bus: Bus, expect: Expectations) -> None:

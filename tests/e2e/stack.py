@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from mlcp import devstack
 from mlcp.contracts import CloudEvent, encode_event
-from mlcp.runtime.acl import load_policy
+from mlcp.policy.acl import load_policy
 from mlcp.runtime.bus import apply
 from mlcp.runtime.kafka import durable_producer, make_admin, make_consumer
 from mlcp.runtime.settings import Settings, settings_from_env

@@ -403,7 +403,6 @@ async def expectations(bed: Bed, lifecycles: list[Lifecycle], **extra: Any) -> E
         batches=[(lc.dataset, b.batch_id) for lc in lifecycles for b in lc.batches],
         provoked_dlq=extra.get("provoked_dlq", {}),
         notifier_kills=bed.services["notifier"].kills,
-        notifier_lease_s=2 * HTTP_TIMEOUT_S + 5,
         sink_requests=requests,
     )
 

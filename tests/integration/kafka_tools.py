@@ -76,22 +76,7 @@ async def read_all(bus: Settings, topic: str, *, timeout: float = 10.0) -> list[
 
 async def lag(bus: Settings, group: str, topic: str) -> int | None:
     """Records in ``topic`` not yet committed by ``group`` (None: the group committed nothing)."""
-    admin = make_admin(bus)
-    consumer = make_consumer(bus, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-        tps = await partitions_of(consumer, topic)
-        assert tps, f"topic {topic} has no partitions"
-        ends = await consumer.end_offsets(tps) if tps else {}
-        mine = {tp: meta.offset for tp, meta in committed.items() if tp.topic == topic}
-        if not mine:
-            return None
-        return sum(ends[tp] - max(mine.get(tp, 0), 0) for tp in tps)
-    finally:
-        await consumer.stop()
-        await admin.close()
+    return (await lags(bus, group, [topic]))[topic]
 
 
 def as_principal(settings: Settings, principal: str) -> Settings:
@@ -110,7 +95,83 @@ def as_principal(settings: Settings, principal: str) -> Settings:
 
 def owner_source(event_type: str) -> str:
     """The CloudEvents source consumers accept for ``event_type`` (its owner in acls.yaml)."""
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
 
     allowed = load_policy().allowed_sources(event_type)
     return sorted(allowed)[0] if allowed else "tests"
+
+
+async def produce_to(
+    bus: Settings,
+    topic: str,
+    records: list[tuple[int, bytes | None, bytes, list[tuple[str, bytes]]]],
+    **options: Any,
+) -> None:
+    """Send (partition, key, value, headers) records in order, with producer ``options``
+    (``compression_type="gzip"``, a larger ``max_request_size`` …), and wait for acks=all."""
+    from mlcp.runtime.kafka import durable_producer
+
+    producer = durable_producer(bus, client_id="mlcp-tests", **options)
+    await producer.start()
+    try:
+        for partition, key, value, headers in records:
+            await producer.send_and_wait(
+                topic, value=value, key=key, headers=headers, partition=partition
+            )
+    finally:
+        await producer.stop()
+
+
+async def lags(bus: Settings, group: str, topics: list[str]) -> dict[str, int | None]:
+    """``lag`` of many topics in one look (None: the group committed nothing on that topic)."""
+    admin = make_admin(bus)
+    consumer = make_consumer(bus, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(cluster.partitions_for_topic(t) or ())
+        ]
+        assert {tp.topic for tp in tps} == set(topics), f"a topic of {topics} has no partitions"
+        ends = await consumer.end_offsets(tps)
+        out: dict[str, int | None] = {}
+        for topic in topics:
+            mine = [tp for tp in tps if tp.topic == topic]
+            if not any(tp in committed for tp in mine):
+                out[topic] = None
+                continue
+            out[topic] = sum(
+                ends[tp] - max(committed[tp].offset if tp in committed else 0, 0) for tp in mine
+            )
+        return out
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def delete_before(bus: Settings, topic: str, partition: int, offset: int) -> None:
+    """Delete the records of ``topic`` ``partition`` before ``offset`` (what retention does)."""
+    from aiokafka.admin import RecordsToDelete
+
+    admin = make_admin(bus)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, partition): RecordsToDelete(offset)})
+    finally:
+        await admin.close()
+
+
+async def set_topic_config(bus: Settings, topic: str, configs: dict[str, str]) -> None:
+    """Change topic-level configs (``max.message.bytes`` …) of an existing topic."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = make_admin(bus)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    finally:
+        await admin.close()

@@ -6,6 +6,8 @@ Usage: ``python tests/integration/runtime_app.py consume|relay`` with ``MLCP_SER
 * ``consume``: applies DataArrived into ``ledger`` and emits TrainingRequested through the outbox.
   A batch id starting with ``fail-`` makes the handler raise (to exercise retries and the DLQ).
 * ``consume-batch``: the same through ``on_batch`` (one transaction per Kafka batch).
+* ``consume-catalog`` / ``consume-catalog-batch``: every topic of the catalog, each event
+  recorded in ``applied`` (topic, event id), with the single-record / the batch consumers.
 * ``relay``: only runs the outbox relay and exits once the outbox is empty.
 """
 
@@ -17,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlcp.contracts import CloudEvent, DataArrived, TrainingRequested
+from mlcp.contracts import ALL_TOPICS, CloudEvent, DataArrived, TrainingRequested
 from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.logs import setup_logging
 
@@ -57,6 +59,31 @@ async def on_data_arrived_batch(events: list[CloudEvent[Any]], tx: Tx) -> None:
     )
 
 
+async def record_applied(event: CloudEvent[Any], tx: Tx) -> None:
+    await tx.conn.execute(
+        "INSERT INTO applied (topic, event_id) VALUES ($1, $2)", event.type, event.id
+    )
+
+
+async def record_applied_batch(events: list[Any], tx: Tx) -> None:
+    # CloudEvents, or the WireEvents of the high-volume types: both have .type and .id.
+    await tx.conn.executemany(
+        "INSERT INTO applied (topic, event_id) VALUES ($1, $2)", [(e.type, e.id) for e in events]
+    )
+
+
+def build_catalog(batch: bool) -> ServiceRuntime:
+    runtime = ServiceRuntime(
+        os.environ["MLCP_SERVICE_NAME"], default_port=0, migrations_dir=MIGRATIONS
+    )
+    for event_type in ALL_TOPICS:
+        if batch:
+            runtime.on_batch(event_type, record_applied_batch, max_records=200)
+        else:
+            runtime.on(event_type, record_applied)
+    return runtime
+
+
 def build(batch: bool = False) -> ServiceRuntime:
     runtime = ServiceRuntime(
         os.environ["MLCP_SERVICE_NAME"], default_port=0, migrations_dir=MIGRATIONS
@@ -87,6 +114,10 @@ def main() -> None:
         build().run()
     elif mode == "consume-batch":
         build(batch=True).run()
+    elif mode == "consume-catalog":
+        build_catalog(batch=False).run()
+    elif mode == "consume-catalog-batch":
+        build_catalog(batch=True).run()
     elif mode == "relay":
         asyncio.run(relay_until_empty())
     else:

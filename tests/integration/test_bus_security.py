@@ -25,7 +25,7 @@ from mlcp.contracts import (
     encode_event,
     new_event,
 )
-from mlcp.runtime.acl import load_policy
+from mlcp.policy.acl import load_policy
 from mlcp.runtime.kafka import BusAccessError, check_access, durable_producer, make_consumer
 from mlcp.runtime.settings import settings_from_env
 from tests.conftest import Infra, free_port, wait_for

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import sys
@@ -19,7 +20,7 @@ from mlcp.runtime.dlq import DeadLetter, publish_dead_letter
 from mlcp.runtime.kafka import durable_producer
 from mlcp.runtime.settings import Settings
 from tests.conftest import ROOT, Infra, free_port
-from tests.integration.kafka_tools import create_topics, produce, read_all
+from tests.integration.kafka_tools import create_topics, delete_before, produce, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +78,14 @@ def data_arrived_bytes() -> tuple[str, bytes]:
     return event.id, encode_event(event)
 
 
-async def dead_letter(bus: Settings, *letters: DeadLetter) -> None:
-    """Write dead letters exactly as the runtime's consumer does (acks=all, idempotent)."""
+async def dead_letter(bus: Settings, *letters: DeadLetter, limit: int | None = None) -> None:
+    """Write dead letters exactly as the runtime's consumer does (acks=all, idempotent; fitted
+    to ``limit`` bytes, default: Kafka's default message size)."""
     producer = durable_producer(bus, client_id="mlcp-tests")
     await producer.start()
     try:
         for one in letters:
-            await publish_dead_letter(producer, one)
+            await publish_dead_letter(producer, one, limit=limit)
     finally:
         await producer.stop()
 
@@ -239,3 +241,55 @@ async def test_unreachable_kafka_exits_3_without_a_traceback(infra: Infra, uniqu
         assert result.code == 3, (args, result.stdout, result.stderr)
         assert f"Kafka at {bootstrap} unreachable" in result.stderr
         assert "Traceback" not in result.stdout + result.stderr
+
+
+async def test_a_truncated_letter_is_listed_as_such_and_replayed_from_its_original(
+    infra: Infra, unique: str
+) -> None:
+    prefix = f"t{unique}."
+    source = f"{prefix}{DataArrived.TYPE}"
+    dlq = dlq_topic(source)
+    await create_topics(infra.admin, [source, dlq], partitions=1)
+    infra.prepare_bus(prefix)  # the ACLs (the topics above keep their single partition)
+    original = b'{"specversion": "1.0", "pad": "' + b"x" * 300_000 + b'"}'
+    await produce(
+        infra.settings("pipeline"), source, [(b"churn-events", original, ORIGINAL_HEADERS)]
+    )
+    # The letter of the record at offset 0, fitted to a 100 kB dead-letter topic.
+    too_big = letter(source, 0, original, "too_large", error="record is 300033 bytes")
+    await dead_letter(infra.settings("svc-trainer"), too_big, limit=100_000)
+    [stored] = await read_all(infra.admin, dlq)
+    assert len(stored.value) < len(original)
+
+    listed = json.loads((await mlcp(infra, prefix, "list", "--json")).stdout)
+    [record] = listed["records"]
+    assert record["truncated"] is True
+    assert record["value"]["original_bytes"] == len(original)
+    assert record["value"]["bytes"] == len(stored.value)
+    assert record["value"]["sha256"] == hashlib.sha256(original).hexdigest()
+    assert record["original"] == {"topic": source, "partition": 0, "offset": 0}
+    table = await mlcp(infra, prefix, "list")
+    assert f"TRUNCATED: {len(stored.value):,} of {len(original):,} B kept" in table.stdout
+    assert "1 truncated letter(s) shown" in table.stdout
+
+    done = await mlcp(infra, prefix, "replay", dlq, "0", "0", "--yes")
+    assert done.code == 0, done.stderr
+    assert f"read back from {source} 0@0" in " ".join(done.stdout.split())
+    replayed = (await read_all(infra.admin, source))[-1]
+    assert (replayed.key, replayed.value) == (b"churn-events", original), "the whole original"
+    assert list(replayed.headers) == ORIGINAL_HEADERS
+
+    # Retention deletes the original: the letter alone cannot be replayed, and says why.
+    await delete_before(infra.admin, source, 0, 2)
+    gone = await mlcp(infra, prefix, "replay", dlq, "0", "0", "--yes")
+    assert gone.code == 1, gone.stdout
+    refusal = " ".join(gone.stderr.split())
+    assert f"{dlq} 0@0 is truncated (kept {len(stored.value):,} of {len(original)} bytes)" in (
+        refusal
+    )
+    assert f"its original at {source} 0@0 can no longer be read" in refusal
+    assert "Traceback" not in gone.stdout + gone.stderr
+    every = await mlcp(infra, prefix, "replay", "--all", "--yes")
+    assert every.code == 1
+    assert "skipped:" in every.stderr
+    assert len(await read_all(infra.admin, source)) == 0, "nothing replayed"

@@ -25,6 +25,7 @@ from mlcp.contracts import (
     encode_event,
     new_event,
 )
+from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, free_port, wait_for
 from tests.integration.kafka_tools import produce, read_all
 from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
@@ -88,25 +89,12 @@ async def live(
     }
     proc = spawn(["-m", "mlcp.registry"], env, "registry")
     url = f"http://127.0.0.1:{port}"
-
-    async def ready() -> bool:
-        assert proc.popen.poll() is None, f"registry exited:\n{proc.output()}"
-        try:
-            async with httpx.AsyncClient() as client:
-                return (await client.get(f"{url}/readyz", timeout=2)).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    await wait_for(ready, timeout=90, what="registry /readyz")
+    await wait_ready(proc, url)
     try:
         yield LiveRegistry(url, prefix, schema, infra)
     finally:
         proc.stop()
-        conn = await asyncpg.connect(infra.database_url)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        finally:
-            await conn.close()
+        await drop_schema(infra.database_url, schema)
 
 
 async def test_the_cli_drives_a_version_from_registration_to_rollback(

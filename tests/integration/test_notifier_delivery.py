@@ -1,12 +1,15 @@
 """The delivery loop against real PostgreSQL and a real local HTTP sink: Retry-After, WeCom
 45009 / 93000, 5xx backoff, permanent 4xx as dead letters, out-of-attempts, redaction of secrets
-in the delivery log and the logs, and a disabled channel staying disabled across a restart."""
+in the delivery log and the logs, a disabled channel staying disabled across a restart; a
+provider answering after the timeout (sent again once, marked "↻ possibly repeated"), Slack's
+fallback text escaped, and a WeCom digest of many models keeping its ref/link footer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,10 +19,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import mlcp.notifier
+from mlcp.contracts import RunFailed, new_event
 from mlcp.notifier import store
 from mlcp.notifier.adapters import Sender, Target, install_redaction
 from mlcp.notifier.delivery import DeliveryLoop, DeliveryMetrics, DeliveryOptions
 from mlcp.notifier.domain import Alert, alert_from_event
+from mlcp.notifier.render import WECOM_MARKDOWN_MAX_BYTES
 from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime.db import create_pool
 from mlcp.runtime.migrations import (
@@ -29,6 +34,7 @@ from mlcp.runtime.migrations import (
     service_migrations_dir,
 )
 from tests.conftest import Infra, wait_for
+from tests.integration.notifier_tools import parse_copy
 from tests.unit.test_notifier_domain import drift_detected, gate_failed
 
 pytestmark = pytest.mark.integration
@@ -254,3 +260,97 @@ async def test_stopping_lets_the_message_in_flight_be_recorded(harness: Harness)
         await wait_for(in_flight, what="the message to reach the sink")
     # Leaving the block stops the loop while the sink still holds the answer back.
     assert (await harness.states())[(a.event_id, "team-slack")][0] == "delivered"
+
+
+async def test_a_late_answer_is_sent_again_once_marked_as_a_possible_repeat(
+    harness: Harness,
+) -> None:
+    path = f"/slack/{SLACK_TOKEN}"
+    # The provider takes the first request and answers after the 2 s timeout.
+    harness.sink.script(path, [{"status": 200, "text": "ok", "delay_s": 3.0}])
+    a = alert(gate_failed())
+    await harness.record(a, "team-slack")
+    async with harness.loop(harness.slack()):
+        await wait_for(harness.settled, timeout=30, what="the alert delivered")
+    first, second = harness.sink.received(path)
+    row = await harness.pool.fetchrow("SELECT * FROM deliveries")
+    assert row is not None
+    known = {str(row["message_id"]), *(str(u) for u in row["uncertain_refs"])}
+    original, repeat = parse_copy(first, known), parse_copy(second, known)
+    assert not original.marked
+    assert repeat.marked, "the second copy says it may be a repeat"
+    assert repeat.earlier == (original.ref,), "naming the message it may repeat"
+    assert second["json"]["text"].startswith(f"↻ possibly repeated (original ref: {original.ref})")
+    assert (row["state"], row["attempts"]) == ("delivered", 2)
+    assert [str(u) for u in row["uncertain_refs"]] == [original.ref]
+    assert str(row["message_id"]) == repeat.ref
+    sample = harness.registry.get_sample_value
+    labels = {"channel": "team-slack"}
+    assert sample("mlcp_notifier_deliveries_total", {**labels, "outcome": "uncertain"}) == 1.0
+    assert sample("mlcp_notifier_possible_repeats_total", labels) == 1.0
+
+
+async def test_each_uncertainty_gives_at_most_one_marked_repeat(harness: Harness) -> None:
+    path = f"/slack/{SLACK_TOKEN}"
+    late = {"status": 200, "text": "ok", "delay_s": 3.0}
+    harness.sink.script(path, [late, late])  # two late answers, then a prompt one
+    a = alert(gate_failed())
+    await harness.record(a, "team-slack")
+    async with harness.loop(harness.slack()):
+        await wait_for(harness.settled, timeout=40, what="the alert delivered")
+    row = await harness.pool.fetchrow("SELECT * FROM deliveries")
+    assert row is not None
+    uncertain = [str(u) for u in row["uncertain_refs"]]
+    known = {str(row["message_id"]), *uncertain}
+    copies = [parse_copy(r, known) for r in harness.sink.received(path)]
+    assert len(copies) == 3, "two uncertainties: the original and one repeat for each"
+    assert [c.marked for c in copies] == [False, True, True]
+    assert copies[1].earlier == (copies[0].ref,)
+    assert copies[2].earlier == (copies[0].ref, copies[1].ref)
+    assert uncertain == [copies[0].ref, copies[1].ref]
+    assert row["state"] == "delivered"
+
+
+async def test_slack_fallback_text_reaching_the_channel_is_escaped(harness: Harness) -> None:
+    path = f"/slack/{SLACK_TOKEN}"
+    hostile = "<!channel> <!here> <https://evil.example/x|click> & <b>"
+    event = new_event(
+        RunFailed(run_id="r-1", model="churn", reason="manual", stage="train", error=hostile),
+        source="mlcp/trainer",
+    )
+    await harness.record(alert(event), "team-slack")
+    async with harness.loop(harness.slack()):
+        await wait_for(harness.settled, what="the alert delivered")
+    (request,) = harness.sink.received(path)
+    text = request["json"]["text"]
+    assert "<" not in text, text
+    assert (
+        "&lt;!channel&gt; &lt;!here&gt; &lt;https://evil.example/x|click&gt; &amp; &lt;b&gt;"
+        in text
+    )
+
+
+async def test_a_wecom_digest_of_many_models_keeps_its_ref_and_link(harness: Harness) -> None:
+    alerts = [alert(drift_detected(f"model-{i:03d}-{'x' * 40}", n=i)) for i in range(300)]
+    for a in alerts:
+        await harness.record(a, "ops-wecom")
+    slow = Target("ops-wecom", "wecom", f"{harness.base}/wecom/send?key={KEY}", rate_per_minute=60)
+    async with harness.loop(slow):
+        await wait_for(harness.settled, timeout=30, what="300 alerts delivered")
+    rows = await harness.pool.fetch("SELECT message_id, digest FROM deliveries")
+    refs = {str(r["message_id"]) for r in rows}
+    digests = [
+        r
+        for r in harness.sink.received("/wecom/send")
+        if "限流汇总" in r["json"]["markdown"]["content"]
+        or "rate-limited digest" in r["json"]["markdown"]["content"]
+    ]
+    assert digests, "300 alerts at one message a second make a digest"
+    for request in digests:
+        content = request["json"]["markdown"]["content"]
+        assert len(content.encode("utf-8")) <= WECOM_MARKDOWN_MAX_BYTES
+        last = content.rstrip().split("\n")[-1]
+        (ref,) = re.findall(r"ref: ([0-9a-f-]{36})$", last)
+        assert ref in refs, "the footer's ref is the digest's message id"
+        assert "http://registry.test/models" in last
+        assert re.search(r"and \d+ more groups \(\d+ alerts\)", content), "counts shortened"

@@ -1,9 +1,12 @@
 """The notifier through real Kafka and PostgreSQL, posting to a real local HTTP sink.
 
 * GateFailed → exactly one Slack and one WeCom message with the right content, also when the
-  event is redelivered or the same fact is re-sent under a new id;
+  event is redelivered;
+* a repeated incident (promote 1.1.0, roll it back, promote it again, roll it back again) → a
+  message for each of the four occurrences;
 * 100 DriftDetected in a burst → the rate limits hold and every alert is represented (digest);
-* the notifier SIGKILLed mid-burst and restarted → no duplicate, no loss.
+* the notifier SIGKILLed mid-burst while a message is in flight and restarted → nothing lost,
+  the messages in flight sent again once, marked "↻ possibly repeated".
 """
 
 from __future__ import annotations
@@ -23,12 +26,31 @@ import asyncpg
 import httpx
 import pytest
 
-from mlcp.contracts import CloudEvent, encode_event
+from mlcp.contracts import CloudEvent, ModelPromoted, ModelRolledBack, new_event
 from mlcp.notifier.app import build
 from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime import ServiceRuntime
-from tests.conftest import Infra, free_port, wait_for
-from tests.integration.kafka_tools import lag, produce
+from tests.conftest import Infra, wait_for
+from tests.integration.kafka_tools import lag
+from tests.integration.notifier_tools import (
+    PATHS,
+    REGISTRY,
+    SLACK_PATH,
+    UUID,
+    WECOM_KEY,
+    WECOM_PATH,
+    all_settled,
+    body_text,
+    channel_env,
+    delivery_rows,
+    notifier_env,
+    publish,
+    query,
+    start_notifier,
+    tally,
+    wait_notifier_ready,
+    write_config,
+)
 from tests.unit.test_notifier_domain import (
     approval_requested,
     drift_detected,
@@ -39,44 +61,6 @@ from tests.unit.test_notifier_domain import (
 )
 
 pytestmark = pytest.mark.integration
-
-REGISTRY = "http://registry.test:8081"
-SLACK_PATH = "/slack/T0/B0/secret-slack-token"
-WECOM_PATH = "/wecom/send"
-WECOM_KEY = "wecom-secret-key-1234"
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-
-CONFIG = """
-notifications:
-  channels:
-    team-slack: {kind: slack, url_env: T_SLACK_URL%(slack_rate)s}
-    ops-wecom:  {kind: wecom, url_env: T_WECOM_URL, language: zh%(wecom_rate)s}
-  routes:
-    - {events: [gate.failed, model.rolled_back, drift.detected, run.failed],
-       channels: [team-slack, ops-wecom]}
-    - {events: [approval.requested, model.promoted], channels: [team-slack]}
-"""
-
-
-def write_config(
-    tmp_path: Path, slack_rate: float | None = None, wecom_rate: float | None = None
-) -> Path:
-    path = tmp_path / "mlcp.yaml"
-    path.write_text(
-        CONFIG
-        % {
-            "slack_rate": f", rate_per_minute: {slack_rate}" if slack_rate else "",
-            "wecom_rate": f", rate_per_minute: {wecom_rate}" if wecom_rate else "",
-        }
-    )
-    return path
-
-
-def channel_env(base: str) -> dict[str, str]:
-    return {
-        "T_SLACK_URL": f"{base}{SLACK_PATH}",
-        "T_WECOM_URL": f"{base}{WECOM_PATH}?key={WECOM_KEY}",
-    }
 
 
 @contextlib.asynccontextmanager
@@ -108,23 +92,6 @@ async def running_notifier(
                 os.environ[key] = value
 
 
-async def publish(infra: Infra, unique: str, events: list[CloudEvent[Any]]) -> None:
-    topic = f"t{unique}.{events[0].type}"
-    await produce(
-        infra.admin,
-        topic,
-        [(e.subject.encode() if e.subject else None, encode_event(e), []) for e in events],
-    )
-
-
-async def query(infra: Infra, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(infra.database_url)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
-
-
 def received(sink: Sink, count: int) -> Callable[[], Awaitable[bool]]:
     """A wait_for predicate: the sink has recorded at least ``count`` requests."""
 
@@ -134,18 +101,6 @@ def received(sink: Sink, count: int) -> Callable[[], Awaitable[bool]]:
     return check
 
 
-def body_text(request: dict[str, Any]) -> str:
-    return json.dumps(request.get("json", request.get("text")), ensure_ascii=False)
-
-
-async def all_settled(infra: Infra, schema: str, expected: int) -> bool:
-    rows = await query(
-        infra, f"SELECT state, count(*) AS n FROM {schema}.deliveries GROUP BY state"
-    )
-    states = {r["state"]: r["n"] for r in rows}
-    return sum(states.values()) == expected and set(states) <= {"delivered", "uncertain"}
-
-
 def coverage(sink: Sink, path: str, rows: list[asyncpg.Record]) -> Counter[str]:
     """How many times each event id reached ``path``: sink messages → their ref → DB rows."""
     by_message: dict[str, list[str]] = {}
@@ -153,7 +108,7 @@ def coverage(sink: Sink, path: str, rows: list[asyncpg.Record]) -> Counter[str]:
         by_message.setdefault(str(row["message_id"]), []).append(row["event_id"])
     seen: Counter[str] = Counter()
     for request in sink.received(path):
-        refs = set(re.findall(UUID, body_text(request))) & set(by_message)
+        refs = set(UUID.findall(body_text(request))) & set(by_message)
         assert len(refs) == 1, f"each message names exactly one delivery ref: {refs}"
         seen.update(by_message[refs.pop()])
     return seen
@@ -170,14 +125,14 @@ async def test_gate_failed_sends_one_slack_and_one_wecom_message(
     ):
         await publish(infra, unique, [event])
         await wait_for(received(sink, 2), what="one Slack and one WeCom message")
-        # The same event redelivered, and the same fact re-sent under a new id: no new message.
-        await publish(infra, unique, [event, gate_failed(corr="corr-e2e")])
+        # The same event redelivered (same CloudEvents id): the same alert, no new message.
+        await publish(infra, unique, [event])
         group, topic = f"t{unique}.mlcp-notifier", f"t{unique}.{event.type}"
 
         async def consumed() -> bool:
             return await lag(infra.admin, group, topic) == 0
 
-        await wait_for(consumed, what="the notifier to consume all three records")
+        await wait_for(consumed, what="the notifier to consume both records")
         schema = f"notifier_{unique}"
         await wait_for(lambda: all_settled(infra, schema, 2), what="both deliveries settled")
         transport = httpx.ASGITransport(app=runtime.http_app())
@@ -216,6 +171,74 @@ async def test_gate_failed_sends_one_slack_and_one_wecom_message(
         ("ops-wecom", "delivered", False),
         ("team-slack", "delivered", False),
     ]
+
+
+def alias_moves(model: str = "churn") -> list[CloudEvent[Any]]:
+    """Promote 1.1.0, roll it back for degradation, promote 1.1.0 again, roll it back again:
+    two occurrences of each fact, four events (as the registry emits them, one per move)."""
+    promote = ModelPromoted(
+        model=model,
+        version="1.1.0",
+        alias="production",
+        traffic_percent=100,
+        previous_version="1.0.0",
+        cause="canary_healthy",
+    )
+    rollback = ModelRolledBack(
+        model=model,
+        alias="production",
+        from_version="1.1.0",
+        to_version="1.0.0",
+        cause="degraded",
+        reason="error_rate 0.09 > 0.05",
+    )
+    return [
+        new_event(data, source="mlcp/registry", correlationid=f"corr-{n}")
+        for n in (1, 2)
+        for data in (promote, rollback)
+    ]
+
+
+async def test_a_repeated_incident_is_alerted_every_time_it_happens(
+    infra: Infra, unique: str, tmp_path: Path
+) -> None:
+    sink = Sink()
+    moves = alias_moves()
+    schema = f"notifier_{unique}"
+    async with (
+        serve(sink) as base,
+        # Rates high enough for one message per alert (no digest) to read each title.
+        running_notifier(infra, unique, write_config(tmp_path, 6000, 6000), channel_env(base)),
+    ):
+        for event in moves:
+            await publish(infra, unique, [event])
+        # Promotions go to Slack only, rollbacks to Slack and WeCom: 2 + 2×2 deliveries.
+        await wait_for(lambda: all_settled(infra, schema, 6), what="six deliveries")
+        await publish(infra, unique, [moves[3]])  # a redelivery of the second rollback
+        group = f"t{unique}.mlcp-notifier"
+
+        async def consumed() -> bool:
+            topic = f"t{unique}.{moves[3].type}"
+            return await lag(infra.admin, group, topic) == 0
+
+        await wait_for(consumed, what="the redelivered rollback consumed")
+        assert await all_settled(infra, schema, 6), "a redelivery is not a new occurrence"
+
+    slack_titles = titles(sink, SLACK_PATH)
+    assert slack_titles == sorted(
+        ["Promoted: churn 1.1.0 → production (100% of traffic)"] * 2
+        + ["Rolled back: churn production 1.1.0 → 1.0.0"] * 2
+    )
+    assert titles(sink, WECOM_PATH) == ["模型已回滚：churn production 1.1.0 → 1.0.0"] * 2
+    # Each message is one occurrence: the correlation ids of the two incidents both show up.
+    for path in (SLACK_PATH, WECOM_PATH):
+        texts = [body_text(r) for r in sink.received(path)]
+        assert any("corr-1" in t for t in texts)
+        assert any("corr-2" in t for t in texts)
+    alerts = await query(infra, f"SELECT event_id FROM {schema}.alerts")
+    assert {r["event_id"] for r in alerts} == {e.id for e in moves}
+    critical = [r for r in sink.received(WECOM_PATH) if "严重" in r["json"]["markdown"]["content"]]
+    assert len(critical) == 2, "the second critical rollback is not swallowed"
 
 
 async def test_burst_of_100_drift_alerts_holds_rate_limits_and_represents_every_alert(
@@ -263,7 +286,7 @@ async def test_burst_of_100_drift_alerts_holds_rate_limits_and_represents_every_
     assert sent == len(digests) >= 1
 
 
-async def test_notifier_killed_mid_burst_restarts_without_duplicates_or_loss(
+async def test_notifier_killed_mid_burst_loses_nothing_and_marks_the_repeats(
     infra: Infra, unique: str, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
     sink = Sink()
@@ -272,41 +295,16 @@ async def test_notifier_killed_mid_burst_restarts_without_duplicates_or_loss(
     # Faster channels than the defaults so that the run is short and has many messages.
     config = write_config(tmp_path, slack_rate=300, wecom_rate=120)
     async with serve(sink) as base:
-        env = {
-            **channel_env(base),
-            **infra.kafka_env("svc-notifier"),
-            "MLCP_DATABASE_URL": infra.database_url,
-            "MLCP_TOPIC_PREFIX": f"t{unique}.",
-            "MLCP_DB_SCHEMA": schema,
-            "MLCP_CONFIG": str(config),
-            "MLCP_REGISTRY_URL": REGISTRY,
-            "MLCP_LOG_FORMAT": "text",
-            "MLCP_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-            "MLCP_NOTIFIER_HTTP_TIMEOUT_S": "2",
-        }
-
-        async def start() -> Any:
-            port = free_port()
-            proc = spawn(["-m", "mlcp.notifier"], {**env, "MLCP_HTTP_PORT": str(port)}, "notifier")
-
-            async def ready() -> bool:
-                assert proc.popen.poll() is None, proc.output()
-                try:
-                    async with httpx.AsyncClient() as client:
-                        answer = await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                        return answer.status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            await wait_for(ready, timeout=60, what="notifier /readyz")
-            return proc, port
-
+        env = notifier_env(
+            infra, unique, config, **channel_env(base), MLCP_NOTIFIER_HTTP_TIMEOUT_S="2"
+        )
         # Each channel's first answer is held back for 1.5 s: when both first messages have
         # reached the sink, both channels are blocked on an answer, so the kill lands while two
         # messages are in flight (received, not yet recorded) and the rest wait in the queue.
         for path in (SLACK_PATH, WECOM_PATH):
             sink.script(path, [{"delay_s": 1.5}])
-        first, _ = await start()
+        first, port = start_notifier(spawn, env)
+        await wait_notifier_ready(first, port)
         await publish(infra, unique, events)
 
         async def both_in_flight() -> bool:
@@ -315,38 +313,56 @@ async def test_notifier_killed_mid_burst_restarts_without_duplicates_or_loss(
         await wait_for(both_in_flight, what="the first message of each channel")
         first.popen.send_signal(signal.SIGKILL)
         assert await first.wait_exit() == -9
+        in_flight = {path: parse_ref(sink.received(path)[0]) for path in (SLACK_PATH, WECOM_PATH)}
         before = len(sink.requests)
 
-        second, port = await start()
+        second, port = start_notifier(spawn, env)
+        await wait_notifier_ready(second, port)
         await wait_for(lambda: all_settled(infra, schema, 200), timeout=90, what="200 deliveries")
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         second.popen.send_signal(signal.SIGTERM)
         assert await second.wait_exit(timeout=30) == 0, second.output()
 
-    rows = await query(infra, f"SELECT event_id, channel, message_id FROM {schema}.deliveries")
-    ids = {e.id for e in events}
+    rows = await delivery_rows(infra, schema)
     assert len(sink.requests) > before, "the restarted notifier sent the rest"
-    for channel, path in (("team-slack", SLACK_PATH), ("ops-wecom", WECOM_PATH)):
-        mine = [r for r in rows if r["channel"] == channel]
-        assert coverage(sink, path, mine) == Counter(dict.fromkeys(ids, 1)), channel
+    counts = tally(sink.requests, rows, PATHS)
+    assert counts.problems == []
+    assert counts.lost == 0, counts.render()
+    assert counts.unmarked_repeats == 0, counts.render()
     alerts = await query(infra, f"SELECT count(*) AS n FROM {schema}.alerts")
     assert alerts[0]["n"] == 100
-    # The two messages in flight at the kill were received but never confirmed: they are
-    # recorded as 'uncertain' and were not sent again (at most once per event and channel).
-    uncertain = await query(
-        infra,
-        f"SELECT channel, count(DISTINCT message_id) AS n FROM {schema}.deliveries "
-        "WHERE state = 'uncertain' GROUP BY channel ORDER BY channel",
-    )
-    assert [(r["channel"], r["n"]) for r in uncertain] == [("ops-wecom", 1), ("team-slack", 1)]
+    # The two messages in flight at the kill were received but never confirmed: their alerts
+    # were sent once more, in messages tagged "↻ possibly repeated" naming the first ref.
+    for channel, path in PATHS.items():
+        first_ref = in_flight[path]
+        carried = [r for r in rows if r["channel"] == channel and r["uncertain_refs"]]
+        assert carried, f"{channel}: the message in flight is a possible repeat"
+        assert all([str(u) for u in r["uncertain_refs"]] == [first_ref] for r in carried)
+        repeats = [r for r in sink.received(path) if first_ref in body_text(r)][1:]
+        assert repeats, f"{channel}: sent again"
+        assert all("↻" in body_text(r) for r in repeats), f"{channel}: marked"
+        sample = (
+            f'mlcp_notifier_deliveries_total{{channel="{channel}",outcome="uncertain"}} '
+            f"{float(len(carried))}"
+        )
+        assert sample in metrics
+        assert (
+            f'mlcp_notifier_possible_repeats_total{{channel="{channel}"}} {float(len(carried))}'
+            in metrics
+        )
+        assert f"{channel}: {len(carried)} deliveries were being sent when a notifier" in (
+            second.output()
+        )
     for proc in (first, second):
         assert WECOM_KEY not in proc.output(), "webhook secrets never reach the logs"
         assert "secret-slack-token" not in proc.output()
-    for channel in ("ops-wecom", "team-slack"):
-        assert f"{channel}: 1 deliveries were being sent when a notifier process" in second.output()
-        sample = f'mlcp_notifier_deliveries_total{{channel="{channel}",outcome="uncertain"}} 1.0'
-        assert sample in metrics
+
+
+def parse_ref(request: dict[str, Any]) -> str:
+    """The ref of a first message (no repeat tag: its only ref)."""
+    (ref,) = set(UUID.findall(body_text(request)))
+    return str(ref)
 
 
 ROUTED = """
@@ -370,7 +386,7 @@ def titles(sink: Sink, path: str) -> list[str]:
     for request in sink.received(path):
         body = request["json"]
         if "blocks" in body:
-            out.append(body["blocks"][0]["text"]["text"])
+            out += [b["text"]["text"] for b in body["blocks"] if b["type"] == "header"]
         else:
             out.append(re.findall(r"^## (.*)$", body["markdown"]["content"], re.M)[0])
     return sorted(out)

@@ -16,7 +16,7 @@ from mlcp.contracts import (
     ModelPromoted,
     ModelRolledBack,
 )
-from tests.conftest import Infra
+from tests.conftest import Infra, wait_for
 from tests.integration.test_registry_support import (
     BOOTSTRAP_TOKEN,
     Registry,
@@ -365,8 +365,8 @@ async def test_approve_reject_and_report_check_emit_through_the_outbox(registry:
 # --- audit -----------------------------------------------------------------------------------
 
 
-async def test_audit_log_is_append_only_and_tampering_is_named(
-    registry: Registry, infra: Infra, spawn: Any
+async def test_audit_log_is_append_only_and_an_edit_is_named(
+    registry: Registry, infra: Infra
 ) -> None:
     await register(registry, "run-1", "run-2")
     await registry.wait_handled(await registry.publish(gate_passed("1.0.0")))
@@ -378,12 +378,17 @@ async def test_audit_log_is_append_only_and_tampering_is_named(
         assert rows[2]["after"]["canary"] == "1.0.0"
         assert rows[2]["before"]["canary"] is None
         everything = (await client.get("/audit")).json()["items"]
-        assert (await client.get("/audit/verify")).json() == {
-            "ok": True,
-            "rows_checked": len(everything),
-            "first_bad_seq": None,
-            "reason": None,
-        }
+        assert {r["key_id"] for r in everything} == {registry.runtime_key_id}
+
+        async def anchored() -> Any:
+            verdict = (await client.get("/audit/verify")).json()
+            checkpoint = verdict["checkpoint"]
+            return verdict if checkpoint and checkpoint["seq"] == len(everything) else None
+
+        verdict = await wait_for(anchored, what="every row's checkpoint on Kafka")
+    assert verdict["ok"] is True, verdict
+    assert verdict["rows_checked"] == len(everything)
+    assert (verdict["first_bad_seq"], verdict["problem"], verdict["warning"]) == (None, None, None)
     target = rows[1]["seq"]
 
     conn = await asyncpg.connect(infra.database_url)
@@ -409,17 +414,10 @@ async def test_audit_log_is_append_only_and_tampering_is_named(
 
     async with registry.client(auditor) as client:
         verdict = (await client.get("/audit/verify")).json()
-    assert verdict["ok"] is False
-    assert verdict["first_bad_seq"] == target
+    found = (verdict["ok"], verdict["first_bad_seq"], verdict["problem"])
+    assert found == (False, target, "changed")
+    assert verdict["rows_checked"] == target - 1
     assert "changed" in verdict["reason"]
-
-    proc = spawn(
-        ["-m", "mlcp.registry", "audit-verify"],
-        {"MLCP_DATABASE_URL": infra.database_url, "MLCP_DB_SCHEMA": schema},
-        "verify",
-    )
-    assert await proc.wait_exit(timeout=60) == 1, proc.output()
-    assert f"audit log broken at seq {target}" in proc.output()
 
 
 async def test_bootstrap_token_is_admin_and_bad_tokens_are_401(registry: Registry) -> None:
@@ -433,3 +431,128 @@ async def test_bootstrap_token_is_admin_and_bad_tokens_are_401(registry: Registr
             response = await client.get("/models", headers={"Authorization": header})
         assert response.status_code == 401, header
         assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+# --- hardening: errors are problem documents, never a 500 ---------------------------------------
+
+NON_FINITE = ["1e309", "-1e309", "NaN", "Infinity", "-Infinity"]
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = dict(response.json())
+    assert body["status"] == status
+    assert body["type"] == "about:blank"
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body
+
+
+@pytest.mark.parametrize("number", NON_FINITE)
+async def test_non_finite_numbers_are_refused_with_422(registry: Registry, number: str) -> None:
+    await register(registry, "run-1")
+    json_body = {"content-type": "application/json"}
+    async with registry.client() as client:
+        promote = await client.post(
+            "/models/churn/aliases/canary",
+            content=f'{{"version": "1.0.0", "traffic_percent": {number}}}',
+            headers=json_body,
+        )
+        token = await client.post(
+            "/tokens",
+            content='{"principal": "x", "grants": [{"role": "viewer", "ttl_seconds": N}]}'.replace(
+                "N", number
+            ),
+            headers=json_body,
+        )
+        aliases = (await client.get("/models/churn/aliases")).json()
+    issue = assert_problem(promote, 422)["errors"][0]
+    assert issue["loc"] == ["body", "traffic_percent"]
+    assert issue["type"] == "finite_number"
+    assert "input" not in issue  # never echoed: it may not even be writable as JSON
+    issue = assert_problem(token, 422)["errors"][0]
+    assert issue["loc"] == ["body", "grants", 0, "ttl_seconds"]
+    assert aliases == {}, "nothing was promoted"
+
+
+async def test_authentication_and_permission_come_before_validation(registry: Registry) -> None:
+    await register(registry, "run-1")
+    viewer = await make_token(registry, {"role": "viewer"}, principal="v")
+    invalid = {"content": b"{not json", "headers": {"content-type": "application/json"}}
+    async with registry.client(None) as anonymous:
+        response = await anonymous.post("/models/churn/aliases/canary", **invalid)
+        body = assert_problem(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert body["instance"] == "/models/churn/aliases/canary"
+        assert_problem(await anonymous.get("/audit", params={"until": "0.5"}), 401)
+        assert_problem(await anonymous.get("/models/NOT A SLUG"), 401)
+    async with registry.client(viewer) as client:
+        body = assert_problem(await client.post("/models/churn/aliases/canary", **invalid), 403)
+        assert "'promote'" in body["detail"]
+        assert_problem(await client.post("/tokens", json={"principal": 1}), 403)
+    async with registry.client() as admin:
+        body = assert_problem(await admin.post("/models/churn/aliases/canary", **invalid), 422)
+        assert body["errors"][0]["type"] == "json_invalid"
+        undecodable = {"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}
+        assert_problem(await admin.post("/tokens", **undecodable), 422)
+
+
+async def test_dates_are_parsed_strictly(registry: Registry) -> None:
+    await register(registry, "run-1")
+    async with registry.client() as client:
+        for bad in ("0.5", "1700000000", "2026-01-31", "2026-01-31T12:00:00", "yesterday"):
+            for route, name in (
+                ("/audit", "until"),
+                ("/models/churn/aliases/production/at", "time"),
+            ):
+                body = assert_problem(await client.get(route, params={name: bad}), 422)
+                assert body["errors"][0]["loc"] == ["query", name], bad
+                assert "RFC 3339" in body["detail"]
+        for good in ("2026-01-31T12:00:00Z", "2026-01-31T12:00:00.123+02:00"):
+            assert (await client.get("/audit", params={"until": good})).status_code == 200
+        grant = {"principal": "x", "grants": [{"role": "viewer", "expires_at": 1893456000}]}
+        assert_problem(await client.post("/tokens", json=grant), 422)
+        both = {"role": "viewer", "expires_at": "2030-01-01T00:00:00Z", "ttl_seconds": 60}
+        body = assert_problem(
+            await client.post("/tokens", json={"principal": "x", "grants": [both]}), 422
+        )
+        assert body["errors"][0]["loc"] == ["body", "grants", 0]
+        assert "not both" in body["detail"]
+
+
+async def test_unknown_routes_and_methods_answer_problem_documents(registry: Registry) -> None:
+    async with registry.client() as client:
+        assert_problem(await client.get("/no/such/route"), 404)
+        assert_problem(await client.get("/models/a%0Ab/aliases"), 404)  # not even routable
+        assert_problem(await client.put("/models"), 405)
+
+
+async def test_openapi_declares_every_error_with_the_one_problem_schema(registry: Registry) -> None:
+    async with registry.client(None) as client:
+        spec = (await client.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert set(schemas["Problem"]["required"]) == {"title", "status", "detail"}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            errors = {int(code) for code in responses if int(code) >= 400}
+            expected = {401, 503}
+            if operation["x-required-permission"] != "authenticated":
+                expected.add(403)
+            if operation.get("parameters") or operation.get("requestBody"):
+                expected.add(422)
+            if "{" in path:
+                expected.add(404)
+            assert expected <= errors, (method, path, errors)
+            assert errors <= {401, 403, 404, 409, 412, 422, 503}, (method, path)
+            for code in errors:
+                content = responses[str(code)]["content"]
+                assert content == {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                }, (method, path, code)
+            assert responses["401"]["headers"]["WWW-Authenticate"]
+            assert responses["503"]["headers"]["Retry-After"]
+    promote = spec["paths"]["/models/{model}/aliases/{alias}"]["post"]["responses"]
+    assert {"404", "409", "412"} <= set(promote)

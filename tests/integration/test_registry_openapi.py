@@ -1,29 +1,44 @@
-"""schemathesis against the registry's published OpenAPI document: no request gives a 5xx.
+"""schemathesis against the registry's published OpenAPI document.
 
 The registry runs as a real process (uvicorn, real PostgreSQL and Kafka) with some state in it;
 schemathesis (its CLI, as CI would run it) generates valid and invalid requests for every
-operation, authenticated as the bootstrap admin.
+operation — its examples, coverage, fuzzing and stateful phases (the stateful one follows the
+document's links: a new token → its grants → their revocation) as the bootstrap admin, then the
+examples, coverage and fuzzing phases with no token at all. Every answer must be no server
+error, have a status code and content type the document declares for the operation, headers
+it declares, and a body matching its schema.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
+from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, free_port, wait_for
 from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
 
 pytestmark = pytest.mark.integration
 
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    ]
+)
 
-async def test_schemathesis_finds_no_server_error(
+
+async def test_schemathesis_finds_no_server_error_and_every_answer_documented(
     infra: Infra, unique: str, spawn: Any, tmp_path: Path
 ) -> None:
     config = tmp_path / "mlcp.yaml"
@@ -47,16 +62,8 @@ async def test_schemathesis_finds_no_server_error(
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {BOOTSTRAP_TOKEN}"}
 
-    async def ready() -> bool:
-        assert proc.popen.poll() is None, proc.output()
-        try:
-            async with httpx.AsyncClient() as client:
-                return (await client.get(f"{base}/readyz", timeout=2)).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        await wait_for(ready, timeout=60, what="registry ready")
+        await wait_ready(proc, base, timeout=60)
         # Give the generated requests something to find: a model with versions and aliases.
         from mlcp.contracts import encode_event, new_event
         from tests.integration.kafka_tools import produce
@@ -83,42 +90,49 @@ async def test_schemathesis_finds_no_server_error(
             assert promoted.status_code == 200, promoted.text
         assert spec["openapi"].startswith("3.")
 
-        cli = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "schemathesis.cli",
-            "run",
-            f"{base}/openapi.json",
-            "--checks",
-            "not_a_server_error",
-            "--header",
-            f"Authorization: Bearer {BOOTSTRAP_TOKEN}",
-            "--max-examples",
-            "10",
-            "--phases",
-            "examples,coverage,fuzzing,stateful",
-            "--workers",
-            "1",
-            "--seed",
-            "1",
-            "--suppress-health-check",
-            "all",
-            "--no-color",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-        out, _ = await asyncio.wait_for(cli.communicate(), timeout=600)
-        report = out.decode(errors="replace")
-        print(report[-4000:])
-        assert cli.returncode == 0, report[-8000:] + "\n--- registry log ---\n" + proc.output()
-        assert " passed" in report
-        assert "Server error" not in report
+        authenticated = ["--header", f"Authorization: Bearer {BOOTSTRAP_TOKEN}"]
+        runs = [
+            (authenticated, "examples,coverage,fuzzing,stateful", "20"),
+            ([], "examples,coverage,fuzzing", "5"),  # no token: every answer a documented 401
+        ]
+        reports = []
+        for extra, phases, examples in runs:
+            cli = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "run",
+                f"{base}/openapi.json",
+                "--checks",
+                CHECKS,
+                *extra,
+                "--max-examples",
+                examples,
+                "--phases",
+                phases,
+                "--workers",
+                "1",
+                "--seed",
+                "1",
+                "--suppress-health-check",
+                "all",
+                "--no-color",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+            out, _ = await asyncio.wait_for(cli.communicate(), timeout=600)
+            report = out.decode(errors="replace")
+            print(report[-4000:])
+            failed = report[-8000:] + "\n--- registry log ---\n" + proc.output()
+            assert cli.returncode == 0, failed
+            assert re.search(r"\d+ generated, \d+ passed", report), failed
+            for failure in ("Server error", "Undocumented", "Response violates schema"):
+                assert failure not in report, failed
+            reports.append(report)
+        # The stateful phase ran through the links (it is skipped when it finds none).
+        assert "✅ Stateful" in reports[0], reports[0][-4000:]
         assert json.dumps(spec)  # the document itself is valid JSON
     finally:
         proc.stop()
-        conn = await asyncpg.connect(infra.database_url)
-        try:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        finally:
-            await conn.close()
+        await drop_schema(infra.database_url, schema)

@@ -30,6 +30,7 @@ from mlcp.contracts import (
 from mlcp.contracts.base import EventData
 from mlcp.registry.app import build
 from mlcp.registry.auth import RegistrySettings
+from mlcp.registry.keys import AuditSettings, load_keyring
 from mlcp.runtime import ServiceRuntime, Settings
 from tests.conftest import Infra, wait_for
 from tests.contracts.contract_examples import EXAMPLES
@@ -99,6 +100,11 @@ class Registry:
     runtime: ServiceRuntime
     settings: Settings
     infra: Infra
+
+    @property
+    def runtime_key_id(self) -> str:
+        """The id of the audit key this registry keys its rows with."""
+        return load_keyring(AuditSettings()).active.key_id
 
     async def publish(self, data: EventData, *, id: str | None = None) -> CloudEvent[Any]:
         """Produce ``data`` on its (prefixed) topic as a new event, or re-send with ``id``."""

@@ -1,6 +1,7 @@
-"""The ACL file (mlcp/runtime/acls.yaml) against the event catalog and the services: every topic
+"""The ACL file (mlcp/policy/acls.yaml) against the event catalog and the services: every topic
 has exactly its owner as writer, each service reads exactly what it subscribes to, and the
-Kafka ACLs that follow grant nothing more."""
+Kafka ACLs that follow grant nothing more; topics are made with the configuration the event
+catalog fixes."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from mlcp.contracts import ALL_TOPICS, dlq_topic
 from mlcp.gatekeeper.app import build as build_gatekeeper
 from mlcp.monitor.app import build as build_monitor
 from mlcp.notifier.app import build as build_notifier
+from mlcp.policy.acl import AclBinding, PolicyError, load_policy, parse_policy
 from mlcp.registry.app import build as build_registry
 from mlcp.runtime import ServiceRuntime, Settings
-from mlcp.runtime.acl import AclBinding, PolicyError, load_policy, parse_policy
+from mlcp.runtime.bus import BusPlan, ConfigChange, TopicLayout
 from mlcp.trainer.app import build as build_trainer
 
 pytestmark = pytest.mark.unit
@@ -44,6 +46,7 @@ OWNERS = {
     "mlcp.drift.detected.v1": "svc-monitor",
     "mlcp.model.degraded.v1": "svc-monitor",
     "mlcp.canary.healthy.v1": "svc-monitor",
+    "mlcp.audit.checkpointed.v1": "svc-registry",
 }
 
 
@@ -115,6 +118,9 @@ def test_bindings_grant_least_privilege() -> None:
         "User:svc-notifier",
     }
     assert who("READ", dlq_topic(promoted)) == {"User:operator"}
+    # Its writers read the DLQ's max.message.bytes (letters are fitted to it); nothing else's.
+    assert who("DESCRIBE_CONFIGS", dlq_topic(promoted)) == who("WRITE", dlq_topic(promoted))
+    assert who("DESCRIBE_CONFIGS", promoted) == set()
     assert who("WRITE", "t1.mlcp.data.arrived.v1") == {"User:pipeline"}
     # Groups: each service its own, nobody else.
     groups = {(b.resource_name, b.principal) for b in acls if b.resource_type == "group"}
@@ -124,7 +130,8 @@ def test_bindings_grant_least_privilege() -> None:
     assert {b.resource_type for b in acls} == {"topic", "group"}
     assert not any(b.prefixed or b.resource_name == "*" for b in acls)
     assert not any(b.principal == "User:admin" for b in acls)
-    assert {b.operation for b in acls} == {"READ", "WRITE"}
+    assert {b.operation for b in acls} == {"READ", "WRITE", "DESCRIBE_CONFIGS"}
+    assert all(b.resource_name.endswith(".dlq") for b in acls if b.operation == "DESCRIBE_CONFIGS")
 
 
 def test_the_prefix_scopes_every_binding() -> None:
@@ -161,3 +168,33 @@ def test_an_invalid_acl_file_is_refused_naming_the_place(text: str, message: str
     with pytest.raises(PolicyError, match=r"x\.yaml") as info:
         parse_policy(text, source="x.yaml")
     assert message in str(info.value)
+
+
+def test_the_registry_alone_writes_its_checkpoints_and_reads_them_back_without_a_group() -> None:
+    policy = load_policy()
+    topic = "t1.mlcp.audit.checkpointed.v1"
+    acls = {(b.principal, b.operation) for b in policy.bindings("t1.") if b.resource_name == topic}
+    assert acls == {
+        ("User:svc-registry", "WRITE"),
+        ("User:svc-registry", "READ"),
+        ("User:operator", "READ"),
+    }
+    assert policy.allowed_sources("mlcp.audit.checkpointed.v1") == {"mlcp/registry"}
+
+
+def test_new_topics_get_the_configuration_their_event_type_needs() -> None:
+    kept_for_ever = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+    layout = TopicLayout(partitions=3, replication=3, min_insync_replicas=2)
+    checkpoints = layout.new_topic("t1.mlcp.audit.checkpointed.v1")
+    assert (checkpoints.num_partitions, checkpoints.replication_factor) == (3, 3)
+    assert checkpoints.topic_configs == {**kept_for_ever, "min.insync.replicas": "2"}
+    assert TopicLayout().new_topic("mlcp.model.promoted.v1").topic_configs == {}
+    # Its dead-letter topic is an ordinary one.
+    assert TopicLayout().new_topic("mlcp.audit.checkpointed.v1.dlq").topic_configs == {}
+
+
+def test_a_plan_shows_configuration_to_set_back() -> None:
+    change = ConfigChange({"retention.ms": "604800000"}, {"retention.ms": "-1"}, {})
+    plan = BusPlan(configs={"mlcp.audit.checkpointed.v1": change})
+    assert not plan.empty
+    assert plan.lines() == ["~ topic mlcp.audit.checkpointed.v1 retention.ms: 604800000 -> -1"]

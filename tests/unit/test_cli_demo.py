@@ -10,7 +10,7 @@ from mlcp.cli.demo import config
 from mlcp.cli.demo.inference import Inference, Served
 from mlcp.cli.demo.timeline import Seen, describe
 from mlcp.contracts import ModelRolledBack, TrainingRequested
-from mlcp.runtime.platform import parse_platform_config
+from mlcp.policy.platform import parse_platform_config
 
 pytestmark = pytest.mark.unit
 

@@ -5,12 +5,23 @@ to the topic the DLQ belongs to, and bad arguments are refused before connecting
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
-from mlcp.cli.dlq import DlqError, Letter, matches, preview, replay_target, resolve_topic, safe_text
+from mlcp.cli.dlq import (
+    DlqError,
+    Letter,
+    matches,
+    preview,
+    replay_target,
+    resolve_topic,
+    safe_text,
+    with_original,
+)
 from mlcp.cli.main import app
 from mlcp.runtime.dlq import DeadLetter
 
@@ -168,3 +179,60 @@ def test_help_explains_when_to_replay() -> None:
     assert result.exit_code == 0
     assert "inbox" in result.output
     assert "fixed" in result.output
+
+
+def truncated_letter(original: bytes) -> Letter:
+    dead = DeadLetter(
+        topic=SOURCE,
+        partition=2,
+        offset=41,
+        key=b"churn-events",
+        value=original,
+        headers=[("traceparent", b"00-abc-01")],
+        consumer="trainer",
+        reason="too_large",
+        error="record is 300000 bytes",
+        attempts=0,
+    )
+    fitted = dead.fitted(100_000)
+    assert fitted.truncated
+    return letter(key=fitted.key, value=fitted.value, headers=fitted.headers)
+
+
+def test_a_truncated_letter_says_so_and_how_much_it_keeps() -> None:
+    original = b"x" * 300_000
+    cut = truncated_letter(original)
+    assert cut.truncated
+    assert cut.describe().startswith("TRUNCATED: 65,536 of 300,000 B kept; xxx")
+    doc = cut.to_json()
+    assert doc["truncated"] is True
+    assert doc["value"]["original_bytes"] == 300_000
+    assert doc["value"]["sha256"] == hashlib.sha256(original).hexdigest()
+    assert cut.origin == (SOURCE, 2, 41)
+    whole = letter()
+    assert not whole.truncated
+    assert whole.to_json()["truncated"] is False
+
+
+def test_a_truncated_letter_replays_only_its_own_original() -> None:
+    original = b"x" * 300_000
+    cut = truncated_letter(original)
+    found = Letter.from_record(
+        SimpleNamespace(
+            topic=SOURCE,
+            partition=2,
+            offset=41,
+            timestamp=1,
+            key=b"churn-events",
+            value=original,
+            headers=[("traceparent", b"00-abc-01")],
+        )
+    )
+    resolved = with_original(cut, found)
+    assert (resolved.key, resolved.value) == (b"churn-events", original)
+    assert resolved.original_headers == [("traceparent", b"00-abc-01")]
+    assert not resolved.truncated
+    assert replay_target(resolved) == SOURCE
+    impostor = dataclasses.replace(found, value=b"y" * 300_000)
+    with pytest.raises(DlqError, match="is not its original"):
+        with_original(cut, impostor)

@@ -290,6 +290,30 @@ def test_refusals_exit_1_with_the_registry_s_reason(
     assert result.stdout == ""
 
 
+def test_refusals_read_rfc_9457_problem_documents(fake: FakeRegistry, mlcp: Any) -> None:
+    fake.routes[("GET", "/models/churn/aliases")] = httpx.Response(200, json={})
+    issue = {
+        "loc": ["body", "traffic_percent"],
+        "msg": "Input should be a finite number",
+        "type": "finite_number",
+    }
+    problem = {
+        "type": "about:blank",
+        "title": "Unprocessable Content",
+        "status": 422,
+        "detail": "traffic_percent: Input should be a finite number",
+        "instance": "/models/churn/aliases/canary",
+        "errors": [issue],
+    }
+    fake.routes[("POST", "/models/churn/aliases/canary")] = httpx.Response(
+        422, json=problem, headers={"content-type": "application/problem+json"}
+    )
+    result = mlcp("promote", "churn", "1.3.0", "--alias", "canary", "--token", TOKEN)
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert "invalid input (422): traffic_percent: Input should be a finite number" in said
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
@@ -335,16 +359,48 @@ def test_help_never_shows_the_token(fake: FakeRegistry, mlcp: Any) -> None:
 
 
 def test_audit_verify_exit_code_follows_the_chain(fake: FakeRegistry, mlcp: Any) -> None:
-    good = {"ok": True, "rows_checked": 12, "first_bad_seq": None, "reason": None}
+    checkpoint = {
+        "seq": 12,
+        "hash": "ab" * 32,
+        "key_id": "0123456789abcdef",
+        "signed_at": "2026-03-01T12:00:00Z",
+    }
+    good = {
+        "ok": True,
+        "rows_checked": 12,
+        "first_bad_seq": None,
+        "problem": None,
+        "reason": None,
+        "checkpoint": checkpoint,
+        "unanchored_rows": 0,
+        "warning": None,
+    }
     fake.routes[("GET", "/audit/verify")] = httpx.Response(200, json=good)
     result = mlcp("audit", "verify")
     assert result.exit_code == 0
-    assert "intact: 12 rows checked" in result.output
-    bad = {"ok": False, "rows_checked": 3, "first_bad_seq": 4, "reason": "row changed"}
+    assert "intact: 12 rows checked, up to the checkpoint of row 12 signed" in result.output
+    bad = {
+        **good,
+        "ok": False,
+        "rows_checked": 9,
+        "first_bad_seq": 10,
+        "problem": "truncated",
+        "reason": "rows 10-12 were deleted from its end",
+    }
     fake.routes[("GET", "/audit/verify")] = httpx.Response(200, json=bad)
+    result = mlcp("audit", "verify")
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert "BROKEN at seq 10 (truncated): rows 10-12 were deleted" in said
+    assert "9 rows before it hold" in said
     result = mlcp("audit", "verify", "--json")
     assert result.exit_code == 1
     assert json.loads(result.stdout) == bad
+    unanchored = {**good, "checkpoint": None, "warning": "no signed checkpoint was found"}
+    fake.routes[("GET", "/audit/verify")] = httpx.Response(200, json=unanchored)
+    result = mlcp("audit", "verify")
+    assert result.exit_code == 0
+    assert "warning: no signed checkpoint was found" in result.output
 
 
 def test_registry_text_is_never_read_as_markup(fake: FakeRegistry, mlcp: Any) -> None:

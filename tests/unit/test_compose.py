@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP, Settings
@@ -38,6 +39,9 @@ PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 
 SERVICES = ("registry", "trainer", "gatekeeper", "monitor", "notifier")
+# What a user needs from the host, and nothing more: the registry's API (CLI, inference
+# services), Grafana, and Kafka and PostgreSQL where the Settings defaults point.
+PUBLISHED = {"registry": {8081}, "grafana": {3000}, "kafka": {9092}, "postgres": {55432}}
 ENV_PREFIX = str(Settings.model_config.get("env_prefix", ""))
 # The runtime metrics every dashboard of the stack is expected to show.
 REQUIRED_DASHBOARD_METRICS = (
@@ -118,6 +122,12 @@ def ports(name: str) -> list[tuple[str, int, int]]:
             host_ip, host_port, target = parts[0], int(parts[1]), int(parts[2])
         published.append((host_ip, host_port, target))
     return published
+
+
+def exposed(name: str) -> set[int]:
+    """Ports a service declares for the compose network (``expose``) or publishes."""
+    declared = {int(str(port).split("/")[0]) for port in service(name).get("expose") or []}
+    return declared | {target for _ip, _hp, target in ports(name)}
 
 
 def volumes(name: str) -> list[tuple[str, str]]:
@@ -253,12 +263,14 @@ def test_each_service_image_has_its_own_tag() -> None:
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_http_port_is_the_code_default_published_and_scraped(name: str) -> None:
+def test_http_port_is_the_code_default_exposed_and_scraped(name: str) -> None:
     port = app_module(name).DEFAULT_PORT
     env = environment(name)
     assert env.get(f"{ENV_PREFIX}HTTP_PORT") == str(port)
     assert env.get(f"{ENV_PREFIX}HTTP_HOST") == "0.0.0.0", "a container must listen beyond loopback"
-    assert ("127.0.0.1", port, port) in ports(name), f"{name}: publish 127.0.0.1:{port}:{port}"
+    assert port in exposed(name), f"{name}: declare port {port} (expose or ports)"
+    if name in PUBLISHED:
+        assert ("127.0.0.1", port, port) in ports(name), f"{name}: publish 127.0.0.1:{port}:{port}"
     target = scrape_targets().get(f"{name}:{port}")
     assert target is not None, f"Prometheus does not scrape {name}:{port}"
     _job, path, labels = target
@@ -316,14 +328,25 @@ def test_the_broker_denies_by_default_and_bus_init_applies_the_acl_file() -> Non
     assert "MLCP_KAFKA_PASSWORD: ${MLCP_KAFKA_BROKER_PASSWORD:-" in raw
 
 
+def setting_variables(name: str) -> set[str]:
+    """Every variable the service reads: the shared Settings plus its own settings classes
+    (those its composition root uses, such as the registry's ``MLCP_AUDIT_*``)."""
+    classes = [Settings] + [
+        value
+        for value in vars(app_module(name)).values()
+        if isinstance(value, type) and issubclass(value, BaseSettings)
+    ]
+    return {
+        f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+        for cls in classes
+        for field in cls.model_fields
+    }
+
+
 @pytest.mark.parametrize("name", SERVICES)
 def test_every_mlcp_variable_is_a_settings_field(name: str) -> None:
-    fields = set(Settings.model_fields)
-    unknown = [
-        key
-        for key in environment(name)
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].lower() not in fields
-    ]
+    known = setting_variables(name)
+    unknown = [key for key in environment(name) if key.startswith(ENV_PREFIX) and key not in known]
     assert not unknown, f"{name} sets {unknown}, which Settings does not read"
 
 
@@ -447,6 +470,15 @@ def test_every_published_port_is_on_loopback() -> None:
             assert host_ip == "127.0.0.1", f"{name} publishes {host_port} beyond localhost"
 
 
+def test_only_what_a_user_needs_is_published() -> None:
+    published = {
+        name: {host_port for _ip, host_port, _target in ports(name)}
+        for name in compose_services()
+        if ports(name)
+    }
+    assert published == PUBLISHED
+
+
 def test_depends_on_targets_exist_and_can_become_healthy() -> None:
     services = compose_services()
     dockerfile_has_healthcheck = any(kw == "HEALTHCHECK" for kw, _ in dockerfile_instructions())
@@ -493,7 +525,7 @@ def test_grafana_provisioning_is_mounted_and_points_at_prometheus() -> None:
     (datasource,) = [d for d in grafana_datasources() if d["type"] == "prometheus"]
     url = urlsplit(datasource["url"])
     assert url.hostname in compose_services(), f"datasource host {url.hostname} is no service"
-    assert any(target == url.port for _ip, _hp, target in ports(url.hostname)), url.port
+    assert url.port in exposed(url.hostname), url.port
     providers: list[dict[str, Any]] = []
     for path in sorted((GRAFANA_DIR / "provisioning" / "dashboards").glob("*.y*ml")):
         providers += yaml.safe_load(path.read_text()).get("providers") or []

@@ -21,7 +21,7 @@ from mlcp.contracts import (
 )
 from mlcp.gatekeeper import domain
 from mlcp.gatekeeper.domain import Decision, ScanReport
-from mlcp.runtime.platform import GateStage, parse_platform_config
+from mlcp.policy.platform import GateStage, parse_platform_config
 
 pytestmark = pytest.mark.unit
 

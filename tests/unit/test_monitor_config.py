@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mlcp.monitor.app import build, check_config
+from mlcp.policy.platform import parse_platform_config
 from mlcp.runtime import Settings
-from mlcp.runtime.platform import parse_platform_config
 from mlcp.runtime.settings import ConfigurationError
 
 pytestmark = pytest.mark.unit

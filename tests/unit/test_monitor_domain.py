@@ -24,8 +24,8 @@ from mlcp.monitor.domain import (
     traffic_stats_of,
     unknown_limits,
 )
-from mlcp.runtime.platform import BakePolicy, RolloutPolicy, Threshold
-from mlcp.runtime.target import DEFAULT_TARGET, Target
+from mlcp.policy.platform import BakePolicy, RolloutPolicy, Threshold
+from mlcp.policy.target import DEFAULT_TARGET, Target
 
 pytestmark = pytest.mark.unit
 

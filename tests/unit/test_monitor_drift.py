@@ -23,7 +23,7 @@ from mlcp.monitor.drift import (
     sorted_bin_counts,
 )
 from mlcp.monitor.reference import profile_from_columns
-from mlcp.runtime.platform import DriftPolicy
+from mlcp.policy.platform import DriftPolicy
 
 pytestmark = pytest.mark.unit
 

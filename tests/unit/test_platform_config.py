@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlcp.runtime.platform import (
+from mlcp.policy.platform import (
     Threshold,
     load_platform_config,
     parse_duration,
@@ -225,7 +225,7 @@ def test_artifact_rules_are_validated_at_start(artifact: str, expected: str) -> 
 
 def test_gate_stage_round_trips_through_its_json_dump() -> None:
     """A stored DAG (the gatekeeper keeps it per candidate) loads back as the same stages."""
-    from mlcp.runtime.platform import GateStage
+    from mlcp.policy.platform import GateStage
 
     stages = (
         parse_platform_config(

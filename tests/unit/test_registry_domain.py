@@ -1,4 +1,4 @@
-"""The registry's pure decisions: SemVer policy, promotion and rollback rules, RBAC, audit chain."""
+"""The registry's pure decisions: SemVer policy, promotion and rollback rules, RBAC."""
 
 from __future__ import annotations
 
@@ -278,60 +278,3 @@ def test_active_roles_drop_expired_and_revoked_grants() -> None:
         ("approver", None, NOW - timedelta(days=1)),
     ]
     assert domain.active_roles(grants, NOW) == ["operator", "viewer"]
-
-
-# --- audit chain -------------------------------------------------------------------------------
-
-
-def chain(n: int) -> list[tuple[int, str, str, dict[str, object]]]:
-    rows, prev = [], domain.GENESIS
-    for seq in range(1, n + 1):
-        entry = {"seq": seq, "action": "x", "after": {"v": seq}}
-        digest = domain.audit_hash(prev, entry)
-        rows.append((seq, prev, digest, entry))
-        prev = digest
-    return rows
-
-
-def test_intact_chain_verifies() -> None:
-    assert domain.first_broken(chain(5)) is None
-    assert domain.first_broken([]) is None
-
-
-def test_changed_row_is_named() -> None:
-    rows = chain(5)
-    seq, prev, digest, entry = rows[2]
-    rows[2] = (seq, prev, digest, {**entry, "after": {"v": 99}})
-    assert domain.first_broken(rows) == (3, "content does not match its hash (row changed)")
-
-
-def test_removed_row_is_named() -> None:
-    rows = chain(5)
-    del rows[1]
-    broken = domain.first_broken(rows)
-    assert broken is not None
-    assert broken[0] == 3
-    assert "removed" in broken[1]
-
-
-def test_canonical_json_ignores_key_order() -> None:
-    assert domain.canonical({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == domain.canonical(
-        {"a": [1, {"c": 3, "d": 2}], "b": 1}
-    )
-
-
-def test_a_lineage_lists_every_batch_even_of_runs_that_reported_only_ids() -> None:
-    batch = {"batch_id": "b1", "uri": "s3://x/b1", "rows": 5, "sha256": "a" * 64, "duplicates": 1}
-    new = {"dataset": "d", "batch_ids": ["b1"], "sha256": "f" * 64, "batches": [batch]}
-    old = {"dataset": "d", "batch_ids": ["b1", "b2"], "sha256": "f" * 64}
-    [with_batches, ids_only] = domain.lineage_datasets([new, old])
-    assert with_batches["batches"] == [batch]
-    assert [b["batch_id"] for b in ids_only["batches"]] == ["b1", "b2"]
-    assert ids_only["batches"][0] == {
-        "batch_id": "b1",
-        "uri": None,
-        "rows": None,
-        "sha256": None,
-        "duplicates": None,
-    }
-    assert ids_only["sha256"] == "f" * 64

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from mlcp.registry.api import answer_503_while_the_database_is_away
+from mlcp.registry import problems
 
 pytestmark = pytest.mark.unit
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.unit
 )
 async def test_database_errors_become_503(error: Exception) -> None:
     app = FastAPI()
-    answer_503_while_the_database_is_away(app)
+    problems.install(app)
 
     @app.get("/models/{model}/aliases/{alias}")
     async def resolve(model: str, alias: str) -> dict[str, str]:
@@ -33,12 +33,15 @@ async def test_database_errors_become_503(error: Exception) -> None:
         response = await client.get("/models/churn/aliases/production")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "2"
-    assert "database is unavailable" in response.json()["detail"]
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert (body["status"], body["title"]) == (503, "Service Unavailable")
+    assert "database is unavailable" in body["detail"]
 
 
 async def test_other_errors_stay_500() -> None:
     app = FastAPI()
-    answer_503_while_the_database_is_away(app)
+    problems.install(app)
 
     @app.get("/boom")
     async def boom() -> None:

@@ -120,6 +120,13 @@ def prediction(i: int, **changes: Any) -> dict[str, Any]:
 DELETE = object()
 
 
+def _nested(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def raw(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
@@ -167,6 +174,12 @@ BAD_RECORDS: dict[str, bytes | None] = {
     "no prediction": raw(prediction(0, **{"data.prediction": None})),
     "bad version": raw(prediction(0, **{"data.version": "1.0"})),
     "too large": raw(prediction(0, **{"data.request_id": "x" * MAX_EVENT_BYTES})),
+    # Unknown fields are skipped by msgspec, parsed by decode_event: depth is checked first.
+    "nested too deep in an unknown field": raw(prediction(0, **{"data.x": _nested(65)})),
+    "nested 20,000 levels": raw(prediction(0, dataschema="@D@")).replace(
+        b'"@D@"', b"[" * 20_000 + b"1" + b"]" * 20_000
+    ),
+    "a huge array": raw(prediction(0, **{"data.features": [0] * 200_000})),
 }
 
 
@@ -178,6 +191,22 @@ def test_a_bad_record_is_left_to_decode_event_and_the_rest_decoded(name: str, ki
     fast = check([good[0], bad, good[1], good[2]], kind=kind)
     assert fast[1] is None
     assert all(event is not None for i, event in enumerate(fast) if i != 1)
+
+
+def test_records_past_the_consumers_own_limits_are_left_to_decode_event(kind: str) -> None:
+    values = [raw(prediction(0)), raw(prediction(1, **{"data.x": _nested(5)}))]
+    shallow = raw(prediction(2, **{"data.x": _nested(1)}))
+    limits = {"max_bytes": len(values[0]) + 100, "max_depth": 6}
+    fast = (
+        wire_decoder(PREDICTION, **limits) if kind == "wire" else BatchDecoder(PREDICTION, **limits)
+    )
+    assert fast is not None
+    big = raw(prediction(3, **{"data.request_id": "x" * 200}))
+    got = fast.decode([*values, shallow, big])
+    assert got[0] is not None
+    assert got[2] is not None
+    assert got[1] is None, "nests 7 levels, over the consumer's 6"
+    assert got[3] is None, "over the consumer's size limit"
 
 
 def test_many_bad_records_in_one_batch(kind: str) -> None:

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlcp.runtime.platform import parse_platform_config
+from mlcp.policy.platform import parse_platform_config
+from mlcp.policy.target import DEFAULT_TARGET, LabelMismatch, Target
 from mlcp.runtime.settings import ConfigurationError
-from mlcp.runtime.target import DEFAULT_TARGET, LabelMismatch, Target
 
 pytestmark = pytest.mark.unit
 

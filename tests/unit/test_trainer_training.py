@@ -13,7 +13,7 @@ import pytest
 from mlcp.contracts import DatasetRef
 from mlcp.contracts.profile import ReferenceProfile
 from mlcp.examples.sklearn import BatchFile, write_batches
-from mlcp.runtime.target import Target
+from mlcp.policy.target import Target
 from mlcp.trainer import child
 from mlcp.trainer.batches import file_sha256, local_path
 from mlcp.trainer.training import JobSpec, StageError, quality_metrics, run_job
@@ -256,7 +256,7 @@ class Answers:
 
 def test_holdout_accuracy_uses_the_same_rule_as_the_monitor() -> None:
     """The offline accuracy a version is registered with and the live accuracy the monitor
-    judges it by are the same function of the same pairs (mlcp.runtime.target)."""
+    judges it by are the same function of the same pairs (mlcp.policy.target)."""
     import pandas as pd
 
     labels = pd.Series([1, 0, 1, 1])

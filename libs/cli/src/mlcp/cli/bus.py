@@ -89,7 +89,7 @@ AclFile = Annotated[
     typer.Option(
         "--acl-file",
         envvar="MLCP_ACL_FILE",
-        help="The ACL file (default: the one that ships with mlcp, mlcp/runtime/acls.yaml).",
+        help="The ACL file (default: the one that ships with mlcp, mlcp/policy/acls.yaml).",
     ),
 ]
 Prefix = Annotated[
@@ -98,7 +98,7 @@ Prefix = Annotated[
 
 
 def _policy(acl_file: Path | None):  # type: ignore[no-untyped-def]
-    from mlcp.runtime.acl import PolicyError, load_policy
+    from mlcp.policy.acl import PolicyError, load_policy
 
     try:
         return load_policy(acl_file)
@@ -120,8 +120,9 @@ def apply(
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
 ) -> None:
-    """Create the missing topics and make the ACLs of mlcp's topics and groups exactly what the
-    file grants (idempotent). ACLs on other resources are never touched."""
+    """Create the missing topics, set the configuration their event types need (the audit
+    checkpoints' retention) and make the ACLs of mlcp's topics and groups exactly what the file
+    grants (idempotent). ACLs on other resources are never touched."""
     from mlcp.runtime.bus import TopicLayout
     from mlcp.runtime.bus import apply as apply_policy
 
@@ -138,8 +139,8 @@ def apply(
         out.print(line, markup=False)
     verb = "would change" if dry_run else "changed"
     summary = (
-        f"{len(result.missing_topics)} topics, {len(result.add)} ACLs to add, "
-        f"{len(result.remove)} to remove"
+        f"{len(result.missing_topics)} topics, {len(result.configs)} topic configurations, "
+        f"{len(result.add)} ACLs to add, {len(result.remove)} to remove"
     )
     err.print("in step with the file: nothing to do" if result.empty else f"{verb}: {summary}")
 

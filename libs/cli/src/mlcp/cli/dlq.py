@@ -5,6 +5,11 @@ original key, bytes and headers, plus ``mlcp-dlq-*`` headers saying why. ``list`
 dead-letter topic from the beginning without joining a consumer group (nothing is committed,
 no group's offsets move); ``replay`` re-publishes the original record to its topic.
 
+A letter too large for its topic is *truncated* (``mlcp-dlq-truncated``): it keeps a prefix of
+the original bytes, their size and SHA-256, and where the original is. ``list`` marks it;
+``replay`` reads the original from its topic, partition and offset (while retention keeps it),
+checks its SHA-256, and replays that — or refuses, saying why.
+
 The Kafka clients and the settings are imported inside the functions: ``mlcp --help`` and the
 registry commands import this module and need none of them.
 """
@@ -15,6 +20,8 @@ import asyncio
 import base64
 import codecs
 import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import unicodedata
@@ -188,6 +195,30 @@ class Letter:
     def where(self) -> str:
         return f"{self.partition}@{self.offset}"
 
+    @property
+    def truncated(self) -> bool:
+        """The letter keeps only a prefix of the original value (it was too large for the DLQ)."""
+        return self.header("mlcp-dlq-truncated") is not None
+
+    @property
+    def original_bytes(self) -> int | None:
+        """Size of the original value (``mlcp-dlq-value-bytes``; older letters: unknown)."""
+        return _int(self.header("mlcp-dlq-value-bytes"))
+
+    @property
+    def sha256(self) -> str | None:
+        """Hex SHA-256 of the original value (``mlcp-dlq-sha256``; older letters: none)."""
+        return self.header("mlcp-dlq-sha256")
+
+    @property
+    def origin(self) -> tuple[str, int, int] | None:
+        """(topic, partition, offset) of the original record, when the headers say it."""
+        partition = _int(self.header("mlcp-dlq-partition"))
+        offset = _int(self.header("mlcp-dlq-offset"))
+        if self.source_topic is None or partition is None or offset is None:
+            return None
+        return self.source_topic, partition, offset
+
     def event(self) -> dict[str, str] | None:
         """The CloudEvents id and type when the original bytes are a JSON envelope."""
         try:
@@ -202,7 +233,12 @@ class Letter:
         return {"id": event_id, "type": event_type}
 
     def describe(self) -> str:
-        """The event's type and id, else a preview of the bytes; terminal-safe."""
+        """The event's type and id, else a preview of the bytes; terminal-safe. A truncated
+        letter says so first, with how much of the original it keeps."""
+        if self.truncated:
+            total = "?" if self.original_bytes is None else f"{self.original_bytes:,}"
+            kept = f"{len(self.value or b''):,}"
+            return f"TRUNCATED: {kept} of {total} B kept; {preview(self.value)}"
         event = self.event()
         if event is None:
             return preview(self.value)
@@ -228,10 +264,13 @@ class Letter:
             },
             "event": self.event(),
             "key": {"base64": _b64(self.key), "preview": preview(self.key)},
+            "truncated": self.truncated,
             "value": {
                 "base64": _b64(self.value),
                 "preview": preview(self.value),
                 "bytes": None if self.value is None else len(self.value),
+                "original_bytes": self.original_bytes,
+                "sha256": self.sha256,
             },
             "headers": [
                 {"name": k, "base64": _b64(v), "preview": preview(v)}
@@ -265,6 +304,55 @@ def resolve_topic(name: str, prefix: str) -> str:
         f"with prefix {prefix!r}; 'mlcp dlq list' shows them)",
         REFUSED,
     )
+
+
+def with_original(letter: Letter, original: Letter) -> Letter:
+    """``letter`` carrying the record it was truncated from (read back from its topic): the
+    original key, bytes and headers; refuses a record whose SHA-256 is not the letter's."""
+    digest = hashlib.sha256(original.value or b"").hexdigest()
+    if letter.sha256 is None or digest != letter.sha256:
+        topic, partition, offset = letter.origin or ("?", -1, -1)
+        raise DlqError(
+            f"{letter.dlq_topic} {letter.where} is truncated, and the record now at {topic} "
+            f"{partition}@{offset} is not its original (SHA-256 differs): not replayed",
+            REFUSED,
+        )
+    dlq_headers = tuple(
+        (k, v)
+        for k, v in letter.headers
+        if k.startswith(DLQ_HEADER_PREFIX) and k != "mlcp-dlq-truncated"
+    )
+    return dataclasses.replace(
+        letter,
+        key=original.key,
+        value=original.value,
+        headers=tuple(original.original_headers) + dlq_headers,
+    )
+
+
+async def untruncate(settings: Settings, letter: Letter, timeout: float) -> Letter:
+    """The truncated ``letter`` with its original record, read from where it was consumed;
+    refuses (REFUSED) when that offset can no longer be read."""
+    origin = letter.origin
+    kept = f"kept {len(letter.value or b''):,} of {letter.original_bytes or '?'} bytes"
+    if origin is None:
+        raise DlqError(
+            f"{letter.dlq_topic} {letter.where} is truncated ({kept}) and does not say where "
+            "its original is: not replayable",
+            REFUSED,
+        )
+    topic, partition, offset = origin
+    try:
+        original = await fetch_one(settings, topic, partition, offset, timeout)
+    except DlqError as exc:
+        if exc.exit_code != REFUSED:
+            raise
+        raise DlqError(
+            f"{letter.dlq_topic} {letter.where} is truncated ({kept}) and its original at "
+            f"{topic} {partition}@{offset} can no longer be read ({exc.message}): not replayable",
+            REFUSED,
+        ) from None
+    return with_original(letter, original)
 
 
 def replay_target(letter: Letter) -> str:
@@ -566,6 +654,11 @@ def dlq_list(
         out.print(summary_table)
         if total > len(letters):
             out.print(f"[dim]{total - len(letters)} older records not shown (--limit)[/]")
+        if cut := sum(1 for letter in letters if letter.truncated):
+            out.print(
+                f"{cut} truncated letter(s) shown: too large for their DLQ, they keep a prefix; "
+                "'replay' reads the original back from its topic while retention keeps it"
+            )
 
     _run(body)
 
@@ -577,8 +670,12 @@ REPLAY_HELP = (
     "otherwise it lands in the DLQ again. Replaying an event that was already applied is "
     "harmless: each consumer's inbox drops a CloudEvents id it has seen. Shows what it will "
     "send and asks first (--yes skips the question, --dry-run only shows)."
-    "\n\nExit 1 if the record does not exist or does not name its topic (mlcp-dlq-topic) or "
-    "the replay is not confirmed; 3 if Kafka is unreachable."
+    "\n\nA truncated letter (too large for its DLQ: it keeps a prefix) is replayed from its "
+    "original, read back from the topic, partition and offset it names and checked against its "
+    "SHA-256; once retention has deleted that record it cannot be replayed."
+    "\n\nExit 1 if the record does not exist or does not name its topic (mlcp-dlq-topic), if "
+    "a truncated letter's original can no longer be read, or if the replay is not confirmed; "
+    "3 if Kafka is unreachable."
 )
 
 
@@ -632,9 +729,14 @@ def dlq_replay(
                 return
         targets: list[str] = []
         replayable: list[Letter] = []
+        truncated: set[int] = set()
         for letter in letters:
             try:
-                targets.append(replay_target(letter))
+                target = replay_target(letter)
+                if letter.truncated:
+                    letter = asyncio.run(untruncate(settings, letter, timeout))
+                    truncated.add(len(replayable))
+                targets.append(target)
                 replayable.append(letter)
             except DlqError as exc:
                 if not replay_all:
@@ -646,12 +748,19 @@ def dlq_replay(
         letters = replayable
         for table in _tables(letters, "to replay"):
             out.print(table)
-        for letter, target in zip(letters, targets, strict=True):
+        for index, (letter, target) in enumerate(zip(letters, targets, strict=True)):
             names = ", ".join(k for k, _ in letter.original_headers) or "none"
+            origin = letter.origin
+            whence = (
+                f" (the letter was truncated: the original, read back from {origin[0]} "
+                f"{origin[1]}@{origin[2]})"
+                if index in truncated and origin is not None
+                else ""
+            )
             out.print(
                 Text(
                     f"{letter.dlq_topic} {letter.where} → {target}: key {preview(letter.key)}, "
-                    f"{len(letter.value or b'')} B, headers {safe_text(names, 120)}"
+                    f"{len(letter.value or b'')} B, headers {safe_text(names, 120)}{whence}"
                 )
             )
         if dry_run:

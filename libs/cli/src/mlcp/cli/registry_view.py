@@ -345,13 +345,28 @@ def audit(body: Mapping[str, Any]) -> RenderableType:
 
 
 def audit_verify(body: Mapping[str, Any]) -> RenderableType:
+    rows = scalar(body.get("rows_checked"))
+    checkpoint = body.get("checkpoint")
     if body.get("ok"):
-        return Text(f"audit log intact: {scalar(body.get('rows_checked'))} rows checked", "green")
-    return Text(
-        f"audit log BROKEN at seq {scalar(body.get('first_bad_seq'))}: "
-        f"{scalar(body.get('reason'))} ({scalar(body.get('rows_checked'))} rows before it hold)",
-        "bold red",
-    )
+        anchored = (
+            f", up to the checkpoint of row {scalar(checkpoint.get('seq'))} signed "
+            f"{when(checkpoint.get('signed_at'))}"
+            if isinstance(checkpoint, Mapping)
+            else ""
+        )
+        verdict = Text(f"audit log intact: {rows} rows checked{anchored}", "green")
+    else:
+        problem = body.get("problem")
+        what = f" ({scalar(problem)})" if problem else ""
+        verdict = Text(
+            f"audit log BROKEN at seq {scalar(body.get('first_bad_seq'))}{what}: "
+            f"{scalar(body.get('reason'))} ({rows} rows before it hold)",
+            "bold red",
+        )
+    warning = body.get("warning")
+    if not warning:
+        return verdict
+    return Group(verdict, Text(f"warning: {scalar(warning)}", "yellow"))
 
 
 def aliases_line(aliases: Mapping[str, Any]) -> str:

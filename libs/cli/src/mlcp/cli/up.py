@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -30,9 +31,28 @@ def default_config() -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def state_dir() -> Path:
+    """Where the local tools keep their state (``MLCP_STATE_DIR``, as the dev stack does)."""
+    return Path(os.environ.get("MLCP_STATE_DIR") or "~/.local/state/mlcp").expanduser()
+
+
+def dev_audit_key(base: dict[str, str]) -> dict[str, str]:
+    """The registry's audit keyring for local runs: the one configured, else a development
+    keyring in the state directory, created by the registry on first use (it says so)."""
+    configured = ("MLCP_AUDIT_KEY", "MLCP_AUDIT_KEY_FILE")
+    if any(base.get(name) or os.environ.get(name) for name in configured):
+        return {}
+    return {
+        "MLCP_AUDIT_KEY_FILE": str(state_dir() / "audit-keyring"),
+        "MLCP_AUDIT_KEY_CREATE": "true",
+    }
+
+
 def service_env(base: dict[str, str], name: str, port: int) -> dict[str, str]:
-    """A service's environment: the stack's addresses, its port, readable logs."""
-    return {**base, "MLCP_HTTP_PORT": str(port), "MLCP_LOG_FORMAT": "text"}
+    """A service's environment: the stack's addresses, its port, readable logs (and for the
+    registry its audit key)."""
+    env = {**base, "MLCP_HTTP_PORT": str(port), "MLCP_LOG_FORMAT": "text"}
+    return {**env, **dev_audit_key(base)} if name == "registry" else env
 
 
 async def wait_ready(ports: dict[str, int], timeout_s: float = 90.0) -> dict[str, bool]:

@@ -11,6 +11,7 @@ Example::
 
 from typing import Any
 
+from mlcp.contracts.audit import AuditCheckpointed
 from mlcp.contracts.base import Contract, EventData
 from mlcp.contracts.catalog import EVENT_TYPES, model_for
 from mlcp.contracts.codec import MAX_EVENT_BYTES, decode_event, describe_errors, encode_event
@@ -31,6 +32,7 @@ from mlcp.contracts.errors import (
     InvalidData,
     InvalidEnvelope,
     InvalidJson,
+    NestingTooDeep,
     PayloadTooLarge,
     TypeMismatch,
     UnknownEventType,
@@ -51,6 +53,7 @@ from mlcp.contracts.monitoring import (
     FeatureDrift,
     ModelDegraded,
 )
+from mlcp.contracts.nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mlcp.contracts.profile import (
     CategoricalProfile,
     NumericProfile,
@@ -58,7 +61,7 @@ from mlcp.contracts.profile import (
     ReferenceProfile,
 )
 from mlcp.contracts.registry import ModelPromoted, ModelRolledBack, ModelVersionRegistered
-from mlcp.contracts.topics import ALL_TOPICS, dlq_topic
+from mlcp.contracts.topics import ALL_TOPICS, dlq_topic, topic_config
 from mlcp.contracts.training import RunFailed, RunFinished, RunStarted, TrainingRequested
 
 
@@ -74,10 +77,12 @@ __all__ = [
     "ALL_TOPICS",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
+    "MAX_JSON_DEPTH",
     "ApprovalGranted",
     "ApprovalRejected",
     "ApprovalRequested",
     "ArtifactRef",
+    "AuditCheckpointed",
     "Baseline",
     "BatchRef",
     "CanaryHealthy",
@@ -105,6 +110,7 @@ __all__ = [
     "ModelPromoted",
     "ModelRolledBack",
     "ModelVersionRegistered",
+    "NestingTooDeep",
     "NumericProfile",
     "PayloadTooLarge",
     "PredictionLogged",
@@ -124,5 +130,7 @@ __all__ = [
     "envelope_of",
     "json_schemas",
     "model_for",
+    "nesting_exceeds",
     "new_event",
+    "topic_config",
 ]

@@ -1,5 +1,6 @@
 """The event catalog: every CloudEvents type (= topic) and the model of its ``data``."""
 
+from mlcp.contracts.audit import AuditCheckpointed
 from mlcp.contracts.base import EventData
 from mlcp.contracts.data import DataArrived
 from mlcp.contracts.gate import (
@@ -38,6 +39,7 @@ _MODELS: tuple[type[EventData], ...] = (
     DriftDetected,
     ModelDegraded,
     CanaryHealthy,
+    AuditCheckpointed,
 )
 
 EVENT_TYPES: dict[str, type[EventData]] = {model.TYPE: model for model in _MODELS}

@@ -11,14 +11,19 @@ from mlcp.contracts.errors import (
     InvalidData,
     InvalidEnvelope,
     InvalidJson,
+    NestingTooDeep,
     PayloadTooLarge,
     TypeMismatch,
     UnknownEventType,
 )
+from mlcp.contracts.nesting import MAX_JSON_DEPTH, nesting_exceeds
 
 MAX_EVENT_BYTES = 1024 * 1024
 """Largest encoded event (1 MiB), just under Kafka's default max.message.bytes."""
 MAX_REPORTED_ERRORS = 3
+MAX_DESCRIBED_ERRORS = 1000
+"""Beyond this many validation errors they are counted, not listed: pydantic builds each listed
+error for ~10 µs, and a 1 MiB array of bad items holds half a million of them."""
 
 _OPTIONAL_ATTRIBUTES = ("subject", "correlationid", "causationid")
 _REQUIRED_ON_WIRE = ("id", "time")
@@ -51,6 +56,9 @@ def _parse(raw: bytes) -> dict[str, Any]:
         raise InvalidJson(f"record is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:
         raise InvalidJson(f"record is not JSON: {exc}") from None
+    except RecursionError:
+        # Only when the depth limit was set near the interpreter's own (or the stack was deep).
+        raise NestingTooDeep("record nests too deep to parse") from None
     if not isinstance(obj, dict):
         raise InvalidJson(f"record is a JSON {type(obj).__name__}, not an object") from None
     return obj
@@ -62,26 +70,52 @@ def _short(value: Any) -> str:
 
 
 def describe_errors(exc: ValidationError, *, limit: int = MAX_REPORTED_ERRORS) -> str:
-    """One line naming each failing field: ``data.rows: Input should be ≥ 0 (got -1)``."""
-    parts: list[str] = []
+    """One line naming each failing field: ``data.rows: Input should be ≥ 0 (got -1)``.
+
+    More than MAX_DESCRIBED_ERRORS errors are only counted (listing them costs seconds).
+    """
+    count = exc.error_count()
+    if count > MAX_DESCRIBED_ERRORS:
+        return f"{count} errors, too many to list"
+    parts: dict[str, None] = {}  # ordered and O(1) to test: an error list can be long
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"]) or "(event)"
         line = f"{loc}: {err['msg']}"
         if err["type"] != "missing" and isinstance(err["input"], str | int | float | bool):
             line += f" (got {_short(err['input'])})"
-        if line not in parts:
-            parts.append(line)
-    shown = "; ".join(parts[:limit])
+        parts[line] = None
+    shown = "; ".join(list(parts)[:limit])
     return shown + (f" (+{len(parts) - limit} more)" if len(parts) > limit else "")
 
 
-def decode_event(raw: bytes, *, expected_type: str | None = None) -> CloudEvent[Any]:
+def _largest_fields(data: Any, *, at_least: int = MAX_DESCRIBED_ERRORS) -> str:
+    """``; data.x holds 400000 items`` for the (up to 3) largest containers in ``data``."""
+    if not isinstance(data, dict):
+        return ""
+    sizes = sorted(
+        ((len(value), name) for name, value in data.items() if isinstance(value, list | dict)),
+        reverse=True,
+    )
+    big = [f"data.{str(name)[:40]} holds {n} items" for n, name in sizes[:3] if n >= at_least]
+    return "; " + ", ".join(big) if big else ""
+
+
+def decode_event(
+    raw: bytes,
+    *,
+    expected_type: str | None = None,
+    max_bytes: int = MAX_EVENT_BYTES,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> CloudEvent[Any]:
     """Parse and validate one record; ``event.data`` is the model of the event's type.
 
+    Refuses, before parsing, a record over ``max_bytes`` or nested deeper than ``max_depth``.
     Raises a ContractError subclass whose ``reason`` says what is wrong.
     """
-    if len(raw) > MAX_EVENT_BYTES:
-        raise PayloadTooLarge(f"record is {len(raw)} bytes, over the {MAX_EVENT_BYTES} limit")
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"record is {len(raw)} bytes, over the {max_bytes} limit")
+    if nesting_exceeds(raw, max_depth):
+        raise NestingTooDeep(f"record nests deeper than {max_depth} levels")
     obj = _parse(raw)
     event_id = obj.get("id") if isinstance(obj.get("id"), str) else None
     event_type = obj.get("type")
@@ -115,6 +149,14 @@ def decode_event(raw: bytes, *, expected_type: str | None = None) -> CloudEvent[
     try:
         return envelope_of(model).model_validate(obj)
     except ValidationError as exc:
+        if exc.error_count() > MAX_DESCRIBED_ERRORS:
+            # Only a container can fail that often, and the envelope's attributes are scalars.
+            raise InvalidData(
+                f"invalid data of {event_type}: {describe_errors(exc)}"
+                + _largest_fields(obj.get("data")),
+                event_type=event_type,
+                event_id=event_id,
+            ) from None
         data_errors = all(err["loc"][:1] == ("data",) for err in exc.errors())
         missing_data = any(
             err["loc"] == ("data",) and err["type"] == "missing" for err in exc.errors()

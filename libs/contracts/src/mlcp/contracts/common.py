@@ -51,7 +51,9 @@ class FeatureSpec(Contract):
     'category', 'datetime64[ns]' …). A change of any name or dtype is a major version bump."""
 
 
-FeatureSchema = Annotated[tuple[FeatureSpec, ...], Field(min_length=1, max_length=MAX_FEATURES)]
+FeatureSchema = Annotated[
+    tuple[FeatureSpec, ...], Field(min_length=1, max_length=MAX_FEATURES, fail_fast=True)
+]
 """The ordered input columns of a model; names are unique."""
 
 
@@ -104,7 +106,9 @@ class DatasetRef(Contract):
     """The exact data a run was trained on: which batches of which dataset."""
 
     dataset: DatasetName
-    batch_ids: Annotated[tuple[Token, ...], Field(min_length=1, max_length=MAX_BATCH_IDS)]
+    batch_ids: Annotated[
+        tuple[Token, ...], Field(min_length=1, max_length=MAX_BATCH_IDS, fail_fast=True)
+    ]
     """DataArrived.batch_id of every batch used, in ledger order."""
     sha256: Annotated[
         Sha256Hex,

@@ -48,6 +48,12 @@ class InvalidData(ContractError):
 
 
 class PayloadTooLarge(ContractError):
-    """The encoded event is larger than MAX_EVENT_BYTES."""
+    """The encoded event is larger than MAX_EVENT_BYTES (or the consumer's lower limit)."""
 
     reason = "too_large"
+
+
+class NestingTooDeep(ContractError):
+    """The JSON nests objects/arrays deeper than the decoder's limit (MAX_JSON_DEPTH)."""
+
+    reason = "too_deep"

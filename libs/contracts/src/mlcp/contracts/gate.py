@@ -21,7 +21,7 @@ from mlcp.contracts.types import (
     UtcDatetime,
 )
 
-EvidenceList = Annotated[tuple[Evidence, ...], Field(max_length=MAX_EVIDENCE)]
+EvidenceList = Annotated[tuple[Evidence, ...], Field(max_length=MAX_EVIDENCE, fail_fast=True)]
 
 
 class CheckPassed(EventData):
@@ -70,7 +70,9 @@ class GatePassed(EventData):
 
     model: ModelName
     version: SemVer
-    stages: Annotated[tuple[StageName, ...], Field(min_length=1, max_length=MAX_STAGES)]
+    stages: Annotated[
+        tuple[StageName, ...], Field(min_length=1, max_length=MAX_STAGES, fail_fast=True)
+    ]
     """The stages passed, in the order they passed."""
 
     @model_validator(mode="after")

@@ -50,7 +50,9 @@ class DriftDetected(EventData):
     version: SemVer
     alias: AliasName | None = None
     """Alias whose traffic was analysed (usually 'production')."""
-    features: Annotated[tuple[FeatureDrift, ...], Field(min_length=1, max_length=2 * MAX_FEATURES)]
+    features: Annotated[
+        tuple[FeatureDrift, ...], Field(min_length=1, max_length=2 * MAX_FEATURES, fail_fast=True)
+    ]
     """Every test run in the window (drifted or not); one per (feature, method)."""
     window: Window
     share_drifted: Ratio
@@ -66,7 +68,9 @@ class DriftDetected(EventData):
         return self
 
 
-EvidenceList = Annotated[tuple[Evidence, ...], Field(min_length=1, max_length=MAX_EVIDENCE)]
+EvidenceList = Annotated[
+    tuple[Evidence, ...], Field(min_length=1, max_length=MAX_EVIDENCE, fail_fast=True)
+]
 
 
 class ModelDegraded(EventData):
@@ -103,7 +107,7 @@ class CanaryHealthy(EventData):
     version: SemVer
     alias: AliasName = "canary"
     window: Window
-    evidence: Annotated[tuple[Evidence, ...], Field(max_length=MAX_EVIDENCE)] = ()
+    evidence: Annotated[tuple[Evidence, ...], Field(max_length=MAX_EVIDENCE, fail_fast=True)] = ()
     """The measurements against each limit."""
     baseline_version: SemVer | None = None
     """Production version compared against, if any."""

@@ -53,13 +53,15 @@ class NumericProfile(Contract):
     max: FiniteFloat | None = None
     mean: FiniteFloat | None = None
     std: FiniteFloat | None = None
-    bin_edges: Annotated[tuple[FiniteFloat, ...], Field(max_length=MAX_BINS + 1)] = ()
+    bin_edges: Annotated[
+        tuple[FiniteFloat, ...], Field(max_length=MAX_BINS + 1, fail_fast=True)
+    ] = ()
     """Strictly increasing histogram edges (bins + 1 of them); empty only when count is 0."""
-    bin_proportions: Annotated[tuple[Ratio, ...], Field(max_length=MAX_BINS)] = ()
+    bin_proportions: Annotated[tuple[Ratio, ...], Field(max_length=MAX_BINS, fail_fast=True)] = ()
     """Share of reference values in each bin; one per bin, summing to 1."""
-    quantiles: Annotated[tuple[Quantile, ...], Field(max_length=MAX_QUANTILES)] = ()
+    quantiles: Annotated[tuple[Quantile, ...], Field(max_length=MAX_QUANTILES, fail_fast=True)] = ()
     """Optional quantiles, increasing in q and value."""
-    sample: Annotated[tuple[FiniteFloat, ...], Field(max_length=MAX_SAMPLE)] = ()
+    sample: Annotated[tuple[FiniteFloat, ...], Field(max_length=MAX_SAMPLE, fail_fast=True)] = ()
     """A uniform random sample of reference values, for the two-sample KS test."""
 
     @model_validator(mode="after")

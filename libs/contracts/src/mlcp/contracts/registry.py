@@ -74,7 +74,9 @@ class ModelVersionRegistered(EventData):
     reference_profile: ReferenceProfile
     feature_schema: FeatureSchema
     label: FeatureName | None = None
-    datasets: Annotated[tuple[DatasetRef, ...], Field(min_length=1, max_length=MAX_DATASETS)]
+    datasets: Annotated[
+        tuple[DatasetRef, ...], Field(min_length=1, max_length=MAX_DATASETS, fail_fast=True)
+    ]
     code_version: ShortToken | None = None
 
     @model_validator(mode="after")

@@ -20,6 +20,7 @@ FEEDBACK_RECEIVED = "mlcp.feedback.received.v1"
 DRIFT_DETECTED = "mlcp.drift.detected.v1"
 MODEL_DEGRADED = "mlcp.model.degraded.v1"
 CANARY_HEALTHY = "mlcp.canary.healthy.v1"
+AUDIT_CHECKPOINTED = "mlcp.audit.checkpointed.v1"
 
 ALL_TOPICS: tuple[str, ...] = (
     DATA_ARRIVED,
@@ -42,8 +43,26 @@ ALL_TOPICS: tuple[str, ...] = (
     DRIFT_DETECTED,
     MODEL_DEGRADED,
     CANARY_HEALTHY,
+    AUDIT_CHECKPOINTED,
 )
 """Every event topic of the catalog, in lifecycle order (dead-letter topics excluded)."""
+
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {
+    # The signed heads of the registry's audit chain are its anchor outside the database: kept
+    # for ever, never compacted (a re-sent older checkpoint must not replace a newer one).
+    AUDIT_CHECKPOINTED: {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
+}
+"""Topic-level settings a topic needs beyond the broker's defaults: ``mlcp bus apply`` creates
+the topic with them and sets them back when they differ (the one place they are defined)."""
+
+
+def topic_config(topic: str) -> dict[str, str]:
+    """The settings ``topic`` (an event type behind any topic prefix) must have."""
+    for event_type, config in TOPIC_CONFIGS.items():
+        if topic.endswith(event_type):
+            return dict(config)
+    return {}
+
 
 DLQ_SUFFIX = ".dlq"
 

@@ -53,7 +53,9 @@ class TrainingRequested(EventData):
     """New rows in the ledger since the model's last run (required for data_threshold)."""
     threshold: Count | None = None
     """The model's retrain threshold in rows (required for data_threshold)."""
-    trigger_event_ids: Annotated[tuple[Token, ...], Field(max_length=MAX_TRIGGERS)] = ()
+    trigger_event_ids: Annotated[
+        tuple[Token, ...], Field(max_length=MAX_TRIGGERS, fail_fast=True)
+    ] = ()
     """CloudEvents ids of the events that led to this request (DataArrived, DriftDetected)."""
     requested_by: Principal | None = None
     """Who asked, for manual requests."""
@@ -98,7 +100,9 @@ class RunFinished(EventData):
     """Holdout metrics of the candidate: accuracy, latency_p95_ms …"""
     baseline: Baseline | None
     """Current production version scored on the same holdout; null when there is none."""
-    datasets: Annotated[tuple[DatasetRef, ...], Field(min_length=1, max_length=MAX_DATASETS)]
+    datasets: Annotated[
+        tuple[DatasetRef, ...], Field(min_length=1, max_length=MAX_DATASETS, fail_fast=True)
+    ]
     """Training data lineage."""
     feature_schema: FeatureSchema
     label: FeatureName | None = None

@@ -38,6 +38,7 @@ from pydantic import AwareDatetime, BaseModel, TypeAdapter, ValidationError
 from mlcp.contracts.codec import MAX_EVENT_BYTES
 from mlcp.contracts.envelope import CloudEvent
 from mlcp.contracts.inference import FeedbackReceived, PredictionLogged
+from mlcp.contracts.nesting import MAX_JSON_DEPTH, nesting_exceeds
 from mlcp.contracts.types import (
     MAX_FEATURES,
     MAX_ID_LENGTH,
@@ -105,11 +106,13 @@ _ID_HINT = re.compile(rb'"id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,256})"')
 """``"id": "<printable ASCII without quote or backslash>"``: ids that need escapes get no hint."""
 
 
-def _raw_twin(cls: type[Any], name: str, **overrides: Any) -> Any:
+def _raw_twin(cls: type[Any], name: str, *, closed: bool = False, **overrides: Any) -> Any:
     """A subclass of ``cls`` with the ``overrides`` field types: the concrete ``data`` of an
     envelope, the one ``type`` accepted, instants decoded as str (parsed afterwards by
-    pydantic, in place) — the objects remain instances of ``cls``."""
-    return msgspec.defstruct(name, list(overrides.items()), bases=(cls,), gc=False)
+    pydantic, in place) — the objects remain instances of ``cls``. ``closed``: a member the
+    struct does not declare is an error."""
+    fields = list(overrides.items())
+    return msgspec.defstruct(name, fields, bases=(cls,), gc=False, forbid_unknown_fields=closed)
 
 
 def _adapter(model: type[BaseModel], name: str) -> TypeAdapter[Any]:
@@ -168,20 +171,37 @@ _FEATURE_NAMES: TypeAdapter[list[FeatureName]] = TypeAdapter(list[FeatureName])
 class WireDecoder:
     """Decodes the records of one high-volume event type; see the module's docstring."""
 
-    def __init__(self, model: type[PredictionLogged] | type[FeedbackReceived]) -> None:
+    def __init__(
+        self,
+        model: type[PredictionLogged] | type[FeedbackReceived],
+        *,
+        max_bytes: int = MAX_EVENT_BYTES,
+        max_depth: int = MAX_JSON_DEPTH,
+    ) -> None:
         self.event_type = model.TYPE
         self._model = model
+        # decode_event's limits: a record past them is left to it, to be refused with a reason.
+        self._max_bytes = max_bytes
+        self._max_depth = max_depth
         wire: type[Any] = _WIRE_OF[model]
         self._event = _raw_twin(WireEvent, f"{model.__name__}Event", data=wire)
-        raw_data = _raw_twin(wire, f"_Raw{wire.__name__}", ts=str)
-        raw_event = _raw_twin(
-            self._event,
-            f"_Raw{model.__name__}Event",
-            type=Literal[model.TYPE],  # another type is TypeMismatch: decode_event's to tell
-            time=str,
-            data=raw_data,
-        )
-        self._decoder = msgspec.json.Decoder(raw_event)
+        decoders = []
+        for closed in (True, False):
+            raw_data = _raw_twin(wire, f"_Raw{wire.__name__}", closed=closed, ts=str)
+            raw_event = _raw_twin(
+                self._event,
+                f"_Raw{model.__name__}Event",
+                closed=closed,
+                type=Literal[model.TYPE],  # another type is TypeMismatch: decode_event's to tell
+                time=str,
+                data=raw_data,
+            )
+            decoders.append(msgspec.json.Decoder(raw_event))
+        # Closed: a record with no member the structs do not declare nests 3 levels at most
+        # (envelope, data, features of scalars), within any depth limit, so it needs no depth
+        # check; one with other members (extension attributes, future fields) is measured,
+        # then decoded by the open structs, which skip those members.
+        self._closed, self._open = decoders
         envelope: Any = CloudEvent
         self._source = _adapter(envelope, "source").validate_python
         self._subject = _adapter(envelope, "subject").validate_python
@@ -196,15 +216,24 @@ class WireDecoder:
         out: list[Any] = [None] * len(values)
         events: list[Any] = []
         where: list[int] = []
-        decode, known, verdicts = self._decoder.decode, self._known, self._known.verdicts
+        closed, decode = self._closed.decode, self._open.decode
+        known, verdicts = self._known, self._known.verdicts
         prediction = self._model is PredictionLogged
+        max_bytes, max_depth = self._max_bytes, self._max_depth
         for i, raw in enumerate(values):
-            if not raw or len(raw) > MAX_EVENT_BYTES:
+            if not raw or len(raw) > max_bytes:
                 continue
             try:
-                event = decode(raw)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                continue
+                event = closed(raw)  # the usual record: no depth check needed (see __init__)
+            except Exception:
+                # Other members (or a bad record): decode_event's depth rule first, so that a
+                # deep member the open structs would skip is refused as decode_event does.
+                if nesting_exceeds(raw, max_depth):
+                    continue
+                try:
+                    event = decode(raw)
+                except Exception:  # anything the bytes provoke is decode_event's to name
+                    continue
             data = event.data
             key: tuple[Any, ...]
             # The values that repeat from event to event, validated once per distinct set.
@@ -303,9 +332,12 @@ _WIRE_OF: dict[type[BaseModel], type[Any]] = {
 }
 
 
-def wire_decoder(event_type: str) -> WireDecoder | None:
-    """The fast decoder of ``event_type``, or None for the types that have none."""
+def wire_decoder(
+    event_type: str, *, max_bytes: int = MAX_EVENT_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> WireDecoder | None:
+    """The fast decoder of ``event_type`` (with decode_event's limits), or None for the types
+    that have none."""
     for model in _WIRE_OF:
         if getattr(model, "TYPE", None) == event_type:
-            return WireDecoder(model)  # type: ignore[arg-type]
+            return WireDecoder(model, max_bytes=max_bytes, max_depth=max_depth)  # type: ignore[arg-type]
     return None

@@ -1,6 +1,6 @@
 """The dev stack's bus identities: one SCRAM password per principal and a TLS certificate.
 
-Every principal of the ACL file (``mlcp/runtime/acls.yaml``) gets a random password in
+Every principal of the ACL file (``mlcp/policy/acls.yaml``) gets a random password in
 ``<state>/devstack/kafka/credentials/<principal>`` (directory 0700, files 0600): a process of
 this user reads the file it is pointed at (``MLCP_KAFKA_PASSWORD_FILE``), nobody else can.
 The broker's TLS listener uses a certificate for 127.0.0.1 / localhost signed by a CA made here
@@ -32,14 +32,14 @@ CONTROLLER_USER = "controller"  # the KRaft controller listener's own (SASL/PLAI
 
 def principals() -> list[str]:
     """Every principal of the ACL file that ships with mlcp (the admin first)."""
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
 
     policy = load_policy()
     return [policy.admin, *(name for name in policy.principals if name != policy.admin)]
 
 
 def admin_principal() -> str:
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
 
     return load_policy().admin
 
@@ -200,7 +200,7 @@ def secure_bus(s: Settings, progress: Callable[[str], None], *, timeout: float =
 async def _secure_bus(s: Settings, progress: Callable[[str], None], timeout: float) -> None:
     from aiokafka.errors import KafkaError
 
-    from mlcp.runtime.acl import load_policy
+    from mlcp.policy.acl import load_policy
     from mlcp.runtime.bus import apply, set_passwords
 
     passwords = ensure_credentials(s)
@@ -236,6 +236,7 @@ async def _secure_bus(s: Settings, progress: Callable[[str], None], timeout: flo
     )
     if not result.empty:
         progress(
-            f"bus: {len(result.missing_topics)} topics created, {len(result.add)} ACLs added, "
-            f"{len(result.remove)} removed (mlcp/runtime/acls.yaml)"
+            f"bus: {len(result.missing_topics)} topics created, {len(result.configs)} topic "
+            f"configurations set, {len(result.add)} ACLs added, {len(result.remove)} removed "
+            "(mlcp/policy/acls.yaml)"
         )

@@ -4,13 +4,20 @@ One Kafka batch → its contract-valid, not-yet-applied events → ONE handler c
 transaction with ONE bulk inbox insert, then the offsets of the whole batch are settled. The
 per-record consumer pays a transaction per event; this pays one per batch.
 
-Failure handling keeps the per-record guarantees:
-* an invalid record goes to the DLQ on its own; the rest of the batch is applied;
-* events the handler refuses (:class:`~mlcp.runtime.consumer.Refused`) go to the DLQ at once
-  with its reason, and the batch is applied again without them (no retries, no backoff);
-* a handler that keeps failing on the batch is retried with backoff, then the batch is applied
-  one event at a time, so only the events that still fail go to the DLQ;
-* PostgreSQL or Kafka unreachable → the whole batch is read again after a backoff.
+Failure handling keeps the per-record guarantees — one poison record never holds back the rest
+of its batch, nor the other partitions the batch spans:
+* an invalid record (anything its decoding raises), or an event whose source is not its topic's
+  owner, goes to the DLQ on its own; the rest of the batch is applied;
+* events the handler refuses (:class:`~mlcp.runtime.consumer.Refused`) go to the DLQ with its
+  reason, and the batch is applied again without them (no retries, no backoff);
+* a handler that keeps failing on the batch is retried with backoff, then the batch is bisected:
+  halves are applied, a failing half is split again (first half first, so the batch's order is
+  kept), until the events that fail alone are found — those go to the DLQ, the others are
+  applied once. k bad events among n cost about 2·k·log2(n) transactions, not n;
+* the dead letters of a batch are written together, each source record once even when the
+  batch is read again (mlcp.runtime.dlq claims their positions);
+* PostgreSQL or Kafka unreachable → the whole batch is read again after a backoff; what it
+  already applied is then dropped by the inbox, what it dead-lettered is not written again.
 
 Decoding is batched too (:class:`BatchDecoder`): the records are parsed by pydantic-core's JSON
 parser and validated against the contract in ONE pydantic call for the whole batch, instead of
@@ -38,14 +45,23 @@ from pydantic import TypeAdapter, ValidationError
 from mlcp.contracts import (
     EVENT_TYPES,
     MAX_EVENT_BYTES,
+    MAX_JSON_DEPTH,
     CloudEvent,
-    ContractError,
-    decode_event,
     envelope_of,
+    nesting_exceeds,
 )
+from mlcp.contracts.codec import MAX_DESCRIBED_ERRORS
 from mlcp.contracts.wire import WireDecoder, wire_decoder
 from mlcp.runtime import inbox
-from mlcp.runtime.consumer import INFRA_ERRORS, DurableConsumer, Outcome, Refused, Tx
+from mlcp.runtime.consumer import (
+    INFRA_ERRORS,
+    DurableConsumer,
+    Outcome,
+    Poison,
+    Refused,
+    Tx,
+    poison_reason,
+)
 from mlcp.runtime.dlq import UNEXPECTED_SOURCE
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.telemetry import cause_traces, record_traceparent
@@ -97,21 +113,30 @@ class BatchDecoder:
     also refuse another ``type``.
     """
 
-    def __init__(self, event_type: str) -> None:
+    def __init__(
+        self,
+        event_type: str,
+        *,
+        max_bytes: int = MAX_EVENT_BYTES,
+        max_depth: int = MAX_JSON_DEPTH,
+    ) -> None:
         self.event_type = event_type
         envelope: Any = envelope_of(EVENT_TYPES[event_type])
         self._many: TypeAdapter[list[CloudEvent[Any]]] = TypeAdapter(list[envelope])
+        self._max_bytes = max_bytes
+        self._max_depth = max_depth
 
     def decode(self, values: Sequence[bytes | None]) -> list[CloudEvent[Any] | None]:
         out: list[CloudEvent[Any] | None] = [None] * len(values)
         objects: list[dict[str, Any]] = []
         where: list[int] = []
+        max_bytes, max_depth = self._max_bytes, self._max_depth
         for i, raw in enumerate(values):
-            if not raw or len(raw) > MAX_EVENT_BYTES:
+            if not raw or len(raw) > max_bytes or nesting_exceeds(raw, max_depth):
                 continue
             try:
                 obj = pydantic_core.from_json(raw, allow_inf_nan=False)
-            except ValueError:
+            except Exception:  # anything the bytes provoke is decode_event's to name
                 continue
             # The envelope model defaults id and time for new events; the wire must carry them.
             if (
@@ -130,6 +155,8 @@ class BatchDecoder:
             try:
                 events = self._many.validate_python(objects)
             except ValidationError as exc:
+                if exc.error_count() > MAX_DESCRIBED_ERRORS:
+                    break  # listing them would cost seconds: every record to decode_event
                 bad = {err["loc"][0] for err in exc.errors(include_url=False) if err["loc"]}
                 keep = [k for k in range(len(objects)) if k not in bad]
                 if len(keep) == len(objects):
@@ -145,14 +172,6 @@ class BatchDecoder:
     def adopt(self, event: CloudEvent[Any]) -> CloudEvent[Any]:
         """The form handlers get of an event ``decode_event`` decoded: the same."""
         return event
-
-
-class _Abandon(Exception):
-    """Roll the batch's transaction back and answer ``outcome``."""
-
-    def __init__(self, outcome: Outcome) -> None:
-        super().__init__(outcome.value)
-        self.outcome = outcome
 
 
 def _traces(records_by_id: dict[str, Any]) -> dict[str, str]:
@@ -171,10 +190,14 @@ class BatchConsumer(DurableConsumer):
         super().__init__(**kwargs)
         self.event_type = event_type
         self._batch_handler = handler
+        limits = {
+            "max_bytes": self._settings.max_record_bytes,
+            "max_depth": self._settings.max_json_depth,
+        }
         # The high-volume types have a faster, contract-equivalent decoder (mlcp.contracts.wire).
-        self._decoder: BatchDecoder | WireDecoder = wire_decoder(event_type) or BatchDecoder(
-            event_type
-        )
+        self._decoder: BatchDecoder | WireDecoder = wire_decoder(
+            event_type, **limits
+        ) or BatchDecoder(event_type, **limits)
 
     @property
     def topics(self) -> list[str]:
@@ -184,40 +207,51 @@ class BatchConsumer(DurableConsumer):
         """Apply one batch; RETRY_LATER means "read the whole batch again"."""
         started = time.perf_counter()
         values = [record.value for record in records]
+        poison: list[Poison] = []
         if isinstance(self._decoder, WireDecoder):
-            return await self._claim_ahead(records, values, self._decoder, started)
-        decoded = await self._decode(records, values)
-        if isinstance(decoded, Outcome):
-            return decoded
-        events, records_by_id = decoded
-        if not events:
-            return Outcome.APPLIED
-        with cause_traces(_traces(records_by_id)):
-            return await self._apply_with_retries(events, records_by_id, started)
+            outcome = await self._claim_ahead(records, values, self._decoder, started, poison)
+        else:
+            events, records_by_id = self._decode(records, values, poison)
+            outcome = Outcome.APPLIED
+            if events:
+                with cause_traces(_traces(records_by_id)):
+                    outcome = await self._apply_with_retries(events, records_by_id, started, poison)
+        if outcome is Outcome.RETRY_LATER or not poison:
+            return outcome
+        if await self._dead_letter_many(poison) is Outcome.RETRY_LATER:
+            return Outcome.RETRY_LATER
+        return Outcome.APPLIED
 
-    async def _decode(
-        self, records: Sequence[Any], values: list[bytes | None]
-    ) -> tuple[list[Any], dict[str, Any]] | Outcome:
-        """The batch's valid events, each once, with their records; bad records dead-lettered
-        (RETRY_LATER when the dead-letter topic cannot be written)."""
+    def _decode(
+        self, records: Sequence[Any], values: list[bytes | None], poison: list[Poison]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The batch's valid events, each once, with their records; the records that cannot be
+        decoded (whatever their decoding raises), and the events whose source is not their
+        topic's owner (``unexpected_source``), are added to ``poison``."""
         event_type = self.event_type
         events: list[Any] = []
         records_by_id: dict[str, Any] = {}
-        decoded = self._decoder.decode(values)
+        decoded: Sequence[Any]
+        try:
+            decoded = self._decoder.decode(values)
+        except Exception as exc:  # the fast path must not stop the batch: decode_event decides
+            self._log.warning(
+                ("fast decode failed", event_type, type(exc)),
+                "batch decoding of %s failed (%s: %s); decoding its records one by one",
+                event_type,
+                type(exc).__name__,
+                exc,
+            )
+            decoded = [None] * len(values)
         for record, fast in zip(records, decoded, strict=True):
             try:
-                event = fast or self._decoder.adopt(
-                    decode_event(record.value or b"", expected_type=event_type)
-                )
-            except ContractError as exc:
-                outcome = await self._dead_letter(record, exc.reason, str(exc), attempts=0)
-                if outcome is Outcome.RETRY_LATER:
-                    return outcome
+                event = fast or self._decoder.adopt(self.decode_one(record.value, event_type))
+            except Exception as exc:
+                reason, error = poison_reason(exc)
+                poison.append((record, reason, error, 0))
                 continue
             if (refused := self.refused_source(event_type, event.source)) is not None:
-                outcome = await self._dead_letter(record, UNEXPECTED_SOURCE, refused, attempts=0)
-                if outcome is Outcome.RETRY_LATER:
-                    return outcome
+                poison.append((record, UNEXPECTED_SOURCE, refused, 0))
                 continue
             if event.id not in records_by_id:  # the same event twice in one batch
                 records_by_id[event.id] = record
@@ -230,6 +264,7 @@ class BatchConsumer(DurableConsumer):
         values: list[bytes | None],
         decoder: WireDecoder,
         started: float,
+        poison: list[Poison],
     ) -> Outcome:
         """The first attempt at a high-volume batch, pipelined: the ids (cheap to find) are
         claimed in the inbox while the records are decoded, so that PostgreSQL inserts the
@@ -238,20 +273,18 @@ class BatchConsumer(DurableConsumer):
         (after a handler failure) take the plain path."""
         topic, name = self.topics[0], self.inbox_name(self.event_type)
         ahead = list(dict.fromkeys(i for i in decoder.ids(values) if i is not None))
-        decoded: tuple[list[Any], dict[str, Any]] | Outcome = Outcome.RETRY_LATER
+        decoded: tuple[list[Any], dict[str, Any]] | None = None
         try:
             async with self._pool().acquire() as conn, conn.transaction():
                 claim = asyncio.ensure_future(inbox.claim_many(conn, name, ahead))
                 try:
                     await asyncio.sleep(0)  # the INSERT leaves for PostgreSQL; decode meanwhile
-                    decoded = await self._decode(records, values)
+                    decoded = self._decode(records, values, poison)
                 finally:
                     # The connection serves one statement at a time: the claim must end first.
                     fresh = (await asyncio.gather(claim, return_exceptions=True))[0]
                 if isinstance(fresh, BaseException):
                     raise fresh
-                if isinstance(decoded, Outcome):
-                    raise _Abandon(decoded)
                 events, records_by_id = decoded
                 valid = set(records_by_id)
                 claimed = set(ahead)
@@ -266,33 +299,41 @@ class BatchConsumer(DurableConsumer):
                     with cause_traces(_traces(records_by_id)):
                         await self._batch_handler(new_events, tx)
             self.committed(tx)
-        except _Abandon as abandon:
-            return abandon.outcome
         except INFRA_ERRORS as exc:
             return await self._back_off(topic, exc)
         except Refused as refusal:
-            if isinstance(decoded, Outcome):
+            if decoded is None:
                 raise  # not from the handler: the batch is read again
             events, records_by_id = decoded
-            rest = await self._refuse(refusal, events, records_by_id)
-            if isinstance(rest, Outcome):
-                return rest
+            rest = self._refuse(refusal, events, records_by_id, poison)
             with cause_traces(_traces(records_by_id)):
-                return await self._apply_with_retries(rest, records_by_id, started)
+                return await self._apply_with_retries(rest, records_by_id, started, poison)
         except Exception as exc:
-            if isinstance(decoded, Outcome):
+            if decoded is None:
                 raise  # not a handler failure: the batch is read again
             events, records_by_id = decoded
             self._metrics.handler_retries.labels(topic).inc()
-            log.warning("batch handler for %s failed (attempt 1): %s", topic, exc)
+            self._log.warning(
+                ("batch handler failed", topic, type(exc)),
+                "batch handler for %s failed (attempt 1): %s",
+                topic,
+                exc,
+            )
             await asyncio.sleep(self._backoff(1))
             with cause_traces(_traces(records_by_id)):
-                return await self._apply_with_retries(events, records_by_id, started, attempt=1)
+                return await self._apply_with_retries(
+                    events, records_by_id, started, poison, attempt=1
+                )
         self._applied(len(events), len(new_events), started)
         return Outcome.APPLIED
 
     async def _apply_with_retries(
-        self, events: list[Any], records_by_id: dict[str, Any], started: float, attempt: int = 0
+        self,
+        events: list[Any],
+        records_by_id: dict[str, Any],
+        started: float,
+        poison: list[Poison],
+        attempt: int = 0,
     ) -> Outcome:
         topic, event_type, handler = self.topics[0], self.event_type, self._batch_handler
         while True:
@@ -303,37 +344,48 @@ class BatchConsumer(DurableConsumer):
             except INFRA_ERRORS as exc:
                 return await self._back_off(topic, exc)
             except Refused as refusal:
-                rest = await self._refuse(refusal, events, records_by_id)
-                if isinstance(rest, Outcome):
-                    return rest
                 # Each refusal removes at least one event, so this ends; it is no failed attempt.
-                events, attempt = rest, attempt - 1
+                events = self._refuse(refusal, events, records_by_id, poison)
+                attempt -= 1
                 continue
             except Exception as exc:
                 if attempt >= self._settings.handler_max_attempts:
-                    log.warning("batch handler for %s failed %d times; one by one", topic, attempt)
-                    return await self._one_by_one(events, records_by_id, event_type, handler)
+                    self._log.warning(
+                        ("batch handler gave up", topic, type(exc)),
+                        "batch handler for %s failed %d times (%s: %s); bisecting the batch",
+                        topic,
+                        attempt,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return await self._isolate(events, records_by_id, exc, attempt, poison)
                 self._metrics.handler_retries.labels(topic).inc()
-                log.warning("batch handler for %s failed (attempt %d): %s", topic, attempt, exc)
+                self._log.warning(
+                    ("batch handler failed", topic, type(exc)),
+                    "batch handler for %s failed (attempt %d): %s",
+                    topic,
+                    attempt,
+                    exc,
+                )
                 await asyncio.sleep(self._backoff(attempt))
         self._applied(len(events), applied, started)
         return Outcome.APPLIED
 
-    async def _refuse(
-        self, refusal: Refused, events: list[Any], records_by_id: dict[str, Any]
-    ) -> list[Any] | Outcome:
-        """Dead-letter the events a handler refused; the others (RETRY_LATER when the DLQ
-        cannot be written). A refusal that names none of them is a handler bug: raised."""
+    @staticmethod
+    def _refuse(
+        refusal: Refused, events: list[Any], records_by_id: dict[str, Any], poison: list[Poison]
+    ) -> list[Any]:
+        """The events a handler did not refuse; the refused ones join ``poison`` (dead-lettered
+        with the batch's other letters). A refusal that names none of them is a handler bug:
+        raised (the batch is read again)."""
         rest = [e for e in events if e.id not in refusal.errors]
         if len(rest) == len(events):
             raise RuntimeError(f"the handler refused events not in its batch: {refusal}")
-        for event in events:
-            if event.id in refusal.errors:
-                record = records_by_id[event.id]
-                error = refusal.errors[event.id]
-                outcome = await self._dead_letter(record, refusal.reason, error, attempts=1)
-                if outcome is Outcome.RETRY_LATER:
-                    return outcome
+        poison.extend(
+            (records_by_id[e.id], refusal.reason, refusal.errors[e.id], 1)
+            for e in events
+            if e.id in refusal.errors
+        )
         return rest
 
     def _applied(self, count: int, applied: int, started: float) -> None:
@@ -356,39 +408,43 @@ class BatchConsumer(DurableConsumer):
         self.committed(tx)
         return len(new_events)
 
-    async def _one_by_one(
+    async def _isolate(
         self,
-        events: list[Any],
+        failing: list[Any],
         records_by_id: dict[str, Any],
-        event_type: str,
-        handler: BatchHandler,
+        error: Exception,
+        attempts: int,
+        poison: list[Poison],
     ) -> Outcome:
-        topic = self._settings.topic(event_type)
-        for event in events:
-            try:
-                applied = await self._apply_batch([event], event_type, handler)
-            except INFRA_ERRORS as exc:
-                return await self._back_off(topic, exc)
-            except Refused as refusal:
-                outcome = await self._dead_letter(
-                    records_by_id[event.id],
-                    refusal.reason,
-                    refusal.errors.get(event.id, str(refusal)),
-                    attempts=1,
-                )
-                if outcome is Outcome.RETRY_LATER:
-                    return outcome
-                continue
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                record = records_by_id[event.id]
-                attempts = self._settings.handler_max_attempts + 1
-                outcome = await self._dead_letter(record, "handler_failed", error, attempts)
-                if outcome is Outcome.RETRY_LATER:
-                    return outcome
-                continue
-            outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE
-            self._metrics.events_handled.labels(topic, outcome.value).inc()
+        """``failing`` failed as a whole: apply its halves, isolating again within a half that
+        fails, first half first; an event that fails alone joins ``poison``. RETRY_LATER when
+        the infrastructure goes away meanwhile (what was applied stays applied)."""
+        topic, event_type, handler = self.topics[0], self.event_type, self._batch_handler
+        if len(failing) == 1:
+            record = records_by_id[failing[0].id]
+            poison.append((record, "handler_failed", f"{type(error).__name__}: {error}", attempts))
+            return Outcome.APPLIED
+        middle = len(failing) // 2
+        for half in (failing[:middle], failing[middle:]):
+            while True:
+                try:
+                    applied = await self._apply_batch(half, event_type, handler)
+                except INFRA_ERRORS as exc:
+                    return await self._back_off(topic, exc)
+                except Refused as refusal:
+                    half = self._refuse(refusal, half, records_by_id, poison)
+                    continue  # the rest of the half, without what the handler refused
+                except Exception as exc:
+                    outcome = await self._isolate(half, records_by_id, exc, attempts + 1, poison)
+                    if outcome is Outcome.RETRY_LATER:
+                        return outcome
+                    break
+                self._metrics.events_handled.labels(topic, Outcome.APPLIED.value).inc(applied)
+                if duplicates := len(half) - applied:
+                    self._metrics.events_handled.labels(topic, Outcome.DUPLICATE.value).inc(
+                        duplicates
+                    )
+                break
         return Outcome.APPLIED
 
     async def on_batch_message(self, msg: Any) -> None:
@@ -397,9 +453,8 @@ class BatchConsumer(DurableConsumer):
         try:
             with gc_paused():
                 outcome = await self.process_batch(records)
-        except Exception:
-            log.exception("unexpected error while processing a batch; it will be read again")
-            outcome = Outcome.RETRY_LATER
+        except Exception as exc:
+            outcome = await self._unexpected(self.topics[0], exc)
         if outcome is Outcome.RETRY_LATER:
             await msg.nack()
             return

@@ -1,9 +1,11 @@
 """Put the ACL file on a cluster: topics, ACLs and SCRAM users, idempotently.
 
 ``plan`` compares the file with what the cluster has; ``apply`` makes the cluster match (creates
-missing topics, adds missing ACLs, removes ACLs on mlcp's own topics and groups that the file
-does not grant — ACLs on anything else are never touched). Both run as the cluster's super user
-(``admin`` in the file), through the one client factory of ``mlcp.runtime.kafka``.
+missing topics with the configuration their event type needs, sets that configuration on
+existing topics where it differs, adds missing ACLs, removes ACLs on mlcp's own topics and
+groups that the file does not grant — ACLs on anything else are never touched). Both run as
+the cluster's super user (``admin`` in the file), through the one client factory of
+``mlcp.runtime.kafka``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from mlcp.runtime.acl import AclBinding, BusPolicy, describe, group_id
+from mlcp.contracts import topic_config
+from mlcp.policy.acl import AclBinding, BusPolicy, describe, group_id
 from mlcp.runtime.kafka import make_admin
-from mlcp.runtime.kafka_admin import create_acls, delete_acls, describe_acls, upsert_scram_user
+from mlcp.runtime.kafka_admin import (
+    create_acls,
+    delete_acls,
+    describe_acls,
+    set_topic_configs,
+    topic_configs,
+    upsert_scram_user,
+)
 from mlcp.runtime.settings import Settings
 
 
@@ -38,23 +48,49 @@ class TopicLayout:
     replication: int = 1
     min_insync_replicas: int | None = None
 
+    def new_topic(self, name: str) -> NewTopic:
+        """How topic ``name`` is created: this layout, plus the configuration its event type
+        needs (``mlcp.contracts.topic_config``: the audit checkpoints are kept for ever)."""
+        configs = topic_config(name)
+        if self.min_insync_replicas:
+            configs["min.insync.replicas"] = str(self.min_insync_replicas)
+        return NewTopic(name, self.partitions, self.replication, topic_configs=configs)
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """Configuration an existing topic lacks: what it has and the values it must get."""
+
+    current: dict[str, str]
+    """The topic's effective values of the keys in ``wanted``."""
+    wanted: dict[str, str]
+    kept: dict[str, str]
+    """Everything else set on the topic itself (AlterConfigs replaces the whole set)."""
+
 
 @dataclass
 class BusPlan:
     """What ``apply`` changes (or, after it, changed)."""
 
     missing_topics: list[str] = field(default_factory=list)
+    configs: dict[str, ConfigChange] = field(default_factory=dict)
+    """Existing topics whose configuration differs from what their event type needs."""
     add: list[AclBinding] = field(default_factory=list)
     remove: list[AclBinding] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.missing_topics or self.add or self.remove)
+        return not (self.missing_topics or self.configs or self.add or self.remove)
 
     def lines(self) -> list[str]:
-        """A readable diff: ``+ topic``, ``+ ACL``, ``- ACL``."""
+        """A readable diff: ``+ topic``, ``~ topic … key: old -> new``, ``+ ACL``, ``- ACL``."""
         return (
             [f"+ topic {name}" for name in self.missing_topics]
+            + [
+                f"~ topic {name} {key}: {change.current.get(key, '(unset)')} -> {value}"
+                for name, change in sorted(self.configs.items())
+                for key, value in sorted(change.wanted.items())
+            ]
             + [f"+ {line}" for line in describe(self.add)]
             + [f"- {line}" for line in describe(self.remove)]
         )
@@ -79,11 +115,28 @@ async def plan(admin: AIOKafkaAdminClient, policy: BusPolicy, prefix: str = "") 
     current = {
         b for b in await describe_acls(admin) if (b.resource_type, b.resource_name) in managed
     }
+    names = policy.topic_names(prefix)
     return BusPlan(
-        missing_topics=[t for t in policy.topic_names(prefix) if t not in existing_topics],
+        missing_topics=[t for t in names if t not in existing_topics],
+        configs=await _config_changes(admin, [t for t in names if t in existing_topics]),
         add=sorted(wanted - current),
         remove=sorted(current - wanted),
     )
+
+
+async def _config_changes(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, ConfigChange]:
+    # Only the configuration the contracts fix is compared: partitions, replicas and anything an
+    # operator tuned on a topic are theirs.
+    needs = {topic: wanted for topic in topics if (wanted := topic_config(topic))}
+    changes = {}
+    for topic, (effective, dynamic) in (await topic_configs(admin, list(needs))).items():
+        wanted = needs[topic]
+        differs = {key: value for key, value in wanted.items() if effective.get(key) != value}
+        if differs:
+            current = {key: effective[key] for key in differs if key in effective}
+            kept = {key: value for key, value in dynamic.items() if key not in differs}
+            changes[topic] = ConfigChange(current, differs, kept)
+    return changes
 
 
 async def apply(
@@ -105,18 +158,14 @@ async def apply(
         if todo.empty:
             return todo
         if todo.missing_topics:
-            configs = (
-                {"min.insync.replicas": str(layout.min_insync_replicas)}
-                if layout.min_insync_replicas
-                else {}
-            )
-            new = [
-                NewTopic(name, layout.partitions, layout.replication, topic_configs=configs)
-                for name in todo.missing_topics
-            ]
+            new = [layout.new_topic(name) for name in todo.missing_topics]
             for start in range(0, len(new), 100):
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(new[start : start + 100])
+        if todo.configs:
+            await set_topic_configs(
+                admin, {t: {**c.kept, **c.wanted} for t, c in todo.configs.items()}
+            )
         if todo.add:
             await create_acls(admin, todo.add)
         if todo.remove:

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from mlcp.runtime.acl import PolicyError, load_policy
+from mlcp.policy.acl import PolicyError, load_policy
 from mlcp.runtime.bus import TopicLayout, init_cluster
 from mlcp.runtime.kafka import check_access
 from mlcp.runtime.settings import ConfigurationError, load_settings

@@ -4,15 +4,22 @@ FastStream's default ``ACK_FIRST`` commits before the handler runs and its ``NAC
 re-seeks a poison record forever. Here the subscriber runs with ``AckPolicy.MANUAL`` and this
 module decides, per record:
 
-* the payload breaks the contract (invalid JSON, wrong schema, unknown type/version, too large)
-  → ``<topic>.dlq`` with the reason, then commit: the partition keeps flowing;
+* the payload breaks the contract (invalid JSON, wrong schema, unknown type/version, too large,
+  nested too deep) — or decoding it raises anything at all (a RecursionError, a MemoryError …:
+  whatever the record's own bytes provoke is the record's fault) → ``<topic>.dlq`` with the
+  reason, then commit: the partition keeps flowing;
+* a valid event whose CloudEvents ``source`` is not its topic's owner (acls.yaml) → the DLQ too
+  (``unexpected_source``), the same way;
 * the handler raises → retried with exponential backoff up to ``handler_max_attempts``, then the
   DLQ with the error;
 * the handler refuses the event (:class:`Refused`: bad input no retry can fix, such as a label
   that does not fit the model's declared type) → the DLQ at once, with the handler's reason;
-* PostgreSQL or Kafka is unreachable → not the event's fault: nothing goes to the DLQ; the record
-  is re-read after a backoff (seek back, no commit) until the infrastructure returns;
+* PostgreSQL or Kafka is unreachable (also while writing a dead letter) → not the event's fault:
+  nothing goes to the DLQ; the record is re-read after a capped, jittered backoff (seek back, no
+  commit) until the infrastructure returns;
 * applied or already applied (inbox hit) → commit.
+
+Repeated failures are logged once per interval with a count (``LogThrottle``), never per attempt.
 """
 
 from __future__ import annotations
@@ -30,17 +37,17 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from mlcp.contracts import CloudEvent, ContractError, decode_event
+from mlcp.policy.acl import load_policy
 from mlcp.runtime import inbox, outbox
-from mlcp.runtime.acl import load_policy
 from mlcp.runtime.backoff import backoff_s
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, Conn
-from mlcp.runtime.dlq import UNEXPECTED_SOURCE, DeadLetter, publish_dead_letter
+from mlcp.runtime.dlq import UNEXPECTED_SOURCE, DeadLetter, DeadLetterWriter, letter_fields
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
-from mlcp.runtime.logs import event_context
+from mlcp.runtime.logs import LogThrottle, event_context
 from mlcp.runtime.outbox import Cause
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+    from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
     from mlcp.runtime.metrics import RuntimeMetrics
     from mlcp.runtime.settings import Settings
@@ -48,6 +55,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_DB_ERRORS, KafkaError)
+
+UNDECODABLE = "undecodable"
+"""Dead-letter reason of a record whose decoding raised something other than a ContractError."""
+
+
+def poison_reason(exc: Exception) -> tuple[str, str]:
+    """(reason, error) of a record whose decoding raised ``exc``: always the record's fault."""
+    if isinstance(exc, ContractError):
+        return exc.reason, str(exc)
+    return UNDECODABLE, f"{type(exc).__name__} while decoding: {exc}"
+
+
+Poison = tuple[Any, str, str, int]
+"""(record, reason, error, attempts) of a record to dead-letter."""
 
 
 class Refused(Exception):
@@ -150,14 +171,17 @@ class DurableConsumer:
         settings: Settings,
         metrics: RuntimeMetrics,
         pool: Callable[[], asyncpg.Pool],
-        producer: Callable[[], AIOKafkaProducer],
+        dead_letters: DeadLetterWriter | None = None,
         wake_relay: Callable[[], None] | None = None,
     ) -> None:
         self._service = service
         self._settings = settings
         self._metrics = metrics
         self._pool = pool
-        self._producer = producer
+        self._dead_letters = dead_letters or DeadLetterWriter(
+            service=service, settings=settings, pool=pool
+        )
+        self._log = LogThrottle(log)
         # Called after a transaction that emitted commits: the outbox relay publishes at once.
         self._wake_relay = wake_relay
         self._handlers: dict[str, tuple[str, Handler]] = {}
@@ -200,9 +224,10 @@ class DurableConsumer:
         event_type, handler = self._handlers[topic]
         started = time.perf_counter()
         try:
-            event = decode_event(record.value or b"", expected_type=event_type)
-        except ContractError as exc:
-            return await self._dead_letter(record, exc.reason, str(exc), attempts=0)
+            event = self.decode_one(record.value, event_type)
+        except Exception as exc:
+            reason, error = poison_reason(exc)
+            return await self._dead_letter(record, reason, error, attempts=0)
         if (refused := self.refused_source(event_type, event.source)) is not None:
             return await self._dead_letter(record, UNEXPECTED_SOURCE, refused, attempts=0)
 
@@ -219,13 +244,23 @@ class DurableConsumer:
                     return await self._dead_letter(record, refusal.reason, error, attempt)
                 except Exception as exc:
                     if attempt >= self._settings.handler_max_attempts:
-                        log.exception(
-                            "handler for %s failed %d times; dead-lettering", topic, attempt
+                        self._log.error(
+                            ("handler gave up", topic, type(exc)),
+                            "handler for %s failed %d times; dead-lettering",
+                            topic,
+                            attempt,
+                            exc_info=exc,
                         )
                         error = f"{type(exc).__name__}: {exc}"
                         return await self._dead_letter(record, "handler_failed", error, attempt)
                     self._metrics.handler_retries.labels(topic).inc()
-                    log.warning("handler for %s failed (attempt %d): %s", topic, attempt, exc)
+                    self._log.warning(
+                        ("handler failed", topic, type(exc)),
+                        "handler for %s failed (attempt %d): %s",
+                        topic,
+                        attempt,
+                        exc,
+                    )
                     await asyncio.sleep(self._backoff(attempt))
                     continue
                 self._infra_failures = 0
@@ -233,6 +268,15 @@ class DurableConsumer:
                 outcome = Outcome.APPLIED if applied else Outcome.DUPLICATE
                 self._metrics.events_handled.labels(topic, outcome.value).inc()
                 return outcome
+
+    def decode_one(self, value: bytes | None, event_type: str) -> CloudEvent[Any]:
+        """``decode_event`` with this process's limits (MLCP_MAX_RECORD_BYTES, _JSON_DEPTH)."""
+        return decode_event(
+            value or b"",
+            expected_type=event_type,
+            max_bytes=self._settings.max_record_bytes,
+            max_depth=self._settings.max_json_depth,
+        )
 
     async def _apply(self, event: CloudEvent[Any], event_type: str, handler: Handler) -> bool:
         async with self._pool().acquire() as conn, conn.transaction():
@@ -251,38 +295,44 @@ class DurableConsumer:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], reason: str, error: str, attempts: int
     ) -> Outcome:
-        letter = DeadLetter(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=list(record.headers or ()),
-            consumer=self._service,
-            reason=reason,
-            error=error,
-            attempts=attempts,
-        )
+        return await self._dead_letter_many([(record, reason, error, attempts)])
+
+    async def _dead_letter_many(self, poison: Sequence[Poison]) -> Outcome:
+        """Dead-letter records (each once, whatever retries came before); RETRY_LATER when the
+        letters cannot be written now (Kafka or PostgreSQL away): none is then settled."""
+        letters = [
+            DeadLetter(
+                **letter_fields(record),
+                consumer=self._service,
+                reason=reason,
+                error=error,
+                attempts=attempts,
+            )
+            for record, reason, error, attempts in poison
+        ]
         try:
-            await publish_dead_letter(self._producer(), letter)
-        except KafkaError as exc:
-            return await self._back_off(record.topic, exc)
-        log.error(
-            "dead-lettered %s[%d]@%d: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-            error,
-        )
-        self._metrics.dead_lettered.labels(record.topic, reason).inc()
-        self._metrics.events_handled.labels(record.topic, Outcome.DEAD_LETTERED.value).inc()
+            written = await self._dead_letters.write(letters)
+        except INFRA_ERRORS as exc:
+            return await self._back_off(dlq_topics_of(letters), exc)
+        for letter in written:
+            self._log.error(
+                ("dead-lettered", letter.topic, letter.reason),
+                "dead-lettered %s[%d]@%d: %s: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.reason,
+                letter.error[:500],
+            )
+            self._metrics.dead_lettered.labels(letter.topic, letter.reason).inc()
+            self._metrics.events_handled.labels(letter.topic, Outcome.DEAD_LETTERED.value).inc()
         return Outcome.DEAD_LETTERED
 
     async def _back_off(self, topic: str, exc: BaseException) -> Outcome:
         self._infra_failures += 1
         delay = self._backoff(self._infra_failures)
-        log.warning(
+        self._log.warning(
+            ("infrastructure", topic, type(exc)),
             "infrastructure unavailable on %s (%s: %s); retry in %.1fs",
             topic,
             type(exc).__name__,
@@ -293,6 +343,9 @@ class DurableConsumer:
         return Outcome.RETRY_LATER
 
     def _backoff(self, attempt: int) -> float:
+        """Seconds before attempt ``attempt + 1``: doubling from MLCP_RETRY_INITIAL_BACKOFF_S up
+        to MLCP_RETRY_MAX_BACKOFF_S, with equal jitter (``mlcp.runtime.backoff``) so that the
+        instances that lost the same database do not come back in lockstep."""
         s = self._settings
         return backoff_s(
             attempt, initial_s=s.retry_initial_backoff_s, maximum_s=s.retry_max_backoff_s
@@ -303,14 +356,27 @@ class DurableConsumer:
         record = msg.raw_message
         try:
             outcome = await self.process(record)
-        except Exception:
-            log.exception("unexpected error while processing; the record will be read again")
-            outcome = Outcome.RETRY_LATER
+        except Exception as exc:
+            outcome = await self._unexpected(record.topic, exc)
         if outcome is Outcome.RETRY_LATER:
             await msg.nack()  # seek back to this record: it is read again, nothing is committed
             return
         crash_point(CONSUMER_AFTER_COMMIT)
         await self.settle(msg.consumer, [record])
+
+    async def _unexpected(self, topic: str, exc: Exception) -> Outcome:
+        """An error outside decoding and the handler (a bug of the runtime, a PostgreSQL error
+        that is not a connection's): read the record again, after a backoff, logged with its
+        traceback once per interval."""
+        self._infra_failures += 1
+        self._log.error(
+            ("unexpected", topic, type(exc)),
+            "unexpected error while processing %s; the record will be read again",
+            topic,
+            exc_info=exc,
+        )
+        await asyncio.sleep(self._backoff(self._infra_failures))
+        return Outcome.RETRY_LATER
 
     async def settle(self, consumer: AIOKafkaConsumer, records: Sequence[Any]) -> None:
         """Mark ``records`` as done; commit now if enough have gathered."""
@@ -353,7 +419,11 @@ class DurableConsumer:
                 await consumer.commit(offsets)
             except (KafkaError, AssertionError) as exc:
                 # A rebalance can refuse the commit; the next owner re-reads and the inbox drops it.
-                log.warning("offset commit failed (%s); records may be redelivered", exc)
+                self._log.warning(
+                    ("commit failed", type(exc)),
+                    "offset commit failed (%s); records may be redelivered",
+                    exc,
+                )
 
     async def run_commit_timer(self) -> None:
         """Commit settled offsets when no new record arrives to trigger it."""
@@ -361,3 +431,8 @@ class DurableConsumer:
             await asyncio.sleep(self._settings.consumer_commit_interval_s)
             if self._unsettled_commits:
                 await self.commit()
+
+
+def dlq_topics_of(letters: Sequence[DeadLetter]) -> str:
+    """The source topics of ``letters``, for a log line."""
+    return ", ".join(sorted({letter.topic for letter in letters}))

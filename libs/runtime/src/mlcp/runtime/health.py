@@ -8,9 +8,12 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from mlcp.runtime.problem import http_exception_as_problem
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
@@ -55,5 +58,7 @@ def health_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
-        ]
+        ],
+        # A path nothing serves answers like every other error: a problem document.
+        exception_handlers={HTTPException: http_exception_as_problem},
     )

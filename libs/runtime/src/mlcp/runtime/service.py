@@ -24,7 +24,7 @@ import asyncpg
 import uvicorn
 import uvloop
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 from faststream.kafka.annotations import KafkaMessage
 from starlette.routing import Mount
@@ -33,10 +33,13 @@ from starlette.types import ASGIApp
 from mlcp.contracts import dlq_topic
 from mlcp.runtime.batch import BatchConsumer, BatchHandler
 from mlcp.runtime.broker import AssignmentTracker, durable_subscriber_options, make_broker
+from mlcp.runtime.bus import TopicLayout
 from mlcp.runtime.consumer import DurableConsumer, Handler, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS, create_pool
+from mlcp.runtime.dlq import DeadLetterWriter
 from mlcp.runtime.health import health_app
 from mlcp.runtime.http_tracing import ServerSpans
+from mlcp.runtime.internal import InternalOnly, parse_networks
 from mlcp.runtime.kafka import check_access, describe_principal, durable_producer, make_admin
 from mlcp.runtime.logs import setup_logging
 from mlcp.runtime.metrics import RuntimeMetrics
@@ -94,12 +97,16 @@ class ServiceRuntime:
         self.migrations_dir = migrations_dir
         self.metrics = RuntimeMetrics(name)
         self.broker = make_broker(self.settings, name, self.metrics.registry)
+        # One writer for every consumer of the process: one producer, the topics' limits.
+        self.dead_letters = DeadLetterWriter(
+            service=name, settings=self.settings, pool=lambda: self.pool
+        )
         self.consumer = DurableConsumer(
             service=name,
             settings=self.settings,
             metrics=self.metrics,
             pool=lambda: self.pool,
-            producer=lambda: self.producer,
+            dead_letters=self.dead_letters,
             wake_relay=self.wake_relay,
         )
         self.assignments = AssignmentTracker(before_revoke=self.consumer.commit)
@@ -113,6 +120,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task[None]] = []
         self._mounts: list[tuple[str, ASGIApp]] = []
         self._fronts: list[Callable[[ASGIApp], ASGIApp]] = []
+        self._produced: list[str] = []
         self.http_port: int | None = None
         self._stopping = asyncio.Event()
         self._startup_noise: StartupNoiseFilter | None = None
@@ -146,7 +154,7 @@ class ServiceRuntime:
             settings=self.settings,
             metrics=self.metrics,
             pool=lambda: self.pool,
-            producer=lambda: self.producer,
+            dead_letters=self.dead_letters,
             wake_relay=self.wake_relay,
         )
         tracker = AssignmentTracker(before_revoke=consumer.commit)
@@ -157,6 +165,13 @@ class ServiceRuntime:
             "fetch_max_wait_ms": linger_ms,
         }
         self._batches.append((consumer, tracker, options))
+
+    def produces(self, event_type: str) -> None:
+        """Wait at start until ``event_type``'s topic exists, as for a subscribed topic: for a
+        topic this service writes and must find again (the registry reads its audit checkpoints
+        back). ``mlcp bus apply`` creates it with the configuration its type needs; on a cluster
+        without ACLs the service does."""
+        self._produced.append(event_type)
 
     def background(
         self,
@@ -176,8 +191,11 @@ class ServiceRuntime:
         """Await ``callback()`` after everything else stopped (close an HTTP client …)."""
         self._shutdown.append(callback)
 
-    def mount(self, path: str, app: ASGIApp) -> None:
-        """Serve an extra ASGI app (for example the registry's API) beside /healthz."""
+    def mount(self, path: str, app: ASGIApp, *, internal: bool = False) -> None:
+        """Serve an extra ASGI app (for example the registry's API) beside /healthz; an
+        ``internal`` one answers only clients in ``MLCP_INTERNAL_API_CLIENTS``."""
+        if internal:
+            app = InternalOnly(app, parse_networks(self.settings.internal_api_clients))
         self._mounts.append((path, app))
 
     def front(self, layer: Callable[[ASGIApp], ASGIApp]) -> None:
@@ -318,13 +336,16 @@ class ServiceRuntime:
             await asyncio.sleep(1.0)
 
     async def ensure_topics(self) -> None:
-        """Wait until the subscribed topics and their dead-letter topics exist.
+        """Wait until the subscribed topics, their dead-letter topics and the topics declared
+        with ``produces`` exist, then read the dead-letter topics' size limits (the dead letters
+        are fitted to them).
 
-        ``mlcp bus apply`` creates every topic with its ACLs; on a cluster without ACLs the
-        service creates what is missing itself. Subscribing to a missing topic would only
-        log errors until someone creates it.
+        ``mlcp bus apply`` creates every topic with its ACLs and its configuration; on a cluster
+        without ACLs the service creates what is missing itself, the same way. Subscribing to a
+        missing topic would only log errors until someone creates it.
         """
         names = [t for topic in self._all_topics() for t in (topic, dlq_topic(topic))]
+        names += [self.settings.topic(event_type) for event_type in self._produced]
         if not names:
             return
         loop = asyncio.get_running_loop()
@@ -336,10 +357,8 @@ class ServiceRuntime:
             while True:
                 existing = set(await admin.list_topics())
                 missing = [n for n in names if n not in existing]
-                if not missing:
-                    return
-                if await self._create_topics(admin, missing):
-                    return
+                if not missing or await self._create_topics(admin, missing):
+                    break
                 if loop.time() > deadline:
                     raise ConfigurationError(
                         f"topics missing and not ours to create: {', '.join(missing)}; run "
@@ -349,15 +368,14 @@ class ServiceRuntime:
                     log.info("waiting for topics %s (`mlcp bus apply` creates them)", missing)
                     said = True
                 await asyncio.sleep(2.0)
+            await self.dead_letters.learn_limits(admin, [dlq_topic(t) for t in self._all_topics()])
         finally:
             await admin.close()
 
     async def _create_topics(self, admin: AIOKafkaAdminClient, names: list[str]) -> bool:
         """Create ``names``; False when the cluster does not let this principal create them."""
-        new = [
-            NewTopic(n, self.settings.topic_partitions, self.settings.topic_replication_factor)
-            for n in names
-        ]
+        layout = TopicLayout(self.settings.topic_partitions, self.settings.topic_replication_factor)
+        new = [layout.new_topic(n) for n in names]
         try:
             response = await admin.create_topics(new)
         except TopicAlreadyExistsError:
@@ -393,6 +411,7 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.dead_letters.close()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

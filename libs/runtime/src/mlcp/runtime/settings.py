@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlcp.artifacts import ArtifactLimits
+from mlcp.contracts import MAX_EVENT_BYTES, MAX_JSON_DEPTH
+from mlcp.policy.errors import ConfigurationError as ConfigurationError
 
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql://mlcp:mlcp@127.0.0.1:55432/mlcp"
@@ -77,6 +79,15 @@ class Settings(BaseSettings):
     consumer_commit_interval_s: float = Field(0.2, gt=0, le=60)
     consumer_session_timeout_ms: int = Field(10_000, ge=1_000)
     consumer_heartbeat_interval_ms: int = Field(1_000, ge=100)
+    internal_api_clients: str = "127.0.0.0/8,::1"
+    """Networks (comma-separated addresses / CIDR blocks) whose clients an internal read API —
+    the gatekeeper's, the monitor's — answers; everyone else gets 403 (mlcp.runtime.internal)."""
+    max_record_bytes: int = Field(MAX_EVENT_BYTES, ge=1024, le=MAX_EVENT_BYTES)
+    """Largest record a consumer decodes; a larger one is dead-lettered (reason ``too_large``)
+    unparsed. The contract's own limit is the ceiling: lower it to bound a consumer's memory."""
+    max_json_depth: int = Field(MAX_JSON_DEPTH, ge=8, le=512)
+    """Deepest JSON nesting a consumer parses; a deeper record is dead-lettered (``too_deep``)
+    unparsed. At most 512: the parsers recurse per level, up to the interpreter's ~1000."""
 
     @model_validator(mode="after")
     def _kafka_credentials(self) -> Settings:
@@ -134,6 +145,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
+    @field_validator("internal_api_clients")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from mlcp.runtime.internal import parse_networks
+
+        parse_networks(value)
+        return value
+
     def group_id(self, service: str) -> str:
         """The consumer group of ``service`` (one per service, behind the topic prefix)."""
         return f"{self.topic_prefix}mlcp-{service}"
@@ -145,10 +164,6 @@ class Settings(BaseSettings):
 
 # Values that can carry credentials (a DSN's password, a webhook key, a token) are never echoed.
 _SECRET_NAME = re.compile(r"(url|token|secret|password|key)", re.IGNORECASE)
-
-
-class ConfigurationError(RuntimeError):
-    """The process cannot start with the configuration it was given."""
 
 
 def describe_settings_error(exc: Exception, *, env_prefix: str = "MLCP_") -> str:

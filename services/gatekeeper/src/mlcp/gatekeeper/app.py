@@ -19,8 +19,8 @@ from mlcp.contracts import (
 )
 from mlcp.gatekeeper import scan, store
 from mlcp.gatekeeper.handlers import GateMetrics, Handlers, sweep_forever
+from mlcp.policy.platform import load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
-from mlcp.runtime.platform import load_platform_config
 from mlcp.runtime.settings import load_artifact_limits, load_env_settings
 
 SERVICE = "gatekeeper"
@@ -82,5 +82,5 @@ def build(
     runtime.on(ApprovalGranted.TYPE, handlers.on_approval_granted)
     runtime.on(ApprovalRejected.TYPE, handlers.on_approval_rejected)
     runtime.on(ExternalCheckReported.TYPE, handlers.on_check_reported)
-    runtime.mount("/", api(runtime))
+    runtime.mount("/", api(runtime), internal=True)
     return runtime

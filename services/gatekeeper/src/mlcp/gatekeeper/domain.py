@@ -28,7 +28,7 @@ from mlcp.contracts import (
     GatePassed,
     ModelVersionRegistered,
 )
-from mlcp.runtime.platform import GateStage, Threshold
+from mlcp.policy.platform import GateStage, Threshold
 
 AUTOMATIC = frozenset({"metrics", "data_quality", "baseline", "security_scan"})
 """Kinds decided by the gatekeeper itself as soon as the stage is ready."""

@@ -33,8 +33,8 @@ from mlcp.contracts import (
 from mlcp.gatekeeper import domain, store
 from mlcp.gatekeeper.domain import Decision, ScanReport
 from mlcp.gatekeeper.scan import scan
+from mlcp.policy.platform import PlatformConfig
 from mlcp.runtime import ServiceRuntime, Tx
-from mlcp.runtime.platform import PlatformConfig
 from mlcp.runtime.telemetry import current_traceparent, resume_trace
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import Any
 
 from mlcp.contracts import Evidence, ModelVersionRegistered
 from mlcp.gatekeeper.domain import Dag, Decision, StageState
+from mlcp.policy.platform import GateStage
 from mlcp.runtime.db import Conn
-from mlcp.runtime.platform import GateStage
 
 
 @dataclass(frozen=True)

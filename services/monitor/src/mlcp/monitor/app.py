@@ -13,8 +13,8 @@ from mlcp.monitor import domain
 from mlcp.monitor.api import status_app
 from mlcp.monitor.handlers import Monitor
 from mlcp.monitor.metrics import MonitorMetrics
+from mlcp.policy.platform import PlatformConfig, load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
-from mlcp.runtime.platform import PlatformConfig, load_platform_config
 from mlcp.runtime.settings import ConfigurationError
 
 SERVICE = "monitor"
@@ -57,4 +57,4 @@ def wire(runtime: ServiceRuntime, monitor: Monitor) -> None:
     runtime.on(ModelRolledBack.TYPE, monitor.on_model_rolled_back)
     runtime.on_batch(PredictionLogged.TYPE, monitor.on_predictions, max_records=BATCH_RECORDS)
     runtime.on_batch(FeedbackReceived.TYPE, monitor.on_feedback, max_records=BATCH_RECORDS)
-    runtime.mount("/", status_app(runtime))
+    runtime.mount("/", status_app(runtime), internal=True)

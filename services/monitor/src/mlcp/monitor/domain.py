@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from mlcp.contracts import Evidence
-from mlcp.runtime.platform import RolloutPolicy, Threshold
-from mlcp.runtime.target import LabelMismatch, Target
+from mlcp.policy.platform import RolloutPolicy, Threshold
+from mlcp.policy.target import LabelMismatch, Target
 
 # --- drift windows -------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from scipy import stats  # type: ignore[import-untyped]  # no stubs in the lock
 
 from mlcp.contracts import CategoricalProfile, NumericProfile, ReferenceProfile
-from mlcp.runtime.platform import DriftPolicy
+from mlcp.policy.platform import DriftPolicy
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]

@@ -37,10 +37,10 @@ from mlcp.contracts.wire import FeedbackReceivedWire, PredictionLoggedWire, Wire
 from mlcp.monitor import domain, store
 from mlcp.monitor.drift import DriftReport, Encoded, Layout, evaluate_window
 from mlcp.monitor.metrics import MonitorMetrics
+from mlcp.policy.platform import DriftPolicy, PlatformConfig, RolloutPolicy
+from mlcp.policy.target import Target
 from mlcp.runtime import Tx
 from mlcp.runtime.consumer import Refused
-from mlcp.runtime.platform import DriftPolicy, PlatformConfig, RolloutPolicy
-from mlcp.runtime.target import Target
 from mlcp.runtime.telemetry import current_traceparent, resume_trace
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mlcp.monitor.domain import Lifecycle, OpenWindow, TrafficStats, traffic_stats_of
+from mlcp.policy.target import Target
 from mlcp.runtime.db import Conn
-from mlcp.runtime.target import Target
 
 # --- versions and aliases ------------------------------------------------------------------------
 

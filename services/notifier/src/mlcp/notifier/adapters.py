@@ -24,11 +24,26 @@ from mlcp.notifier.domain import (
     redact,
     secret_parts,
 )
-from mlcp.runtime.platform import Notifications
+from mlcp.policy.platform import Notifications
 from mlcp.runtime.settings import ConfigurationError
 
 SIGNATURE_HEADER = "X-Mlcp-Signature"
 TIMESTAMP_HEADER = "X-Mlcp-Timestamp"
+
+# Transport failures that happen before the whole request reached the provider (no connection,
+# no pooled slot, the body not fully written): it cannot have acted on it, a plain retry is
+# safe. Every other failure (no answer in time after the request was written, the connection
+# dropped while waiting for the answer) leaves the outcome unknown.
+NOT_SENT_ERRORS: tuple[type[httpx.HTTPError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.LocalProtocolError,
+    httpx.UnsupportedProtocol,
+    httpx.ProxyError,
+)
 
 
 @dataclass(frozen=True)
@@ -135,7 +150,10 @@ class Sender:
         self._client = client
 
     async def send(self, target: Target, payload: dict[str, Any]) -> Outcome:
-        """POST ``payload``; never raises for a channel problem, details are redacted."""
+        """POST ``payload``; never raises for a channel problem, details are redacted.
+
+        A failure after the request was written (read timeout, connection dropped before the
+        answer) is ``uncertain``: the provider may have shown the message."""
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"content-type": "application/json; charset=utf-8"}
         if target.kind == "webhook" and target.secret:
@@ -144,10 +162,10 @@ class Sender:
             headers[SIGNATURE_HEADER] = sign(target.secret, timestamp, body)
         try:
             response = await self._client.post(target.url, content=body, headers=headers)
-        except httpx.TimeoutException as exc:
-            return Outcome("retry", f"timeout ({type(exc).__name__})")
+        except NOT_SENT_ERRORS as exc:
+            return Outcome("retry", _failure(exc, target))
         except httpx.HTTPError as exc:
-            return Outcome("retry", redact(f"{type(exc).__name__}: {exc}", target.secrets()))
+            return Outcome("uncertain", _failure(exc, target))
         outcome = classify_response(
             target.kind,
             response.status_code,
@@ -157,3 +175,10 @@ class Sender:
         )
         detail = redact(outcome.detail, target.secrets())
         return Outcome(outcome.verdict, detail, outcome.retry_after_s)
+
+
+def _failure(exc: httpx.HTTPError, target: Target) -> str:
+    """A transport failure in words, without the URL or its secrets."""
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timeout ({type(exc).__name__})"
+    return redact(f"{type(exc).__name__}: {exc}", target.secrets())

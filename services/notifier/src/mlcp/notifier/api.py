@@ -1,7 +1,8 @@
 """Read-only HTTP API of the notifier: channels (never their URLs) and the delivery log.
 
 GET /channels                       name, kind, language, rate, disabled, pending
-GET /deliveries?event_id=&channel=&state=&limit=   the delivery log, newest first
+GET /deliveries?event_id=&channel=&state=&limit=   the delivery log, newest first (with the
+    uncertain_refs of earlier messages that may already have carried each delivery)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from mlcp.notifier import store
 from mlcp.notifier.adapters import Target
 
+# 'uncertain' only on rows settled before migration 002 (the old at-most-once policy).
 STATES = ("pending", "sending", "delivered", "failed", "uncertain")
 
 
@@ -86,5 +88,7 @@ def _json(row: dict[str, Any]) -> dict[str, Any]:
             value = value.isoformat()
         elif isinstance(value, uuid.UUID):
             value = str(value)
+        elif isinstance(value, list):
+            value = [str(v) for v in value]
         out[key] = value
     return out

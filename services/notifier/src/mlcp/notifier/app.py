@@ -11,8 +11,8 @@ from mlcp.notifier.api import api
 from mlcp.notifier.delivery import DeliveryLoop, DeliveryMetrics, DeliveryOptions
 from mlcp.notifier.domain import ALERT_TYPES, route_errors
 from mlcp.notifier.handlers import alert_handler
+from mlcp.policy.platform import load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
-from mlcp.runtime.platform import load_platform_config
 from mlcp.runtime.settings import ConfigurationError, load_env_settings
 
 SERVICE = "notifier"

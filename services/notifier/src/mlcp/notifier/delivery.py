@@ -6,6 +6,11 @@ sends either the oldest pending alert alone or — when more are waiting than th
 for — one digest standing for all of them. Answers decide what happens to the rows: delivered,
 back in the queue after Retry-After / backoff, failed (a dead letter kept in the table), or the
 whole channel disabled (WeCom 93000).
+
+No alert is lost: when the notifier cannot know whether the channel received a message — its
+process died between claiming the rows and recording the answer, or the request was written and
+no answer came in time — the rows are sent again, once per such uncertainty, tagged
+"↻ possibly repeated" with the earlier message's ref, and counted.
 """
 
 from __future__ import annotations
@@ -26,16 +31,21 @@ from mlcp.notifier.adapters import Sender, Target
 from mlcp.notifier.domain import (
     Outcome,
     TokenBucket,
-    backoff_s,
     fingerprint,
     plan_send,
     redact,
 )
 from mlcp.notifier.render import Language, digest_payload, single_payload
-from mlcp.runtime.backoff import jittered
+from mlcp.runtime.backoff import backoff_s
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
+from mlcp.runtime.faults import crash_point
 
 log = logging.getLogger(__name__)
+
+# Crash points (``MLCP_CRASH_AT``) for the kill -9 tests: rows claimed as 'sending', nothing
+# posted yet; and the channel's answer received, not yet recorded.
+AFTER_CLAIM = "notifier.after_claim"
+AFTER_SEND = "notifier.after_send"
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,15 @@ class DeliveryMetrics:
         self.deliveries = Counter(
             f"{p}_deliveries_total",
             "Deliveries (event × channel) by outcome: delivered, retried, rate_limited, failed, "
-            "uncertain.",
+            "uncertain (the channel may have received it; sent again marked as a repeat).",
             ["channel", "outcome"],
+            registry=registry,
+        )
+        self.possible_repeats = Counter(
+            f"{p}_possible_repeats_total",
+            "Deliveries accepted by a channel in a message tagged '↻ possibly repeated' (an "
+            "earlier message may have carried them).",
+            ["channel"],
             registry=registry,
         )
         self.messages = Counter(
@@ -188,19 +205,24 @@ class DeliveryLoop:
         while True:
             try:
                 async with self._pool().acquire() as conn:
-                    orphans = await store.orphaned_to_uncertain(
-                        conn, channels, self._options.lease_s
+                    orphans = await store.requeue_orphans(
+                        conn, channels, self._options.lease_s, self._options.max_attempts
                     )
                     pending = await store.pending_counts(conn)
-                for channel, count in orphans.items():
+                for channel, (requeued, failed) in orphans.items():
                     log.error(
-                        "%s: %d deliveries were being sent when a notifier process stopped; they "
-                        "are marked 'uncertain' and not re-sent (at most once per event and "
-                        "channel)",
+                        "%s: %d deliveries were being sent when a notifier process stopped; the "
+                        "channel may or may not have received them: %d will be sent again marked "
+                        "'possibly repeated', %d were out of attempts and failed",
                         channel,
-                        count,
+                        requeued + failed,
+                        requeued,
+                        failed,
                     )
-                    self._metrics.deliveries.labels(channel, "uncertain").inc(count)
+                    self._metrics.deliveries.labels(channel, "uncertain").inc(requeued)
+                    self._metrics.deliveries.labels(channel, "failed").inc(failed)
+                if orphans:
+                    self.wake()
                 for name in channels:
                     self._metrics.pending.labels(name).set(pending.get(name, 0))
             except TRANSIENT_DB_ERRORS as exc:
@@ -254,6 +276,7 @@ class DeliveryLoop:
         if claimed is None:
             await self._wait(name)
             return
+        crash_point(AFTER_CLAIM)
         bucket.take(self._clock())
         digest = len(claimed.alerts) > 1
         ref = str(claimed.message_id)
@@ -263,20 +286,34 @@ class DeliveryLoop:
             payload: dict[str, Any]
             if digest:
                 payload = digest_payload(
-                    target.kind, claimed.alerts, language, url, ref, msgtype=target.msgtype
+                    target.kind,
+                    claimed.alerts,
+                    language,
+                    url,
+                    ref,
+                    msgtype=target.msgtype,
+                    repeats=claimed.uncertain_refs,
                 )
             else:
+                alert = claimed.alerts[0]
                 payload = single_payload(
-                    target.kind, claimed.alerts[0], language, url, ref, msgtype=target.msgtype
+                    target.kind,
+                    alert,
+                    language,
+                    url,
+                    ref,
+                    msgtype=target.msgtype,
+                    repeat_of=claimed.uncertain_refs.get(alert.event_id, ()),
                 )
             outcome = await self._sender.send(target, payload)
+            crash_point(AFTER_SEND)
         except Exception as exc:
             # A bug must not leave claimed rows hanging: they fail with the reason, visibly.
             log.exception("%s: message %s could not be rendered or sent", name, ref)
             detail = redact(f"{type(exc).__name__}: {exc}", target.secrets())
             outcome = Outcome("failed", f"internal error: {detail}")
-        # The answer is known: recording it must survive a database blip (until the lease ends,
-        # after which the rows are 'uncertain' anyway and never re-sent).
+        # Recording the answer must survive a database blip (until the lease ends, after which
+        # the rows are sent again as possible repeats anyway).
         deadline = self._clock() + self._options.lease_s / 2
         while True:
             try:
@@ -301,12 +338,21 @@ class DeliveryLoop:
         opts = self._options
         async with self._pool().acquire() as conn:
             if outcome.verdict == "delivered":
-                delays = await store.mark_delivered(conn, mid, digest=digest)
+                done = await store.mark_delivered(conn, mid, digest=digest)
                 self._metrics.messages.labels(name, "digest" if digest else "single").inc()
-                self._metrics.deliveries.labels(name, "delivered").inc(len(delays))
-                for delay in delays:
+                self._metrics.deliveries.labels(name, "delivered").inc(len(done.delays_s))
+                self._metrics.possible_repeats.labels(name).inc(done.repeats)
+                for delay in done.delays_s:
                     self._metrics.delay.labels(name).observe(max(0.0, delay))
-                log.info("%s: delivered message %s (%d alerts)", name, mid, n)
+                earlier = sorted({r for refs in claimed.uncertain_refs.values() for r in refs})
+                log.info(
+                    "%s: delivered message %s (%d alerts, %d possibly repeated from %s)",
+                    name,
+                    mid,
+                    n,
+                    done.repeats,
+                    ", ".join(earlier) or "no earlier message",
+                )
             elif outcome.verdict == "rate_limited":
                 after = outcome.retry_after_s or 1.0
                 bucket.pause_until(self._clock() + after)
@@ -320,11 +366,10 @@ class DeliveryLoop:
                 )
                 self._metrics.deliveries.labels(name, "rate_limited").inc(n)
                 log.warning("%s: rate limited (%s); retrying in %.1fs", name, outcome.detail, after)
-            elif outcome.verdict == "retry":
-                delay = jittered(
-                    backoff_s(
-                        claimed.attempts, initial=opts.retry_initial_s, maximum=opts.retry_max_s
-                    )
+            elif outcome.verdict in ("retry", "uncertain"):
+                uncertain = outcome.verdict == "uncertain"
+                delay = backoff_s(
+                    claimed.attempts, initial_s=opts.retry_initial_s, maximum_s=opts.retry_max_s
                 )
                 retried, failed = await store.mark_retry(
                     conn,
@@ -333,16 +378,21 @@ class DeliveryLoop:
                     error=outcome.detail,
                     max_attempts=opts.max_attempts,
                     counts=True,
+                    uncertain=uncertain,
                 )
-                self._metrics.deliveries.labels(name, "retried").inc(retried)
+                self._metrics.deliveries.labels(name, "uncertain" if uncertain else "retried").inc(
+                    retried
+                )
                 self._metrics.deliveries.labels(name, "failed").inc(failed)
                 log.warning(
-                    "%s: message %s not delivered (%s); %d retried in %.1fs, %d out of attempts",
+                    "%s: message %s %s (%s); %d retried in %.1fs%s, %d out of attempts",
                     name,
                     mid,
+                    "may or may not have been received" if uncertain else "not delivered",
                     outcome.detail,
                     retried,
                     delay,
+                    " marked 'possibly repeated'" if uncertain else "",
                     failed,
                 )
             elif outcome.verdict == "failed":

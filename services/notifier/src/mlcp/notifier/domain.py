@@ -29,7 +29,7 @@ from mlcp.contracts import (
     RunFailed,
 )
 from mlcp.contracts.common import Evidence
-from mlcp.runtime.platform import Channel, Notifications
+from mlcp.policy.platform import Channel, Notifications
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -69,7 +69,14 @@ class EvidenceLine(BaseModel):
 
 
 class Alert(BaseModel):
-    """A notification-worthy fact, independent of channel and language (stored as JSON)."""
+    """A notification-worthy occurrence, independent of channel and language (stored as JSON).
+
+    Its identity is the event id: a redelivered event is the same alert, while the same fact
+    happening again later (a version promoted, rolled back and promoted again) is a new event
+    and so a new alert. Producers emit each occurrence once through their outbox, in the
+    transaction that records it (the registry: with its alias-history row), so the id is the
+    occurrence.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -81,8 +88,6 @@ class Alert(BaseModel):
     severity: Severity
     occurred_at: datetime
     correlation_id: str | None
-    dedupe_key: str
-    """Business key: the same fact re-sent under a new event id is alerted once."""
     facts: dict[str, str]
     """Template values, e.g. stage, reason, alias, from_version, error."""
     evidence: tuple[EvidenceLine, ...] = ()
@@ -138,7 +143,6 @@ def alert_from_event(event: CloudEvent[Any]) -> Alert | None:
             model=data.model,
             version=data.version,
             severity="warning",
-            dedupe_key=f"{kind}:{data.model}:{data.version}:{data.stage}",
             facts={"stage": data.stage, "check": data.kind, "reason": data.reason},
             evidence=_evidence(data.evidence, flagged_when_satisfied=False),
         )
@@ -152,13 +156,11 @@ def alert_from_event(event: CloudEvent[Any]) -> Alert | None:
         }
         if data.alias:
             facts["alias"] = data.alias
-        # Every detection is its own fact (a new window): the event id is the business key.
         return Alert(
             **base,
             model=data.model,
             version=data.version,
             severity="warning",
-            dedupe_key=f"{kind}:{event.id}",
             facts=facts,
             evidence=_drift_evidence(data),
         )
@@ -178,7 +180,6 @@ def alert_from_event(event: CloudEvent[Any]) -> Alert | None:
             model=data.model,
             version=data.from_version,
             severity="critical" if data.cause == "degraded" else "warning",
-            dedupe_key=f"{kind}:{data.model}:{data.alias}:{data.from_version}:{data.to_version}",
             facts=facts,
         )
     if isinstance(data, RunFailed):
@@ -189,7 +190,6 @@ def alert_from_event(event: CloudEvent[Any]) -> Alert | None:
             model=data.model,
             version=None,
             severity="warning",
-            dedupe_key=f"{kind}:{data.run_id}",
             facts=facts,
         )
     if isinstance(data, ApprovalRequested):
@@ -201,7 +201,6 @@ def alert_from_event(event: CloudEvent[Any]) -> Alert | None:
             model=data.model,
             version=data.version,
             severity="info",
-            dedupe_key=f"{kind}:{data.model}:{data.version}:{data.stage}",
             facts=facts,
         )
     if isinstance(data, ModelPromoted):
@@ -218,7 +217,6 @@ def alert_from_event(event: CloudEvent[Any]) -> Alert | None:
             model=data.model,
             version=data.version,
             severity="info",
-            dedupe_key=f"{kind}:{data.model}:{data.version}:{data.alias}",
             facts=facts,
         )
     return None
@@ -328,7 +326,9 @@ def plan_send(pending: int, tokens: float) -> Plan:
 
 # --- webhook answers ---------------------------------------------------------------------------
 
-Verdict = Literal["delivered", "retry", "rate_limited", "failed", "disable_channel"]
+Verdict = Literal["delivered", "retry", "rate_limited", "failed", "disable_channel", "uncertain"]
+"""``retry``: certainly not received (refused connection, 5xx …); ``uncertain``: the request was
+written but no answer came, so the channel may have shown it (sent again marked as a repeat)."""
 
 WECOM_RATE_LIMITED = 45009
 WECOM_INVALID_WEBHOOK = 93000
@@ -379,11 +379,6 @@ def classify_response(
     if errcode == WECOM_INVALID_WEBHOOK:
         return Outcome("disable_channel", f"errcode {errcode}: {errmsg}")
     return Outcome("failed", f"errcode {errcode}: {errmsg}")
-
-
-def backoff_s(attempt: int, *, initial: float, maximum: float) -> float:
-    """Exponential backoff before retry number ``attempt`` (1-based)."""
-    return float(min(maximum, initial * 2 ** max(0, attempt - 1)))
 
 
 # --- secrets -------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 from mlcp.contracts import CloudEvent
 from mlcp.notifier import store
 from mlcp.notifier.domain import alert_from_event, route
+from mlcp.policy.platform import Notifications
 from mlcp.runtime import Handler, Tx
-from mlcp.runtime.platform import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,8 @@ def alert_handler(notifications: Notifications) -> Handler:
             return
         channels = route(notifications, alert)
         if not await store.record_alert(tx.conn, alert, channels):
-            log.info(
-                "%s for %s was alerted before (same %s)", alert.kind, alert.model, alert.dedupe_key
-            )
+            # The inbox already drops a redelivered event; this is the table's own guard.
+            log.info("%s for %s: event %s recorded before", alert.kind, alert.model, event.id)
         elif not channels:
             log.info("%s for %s matches no route: recorded, not sent", alert.kind, alert.model)
 

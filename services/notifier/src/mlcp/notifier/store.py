@@ -2,14 +2,16 @@
 
 The ``deliveries`` table is the durable queue the delivery loop sends from. A row moves
 pending → sending (claimed with ``FOR UPDATE SKIP LOCKED``, tagged with the message id)
-→ delivered | pending (retry later) | failed. A row left in ``sending`` by a crashed process
-becomes ``uncertain``: it is never sent again (at most once per event and channel).
+→ delivered | pending (retry later) | failed. When the outcome of a send is unknown — a row left
+in ``sending`` by a dead process, or no answer after the request was written — the row goes back
+to ``pending`` with that message id appended to ``uncertain_refs``: it is sent again, once per
+uncertainty, marked as a possible repeat of those refs (no alert is lost).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlcp.notifier.domain import Alert
@@ -22,13 +24,13 @@ def wake_channel(schema: str) -> str:
 
 
 async def record_alert(conn: Conn, alert: Alert, channels: list[str]) -> bool:
-    """Store an alert and one pending delivery per channel; False when the fact was seen before."""
+    """Store an alert and one pending delivery per channel; False when this occurrence (its
+    event id) was recorded before. The same fact happening again under a new id is a new alert."""
     inserted = await conn.fetchval(
         """
-        INSERT INTO alerts (event_id, kind, model, severity, correlation_id, dedupe_key,
-                            payload, occurred_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)
-        ON CONFLICT DO NOTHING
+        INSERT INTO alerts (event_id, kind, model, severity, correlation_id, payload, occurred_at)
+        VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)
+        ON CONFLICT (event_id) DO NOTHING
         RETURNING true
         """,
         alert.event_id,
@@ -36,7 +38,6 @@ async def record_alert(conn: Conn, alert: Alert, channels: list[str]) -> bool:
         alert.model,
         alert.severity,
         alert.correlation_id,
-        alert.dedupe_key,
         alert.model_dump_json(),
         alert.occurred_at,
     )
@@ -75,6 +76,8 @@ class Claimed:
     alerts: list[Alert]
     attempts: int
     """The highest attempt number among them (this send included)."""
+    uncertain_refs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """event id → refs of earlier messages that may already have carried it (possible repeats)."""
 
 
 async def claim(conn: Conn, channel: str, limit: int) -> Claimed | None:
@@ -92,7 +95,8 @@ async def claim(conn: Conn, channel: str, limit: int) -> Claimed | None:
         SET state = 'sending', claimed_at = now(), message_id = $3, attempts = d.attempts + 1
         FROM due, alerts a
         WHERE d.channel = $1 AND d.event_id = due.event_id AND a.event_id = d.event_id
-        RETURNING a.payload::text AS payload, d.created_at, d.attempts
+        RETURNING a.payload::text AS payload, d.created_at, d.attempts, d.event_id,
+                  d.uncertain_refs
         """,
         channel,
         limit,
@@ -105,23 +109,39 @@ async def claim(conn: Conn, channel: str, limit: int) -> Claimed | None:
         message_id,
         [Alert.model_validate_json(r["payload"]) for r in ordered],
         max(int(r["attempts"]) for r in rows),
+        {
+            r["event_id"]: tuple(str(ref) for ref in r["uncertain_refs"])
+            for r in ordered
+            if r["uncertain_refs"]
+        },
     )
 
 
-async def mark_delivered(conn: Conn, message_id: uuid.UUID, *, digest: bool) -> list[float]:
-    """Deliveries of a message are done; returns each one's delay since its event, in seconds."""
+@dataclass(frozen=True)
+class Delivered:
+    """What a delivered message settled."""
+
+    delays_s: list[float]
+    """Each alert's delay since its event, in seconds."""
+    repeats: int
+    """How many of its alerts were sent marked as possible repeats."""
+
+
+async def mark_delivered(conn: Conn, message_id: uuid.UUID, *, digest: bool) -> Delivered:
+    """Deliveries of a message are done."""
     rows = await conn.fetch(
         """
         UPDATE deliveries d
         SET state = 'delivered', delivered_at = now(), digest = $2, last_error = NULL
         FROM alerts a
         WHERE d.message_id = $1 AND d.state = 'sending' AND a.event_id = d.event_id
-        RETURNING extract(epoch FROM now() - a.occurred_at)::float8 AS delay
+        RETURNING extract(epoch FROM now() - a.occurred_at)::float8 AS delay,
+                  cardinality(d.uncertain_refs) > 0 AS repeat
         """,
         message_id,
         digest,
     )
-    return [float(r["delay"]) for r in rows]
+    return Delivered([float(r["delay"]) for r in rows], sum(1 for r in rows if r["repeat"]))
 
 
 async def mark_retry(
@@ -132,9 +152,12 @@ async def mark_retry(
     error: str,
     max_attempts: int,
     counts: bool,
+    uncertain: bool = False,
 ) -> tuple[int, int]:
     """Put a message's deliveries back in the queue after ``delay_s``; those out of attempts
-    fail. ``counts`` False (rate limited) does not spend an attempt. Returns (retried, failed)."""
+    fail. ``counts`` False (rate limited) does not spend an attempt. ``uncertain``: the channel
+    may have received the message, so its id joins ``uncertain_refs`` and the next send is
+    marked as a possible repeat. Returns (retried, failed)."""
     rows = await conn.fetch(
         """
         UPDATE deliveries
@@ -142,6 +165,8 @@ async def mark_retry(
             state = CASE WHEN $5 AND attempts >= $4 THEN 'failed' ELSE 'pending' END,
             next_attempt_at = now() + make_interval(secs => $2),
             message_id = CASE WHEN $5 AND attempts >= $4 THEN message_id END,
+            uncertain_refs = CASE WHEN $6 THEN array_append(uncertain_refs, message_id)
+                                  ELSE uncertain_refs END,
             last_error = $3
         WHERE message_id = $1 AND state = 'sending'
         RETURNING state
@@ -151,6 +176,7 @@ async def mark_retry(
         error,
         max_attempts,
         counts,
+        uncertain,
     )
     failed = sum(1 for r in rows if r["state"] == "failed")
     return len(rows) - failed, failed
@@ -178,25 +204,34 @@ async def fail_channel(conn: Conn, channel: str, error: str) -> int:
     return int(result.split()[-1])
 
 
-async def orphaned_to_uncertain(conn: Conn, channels: list[str], lease_s: float) -> dict[str, int]:
+async def requeue_orphans(
+    conn: Conn, channels: list[str], lease_s: float, max_attempts: int
+) -> dict[str, tuple[int, int]]:
     """Deliveries left 'sending' longer than a send can take belong to a dead process: the
-    channel may or may not have received them, so they are never re-sent (at most once).
-    Returns how many per channel."""
+    channel may or may not have received that message, so they go back to the queue as possible
+    repeats of it (its id joins ``uncertain_refs``); out of attempts, they fail. Returns
+    (requeued, failed) per channel."""
     rows = await conn.fetch(
         """
         WITH orphaned AS (
             UPDATE deliveries
-            SET state = 'uncertain',
+            SET state = CASE WHEN attempts >= $3 THEN 'failed' ELSE 'pending' END,
+                next_attempt_at = now(),
+                uncertain_refs = array_append(uncertain_refs, message_id),
+                message_id = CASE WHEN attempts >= $3 THEN message_id END,
                 last_error = 'the sending process stopped before the answer was recorded'
             WHERE state = 'sending' AND channel = ANY($1::text[])
               AND claimed_at < now() - make_interval(secs => $2)
-            RETURNING channel)
-        SELECT channel, count(*) AS n FROM orphaned GROUP BY channel
+            RETURNING channel, state)
+        SELECT channel, count(*) FILTER (WHERE state = 'pending') AS requeued,
+               count(*) FILTER (WHERE state = 'failed') AS failed
+        FROM orphaned GROUP BY channel
         """,
         channels,
         lease_s,
+        max_attempts,
     )
-    return {r["channel"]: int(r["n"]) for r in rows}
+    return {r["channel"]: (int(r["requeued"]), int(r["failed"])) for r in rows}
 
 
 async def disable_channel(conn: Conn, channel: str, url_fingerprint: str, reason: str) -> None:
@@ -241,8 +276,8 @@ async def deliveries(
     rows = await conn.fetch(
         """
         SELECT d.event_id, d.channel, d.state, d.attempts, d.digest, d.message_id,
-               d.last_error, d.created_at, d.delivered_at, a.kind, a.model, a.severity,
-               a.correlation_id
+               d.uncertain_refs, d.last_error, d.created_at, d.delivered_at, a.kind, a.model,
+               a.severity, a.correlation_id
         FROM deliveries d JOIN alerts a USING (event_id)
         WHERE ($1::text IS NULL OR d.event_id = $1)
           AND ($2::text IS NULL OR d.channel = $2)

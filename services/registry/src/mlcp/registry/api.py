@@ -9,25 +9,41 @@ local to ``create_api``.
 
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from mlcp.contracts import ApprovalGranted, ApprovalRejected, ExternalCheckReported
 from mlcp.contracts.types import SLUG_PATTERN, UtcDatetime
-from mlcp.registry import domain, store
-from mlcp.registry.auth import Authenticator, Caller, Unauthenticated, new_token
+from mlcp.policy.platform import GateStage, PlatformConfig
+from mlcp.registry import chain, domain, problems, store
+from mlcp.registry.audit import AuditTrail, read_checkpoints, verify_chain
+from mlcp.registry.auth import (
+    AUTHENTICATED,
+    CHALLENGE,
+    PERMISSION_KEY,
+    AuthenticateFirst,
+    Authenticator,
+    Caller,
+    new_token,
+)
 from mlcp.registry.cache import ReadCache, model_scope, token_scope
 from mlcp.registry.handlers import apply
+from mlcp.registry.problems import errors
 from mlcp.runtime import ServiceRuntime
-from mlcp.runtime.db import TRANSIENT_DB_ERRORS
-from mlcp.runtime.platform import GateStage, PlatformConfig
 from mlcp.runtime.telemetry import resume_trace
 
 # Path and body types. NUL characters are refused up front: PostgreSQL text cannot hold them.
@@ -54,6 +70,21 @@ PrincipalStr = Annotated[
     ),
 ]
 UrlStr = Annotated[str, StringConstraints(min_length=1, max_length=2048, pattern=r"^[!-~]+$")]
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339_text(value: Any) -> Any:
+    # Pydantic would also take a number (seconds since 1970) or a date without a zone: a query
+    # like `until=0.5` must be refused, not read as a moment in 1970.
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a time zone: 2026-01-31T12:00:00Z")
+    return value
+
+
+Timestamp = Annotated[UtcDatetime, BeforeValidator(_rfc3339_text)]
+"""An instant given as RFC 3339 text with a zone (``Z`` or ``±hh:mm``), normalised to UTC."""
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Rows to skip.")]
 Role = Literal["viewer", "operator", "approver", "admin", "auditor"]
@@ -61,7 +92,8 @@ MAX_TTL_S = 10 * 365 * 86400
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Non-finite numbers (NaN, Infinity, 1e309) are refused in every body: 422, never stored.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class PromoteRequest(_Body):
@@ -96,16 +128,50 @@ class CheckReport(_Body):
 class GrantRequest(_Body):
     """A role for a token, optionally expiring (``expires_at`` or ``ttl_seconds``)."""
 
+    # Published in the schema too, so clients (and fuzzers) know the rule before sending.
+    model_config = ConfigDict(
+        json_schema_extra={"not": {"required": ["expires_at", "ttl_seconds"]}}
+    )
+
     role: Role
-    expires_at: UtcDatetime | None = None
+    expires_at: Timestamp | None = None
     ttl_seconds: int | None = Field(None, ge=1, le=MAX_TTL_S)
 
-    def expiry(self, now: datetime) -> datetime | None:
+    @model_validator(mode="after")
+    def _one_expiry(self) -> Self:
         if self.expires_at is not None and self.ttl_seconds is not None:
-            raise HTTPException(422, "give expires_at or ttl_seconds, not both")
+            raise ValueError("give expires_at or ttl_seconds, not both")
+        return self
+
+    def expiry(self, now: datetime) -> datetime | None:
+        """When the grant ends (None: never)."""
         if self.ttl_seconds is not None:
             return now + timedelta(seconds=self.ttl_seconds)
         return self.expires_at
+
+
+class CheckpointSummary(BaseModel):
+    """The signed checkpoint a verification compared the table with."""
+
+    seq: int
+    hash: str
+    key_id: str
+    signed_at: datetime
+
+
+class AuditVerdict(BaseModel):
+    """The outcome of ``GET /audit/verify``."""
+
+    ok: bool
+    rows_checked: int = Field(description="Rows found intact before the first problem.")
+    first_bad_seq: int | None
+    problem: chain.Problem | None = Field(description="What happened at first_bad_seq.")
+    reason: str | None
+    checkpoint: CheckpointSummary | None = Field(description="The newest signed checkpoint read.")
+    unanchored_rows: int = Field(
+        description="Rows after that checkpoint (their own is on its way)."
+    )
+    warning: str | None = Field(description="What this verification could not check.")
 
 
 class TokenRequest(_Body):
@@ -114,22 +180,6 @@ class TokenRequest(_Body):
     principal: PrincipalStr
     description: Comment | None = None
     grants: list[GrantRequest] = Field(default_factory=list, max_length=10)
-
-
-def answer_503_while_the_database_is_away(app: FastAPI) -> None:
-    """A request that finds PostgreSQL unreachable (restarting, failing over) gets 503 with
-    Retry-After, not a 500: the client should simply try again in a moment."""
-
-    async def unavailable(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            {"detail": f"the registry's database is unavailable ({type(exc).__name__}); retry"},
-            status_code=503,
-            headers={"Retry-After": "2"},
-        )
-
-    for error in TRANSIENT_DB_ERRORS:
-        if issubclass(error, Exception):
-            app.add_exception_handler(error, unavailable)
 
 
 def _now() -> datetime:
@@ -175,7 +225,11 @@ def _alias_answer(model: str, alias: str, found: dict[str, Any]) -> tuple[str, b
 
 
 def create_api(
-    runtime: ServiceRuntime, auth: Authenticator, config: PlatformConfig, cache: ReadCache
+    runtime: ServiceRuntime,
+    auth: Authenticator,
+    config: PlatformConfig,
+    cache: ReadCache,
+    audit_trail: AuditTrail,
 ) -> FastAPI:
     """The API app; it reaches the database through ``runtime`` once the runtime has started."""
     api = FastAPI(
@@ -183,48 +237,46 @@ def create_api(
         version="1.0.0",
         description="Models, versions, aliases, approvals and the audit log of mlcp. "
         "Every call needs `Authorization: Bearer <token>`; each operation names its "
-        "permission in `x-required-permission`.",
+        "permission in `x-required-permission`. Errors are RFC 9457 problem documents "
+        "(`application/problem+json`).",
     )
     bearer = HTTPBearer(auto_error=False, description="An mlcp registry token")
 
     def pool() -> Any:
         return runtime.pool
 
-    async def authorize(
-        credentials: HTTPAuthorizationCredentials | None,
-        permission: domain.Permission | None,
-    ) -> Caller:
-        try:
-            caller = await auth.caller(pool, credentials.credentials if credentials else None)
-        except Unauthenticated as exc:
-            raise HTTPException(
-                401, str(exc), headers={"WWW-Authenticate": 'Bearer realm="mlcp"'}
-            ) from None
-        if permission is not None and not domain.allowed(caller.roles, permission):
-            roles = ", ".join(caller.roles) or "none"
-            raise HTTPException(
-                403, f"{caller.principal} (roles: {roles}) lacks the {permission!r} permission"
-            )
-        return caller
+    problems.install(api)
+    problems.document(api)
+    api.add_middleware(AuthenticateFirst, routes=lambda: api.router.routes, auth=auth, pool=pool)
 
     def needs(permission: domain.Permission | None) -> Callable[..., Awaitable[Caller]]:
         async def check(
+            request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> Caller:
-            return await authorize(credentials, permission)
+            # AuthenticateFirst has checked the caller before the request got here; this only
+            # hands it over (and declares the bearer scheme in the OpenAPI document).
+            caller = request.scope.get("state", {}).get("caller")
+            if not isinstance(caller, Caller):
+                raise HTTPException(401, "missing bearer token", headers=CHALLENGE)
+            return caller
 
         return check
 
-    def perm(permission: domain.Permission | None) -> dict[str, Any]:
-        return {"openapi_extra": {"x-required-permission": permission or "authenticated"}}
+    def perm(
+        permission: domain.Permission | None,
+        described: Mapping[int, str] | None = None,
+        links: Mapping[int, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        successes = {status: {"links": found} for status, found in (links or {}).items()}
+        return {
+            "openapi_extra": {PERMISSION_KEY: permission or AUTHENTICATED},
+            "responses": {**errors(described or {}), **successes},
+        }
 
+    unknown_model = {404: "Unknown model."}
+    unknown_version = {404: "Unknown model or version."}
     Reader = Annotated[Caller, Depends(needs("read"))]
-
-    @api.exception_handler(domain.Conflict)
-    async def conflict(_: Request, exc: domain.Conflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    answer_503_while_the_database_is_away(api)
 
     async def must_have_model(conn: Any, model: str) -> None:
         if not await store.model_exists(conn, model):
@@ -270,7 +322,7 @@ def create_api(
             items = await store.list_models(conn, prefix=prefix, limit=limit, offset=offset)
         return _page(items, limit, offset)
 
-    @api.get("/models/{model}", **perm("read"))
+    @api.get("/models/{model}", **perm("read", unknown_model))
     async def get_model(_: Reader, model: ModelPath) -> dict[str, Any]:
         """A model: its aliases and rollout state."""
         async with runtime.pool.acquire() as conn:
@@ -285,7 +337,7 @@ def create_api(
             "rollout": dataclasses.asdict(rollout),
         }
 
-    @api.get("/models/{model}/versions", **perm("read"))
+    @api.get("/models/{model}/versions", **perm("read", unknown_model))
     async def list_versions(
         _: Reader,
         model: ModelPath,
@@ -301,7 +353,7 @@ def create_api(
             )
         return _page(items, limit, offset)
 
-    @api.get("/models/{model}/versions/{version}", **perm("read"))
+    @api.get("/models/{model}/versions/{version}", **perm("read", unknown_version))
     async def get_version(_: Reader, model: ModelPath, version: VersionPath) -> dict[str, Any]:
         """A version with its full standard metadata."""
         async with runtime.pool.acquire() as conn:
@@ -313,7 +365,7 @@ def create_api(
             found.pop(part, None)
         return found
 
-    @api.get("/models/{model}/versions/{version}/lineage", **perm("read"))
+    @api.get("/models/{model}/versions/{version}/lineage", **perm("read", unknown_version))
     async def lineage(_: Reader, model: ModelPath, version: VersionPath) -> dict[str, Any]:
         """Version → training run → data: every batch with its uri, rows and sha256, and the
         dataset digest (their fingerprint, recipe in the RunFinished schema) → artifact."""
@@ -348,14 +400,17 @@ def create_api(
             },
         }
 
-    @api.get("/models/{model}/aliases", **perm("read"))
+    @api.get("/models/{model}/aliases", **perm("read", unknown_model))
     async def list_aliases(_: Reader, model: ModelPath) -> dict[str, str]:
         """alias → version, for every alias the model has now."""
         async with runtime.pool.acquire() as conn:
             await must_have_model(conn, model)
             return await store.get_aliases(conn, model)
 
-    @api.get("/models/{model}/aliases/{alias}", **perm("read"))
+    @api.get(
+        "/models/{model}/aliases/{alias}",
+        **perm("read", {404: "Unknown model, or the model has no such alias."}),
+    )
     async def resolve_alias(
         _: Reader, request: Request, model: ModelPath, alias: AliasPath
     ) -> Response:
@@ -382,7 +437,7 @@ def create_api(
             return Response(status_code=304, headers=headers)
         return Response(body, media_type="application/json", headers=headers)
 
-    @api.get("/models/{model}/aliases/{alias}/history", **perm("read"))
+    @api.get("/models/{model}/aliases/{alias}/history", **perm("read", unknown_model))
     async def alias_history(
         _: Reader, model: ModelPath, alias: AliasPath, limit: Limit = 50, offset: Offset = 0
     ) -> dict[str, Any]:
@@ -392,9 +447,9 @@ def create_api(
             items = await store.alias_history(conn, model, alias, limit=limit, offset=offset)
         return _page(items, limit, offset)
 
-    @api.get("/models/{model}/aliases/{alias}/at", **perm("read"))
+    @api.get("/models/{model}/aliases/{alias}/at", **perm("read", unknown_model))
     async def alias_at(
-        _: Reader, model: ModelPath, alias: AliasPath, time: Annotated[UtcDatetime, Query()]
+        _: Reader, model: ModelPath, alias: AliasPath, time: Annotated[Timestamp, Query()]
     ) -> dict[str, Any]:
         """Which version the alias pointed to at ``time`` (null: none)."""
         async with runtime.pool.acquire() as conn:
@@ -411,7 +466,18 @@ def create_api(
 
     # --- governance actions ---------------------------------------------------------------------
 
-    @api.post("/models/{model}/aliases/{alias}", **perm("promote"))
+    @api.post(
+        "/models/{model}/aliases/{alias}",
+        **perm(
+            "promote",
+            {
+                404: "Unknown model or version.",
+                409: "The promotion contradicts the state (rejected version, alias already "
+                "on it, …).",
+                412: "If-Match did not match the alias' current ETag: it moved since.",
+            },
+        ),
+    )
     async def promote(
         caller: Annotated[Caller, Depends(needs("promote"))],
         model: ModelPath,
@@ -450,10 +516,21 @@ def create_api(
                 now=now,
                 cause_event_id=None,
                 cache=cache,
+                audit=audit_trail,
             )
             return {"aliases": await store.get_aliases(tx.conn, model)}
 
-    @api.post("/models/{model}/aliases/{alias}/rollback", **perm("rollback"))
+    @api.post(
+        "/models/{model}/aliases/{alias}/rollback",
+        **perm(
+            "rollback",
+            {
+                404: "Unknown model.",
+                409: "Nowhere to roll back to (no version on the alias, no rollback target).",
+                412: "If-Match did not match the alias' current ETag: it moved since.",
+            },
+        ),
+    )
     async def rollback(
         caller: Annotated[Caller, Depends(needs("rollback"))],
         model: ModelPath,
@@ -488,8 +565,14 @@ def create_api(
                 now=now,
                 cause_event_id=None,
                 cache=cache,
+                audit=audit_trail,
             )
             return {"aliases": await store.get_aliases(tx.conn, model)}
+
+    decision_errors = {
+        404: "Unknown model, version, or manual stage of the model.",
+        409: "The version is already rejected.",
+    }
 
     async def decide(
         caller: Caller, model: str, version: str, stage: str, decision: str, comment: str | None
@@ -512,22 +595,24 @@ def create_api(
                     ),
                     correlationid=correlation,
                 )
-            await store.append_audit(
-                tx.conn,
-                actor=caller.principal,
-                action="approval",
-                at=_now(),
-                model=model,
-                version=version,
-                after={"stage": stage, "decision": decision, "comment": comment},
-                cause_event_id=event.id,
-            )
+                # Its checkpoint belongs to the same lifecycle and trace.
+                await audit_trail.append(
+                    tx,
+                    actor=caller.principal,
+                    action="approval",
+                    at=_now(),
+                    model=model,
+                    version=version,
+                    after={"stage": stage, "decision": decision, "comment": comment},
+                    cause_event_id=event.id,
+                    correlationid=correlation,
+                )
         return {"event_id": event.id, "decision": decision}
 
     @api.post(
         "/models/{model}/versions/{version}/stages/{stage}/approve",
         status_code=202,
-        **perm("approve"),
+        **perm("approve", decision_errors),
     )
     async def approve(
         caller: Annotated[Caller, Depends(needs("approve"))],
@@ -544,7 +629,7 @@ def create_api(
     @api.post(
         "/models/{model}/versions/{version}/stages/{stage}/reject",
         status_code=202,
-        **perm("approve"),
+        **perm("approve", decision_errors),
     )
     async def reject(
         caller: Annotated[Caller, Depends(needs("approve"))],
@@ -561,7 +646,7 @@ def create_api(
     @api.post(
         "/models/{model}/versions/{version}/checks/{check}",
         status_code=202,
-        **perm("report_check"),
+        **perm("report_check", {404: "Unknown model, version, or external check of the model."}),
     )
     async def report_check(
         caller: Annotated[Caller, Depends(needs("report_check"))],
@@ -588,16 +673,18 @@ def create_api(
                     ),
                     correlationid=correlation,
                 )
-            await store.append_audit(
-                tx.conn,
-                actor=caller.principal,
-                action="check_reported",
-                at=_now(),
-                model=model,
-                version=version,
-                after={"check": stage.name, "status": body.status, "url": body.url},
-                cause_event_id=event.id,
-            )
+                # Its checkpoint belongs to the same lifecycle and trace.
+                await audit_trail.append(
+                    tx,
+                    actor=caller.principal,
+                    action="check_reported",
+                    at=_now(),
+                    model=model,
+                    version=version,
+                    after={"check": stage.name, "status": body.status, "url": body.url},
+                    cause_event_id=event.id,
+                    correlationid=correlation,
+                )
         return {"event_id": event.id, "check": stage.name, "status": body.status}
 
     # --- audit ---------------------------------------------------------------------------------
@@ -610,8 +697,8 @@ def create_api(
         model: Annotated[str | None, Query(pattern=SLUG_PATTERN)] = None,
         action: Annotated[str | None, Query(pattern=r"^[a-z_]{1,64}$")] = None,
         actor: Annotated[PrincipalStr | None, Query()] = None,
-        since: Annotated[UtcDatetime | None, Query()] = None,
-        until: Annotated[UtcDatetime | None, Query()] = None,
+        since: Annotated[Timestamp | None, Query()] = None,
+        until: Annotated[Timestamp | None, Query()] = None,
         limit: Limit = 100,
         offset: Offset = 0,
     ) -> dict[str, Any]:
@@ -629,17 +716,46 @@ def create_api(
             )
         return _page(items, limit, offset)
 
-    @api.get("/audit/verify", **perm("audit_read"))
+    @api.get("/audit/verify", response_model=AuditVerdict, **perm("audit_read"))
     async def audit_verify(_: Auditor) -> dict[str, Any]:
-        """Recompute the hash chain; names the first row that does not hold."""
+        """Check the keyed chain against the newest signed checkpoints on Kafka; names the
+        first row that does not hold and what happened to it."""
+        keyring, chain_name = audit_trail.keyring, audit_trail.chain_name
+        # Checkpoints first, then the table: a row committed meanwhile can only be newer than
+        # every checkpoint read, never look like a deleted one.
+        checkpoints, warning = await read_checkpoints(runtime.settings, chain_name, keyring)
         async with runtime.pool.acquire() as conn:
-            return await store.verify_audit_chain(conn)
+            verdict = await verify_chain(conn, keyring, checkpoints, warning=warning)
+        return verdict.as_dict()
 
     # --- tokens and grants ---------------------------------------------------------------------
 
     Admin = Annotated[Caller, Depends(needs("manage_tokens"))]
 
-    @api.post("/tokens", status_code=201, **perm("manage_tokens"))
+    # OpenAPI links: what a client (or a stateful fuzzer) can do next with an answer's ids.
+    token_links = {
+        "AddGrant": {"operationId": "add_grant", "parameters": {"token_id": "$response.body#/id"}},
+        "RevokeToken": {
+            "operationId": "revoke_token",
+            "parameters": {"token_id": "$response.body#/id"},
+        },
+    }
+    grant_links = {
+        "RevokeGrant": {
+            "operationId": "revoke_grant",
+            "parameters": {
+                "token_id": "$response.body#/token_id",
+                "grant_id": "$response.body#/id",
+            },
+        }
+    }
+
+    @api.post(
+        "/tokens",
+        status_code=201,
+        operation_id="create_token",
+        **perm("manage_tokens", links={201: token_links}),
+    )
     async def create_token(caller: Admin, body: Annotated[TokenRequest, Body()]) -> dict[str, Any]:
         """Issue a token (shown once) with its grants."""
         now = _now()
@@ -652,8 +768,8 @@ def create_api(
                 await store.insert_grant(tx.conn, token_id, g.role, g.expiry(now), caller.principal)
                 for g in body.grants
             ]
-            await store.append_audit(
-                tx.conn,
+            await audit_trail.append(
+                tx,
                 actor=caller.principal,
                 action="token_created",
                 at=now,
@@ -672,7 +788,12 @@ def create_api(
 
     TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 
-    @api.delete("/tokens/{token_id}", status_code=204, **perm("manage_tokens"))
+    @api.delete(
+        "/tokens/{token_id}",
+        status_code=204,
+        operation_id="revoke_token",
+        **perm("manage_tokens", {404: "No active token with this id."}),
+    )
     async def revoke_token(caller: Admin, token_id: TokenId) -> Response:
         """Revoke a token: it stops working at once."""
         now = _now()
@@ -680,8 +801,8 @@ def create_api(
             if not await store.revoke_token(tx.conn, token_id, now):
                 raise HTTPException(404, f"no active token {token_id!r}")
             await cache.invalidate(tx.conn, token_scope(token_id))
-            await store.append_audit(
-                tx.conn,
+            await audit_trail.append(
+                tx,
                 actor=caller.principal,
                 action="token_revoked",
                 at=now,
@@ -690,7 +811,12 @@ def create_api(
             )
         return Response(status_code=204)
 
-    @api.post("/tokens/{token_id}/grants", status_code=201, **perm("manage_tokens"))
+    @api.post(
+        "/tokens/{token_id}/grants",
+        status_code=201,
+        operation_id="add_grant",
+        **perm("manage_tokens", {404: "Unknown token."}, links={201: grant_links}),
+    )
     async def add_grant(
         caller: Admin, token_id: TokenId, body: Annotated[GrantRequest, Body()]
     ) -> dict[str, Any]:
@@ -703,13 +829,18 @@ def create_api(
             grant = await store.insert_grant(
                 tx.conn, token_id, body.role, body.expiry(now), caller.principal
             )
-            await store.append_audit(
-                tx.conn, actor=caller.principal, action="grant_added", at=now, after=grant
+            await audit_trail.append(
+                tx, actor=caller.principal, action="grant_added", at=now, after=grant
             )
         encoded: dict[str, Any] = jsonable_encoder(grant)
         return encoded
 
-    @api.delete("/tokens/{token_id}/grants/{grant_id}", status_code=204, **perm("manage_tokens"))
+    @api.delete(
+        "/tokens/{token_id}/grants/{grant_id}",
+        status_code=204,
+        operation_id="revoke_grant",
+        **perm("manage_tokens", {404: "The token has no active grant with this id."}),
+    )
     async def revoke_grant(
         caller: Admin, token_id: TokenId, grant_id: Annotated[int, Path(ge=1, le=2**62)]
     ) -> Response:
@@ -720,8 +851,8 @@ def create_api(
             if grant is None or grant["token_id"] != token_id:
                 raise HTTPException(404, f"token {token_id!r} has no active grant {grant_id}")
             await cache.invalidate(tx.conn, token_scope(token_id))
-            await store.append_audit(
-                tx.conn, actor=caller.principal, action="grant_revoked", at=now, after=grant
+            await audit_trail.append(
+                tx, actor=caller.principal, action="grant_revoked", at=now, after=grant
             )
         return Response(status_code=204)
 

@@ -22,11 +22,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.datastructures import Headers
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlcp.registry import domain, store
+from mlcp.registry import domain, problems, store
 from mlcp.registry.cache import ReadCache, token_scope
+from mlcp.runtime.db import TRANSIENT_DB_ERRORS
 
 BOOTSTRAP_PRINCIPAL = "bootstrap-admin"
 _TOKEN = re.compile(r"^mlcp_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -163,3 +168,74 @@ def _identify(row: dict[str, Any], token_id: str) -> Caller:
     grants = list(zip(row["roles"], row["expires"], row["revoked"], strict=True))
     roles = domain.active_roles(grants, datetime.now(UTC))
     return Caller(row["principal"], tuple(roles), token_id)
+
+
+# --- the API's gate ----------------------------------------------------------------------------
+
+PERMISSION_KEY = "x-required-permission"
+AUTHENTICATED = "authenticated"
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="mlcp"'}
+
+
+def presented_token(headers: Headers) -> str | None:
+    """The bearer token of ``Authorization: Bearer <token>``, or None."""
+    scheme, token = get_authorization_scheme_param(headers.get("authorization"))
+    return token if scheme.lower() == "bearer" and token else None
+
+
+class AuthenticateFirst:
+    """ASGI middleware of the API: who is calling, and may they, before anything else.
+
+    For a request that names an operation (path and method), the caller is authenticated (401)
+    and the operation's ``x-required-permission`` checked (403) before FastAPI reads the body or
+    validates a parameter: whoever has no right to an operation learns nothing from its
+    validation errors, and a request without a token gets 401 whatever its body. The caller is
+    left in ``scope["state"]["caller"]`` for the route. Unknown paths and methods go on to
+    FastAPI's 404 / 405; the OpenAPI document and its viewers stay public.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: Callable[[], list[BaseRoute]],
+        auth: Authenticator,
+        pool: Callable[[], Any],
+    ) -> None:
+        self._app = app
+        self._routes = routes
+        self._auth = auth
+        self._pool = pool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        permission = self._permission(scope) if scope["type"] == "http" else None
+        if permission is None:
+            await self._app(scope, receive, send)
+            return
+        path = scope.get("path")
+        try:
+            caller = await self._auth.caller(self._pool, presented_token(Headers(scope=scope)))
+        except Unauthenticated as exc:
+            await problems.problem(401, str(exc), instance=path, headers=CHALLENGE)(
+                scope, receive, send
+            )
+            return
+        except TRANSIENT_DB_ERRORS as exc:
+            await problems.unavailable(path, exc)(scope, receive, send)
+            return
+        if permission != AUTHENTICATED and not domain.allowed(caller.roles, permission):  # type: ignore[arg-type]
+            roles = ", ".join(caller.roles) or "none"
+            detail = f"{caller.principal} (roles: {roles}) lacks the {permission!r} permission"
+            await problems.problem(403, detail, instance=path)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self._app(scope, receive, send)
+
+    def _permission(self, scope: Scope) -> str | None:
+        for route in self._routes():
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                extra = getattr(route, "openapi_extra", None) or {}
+                permission = extra.get(PERMISSION_KEY)
+                return None if permission is None else str(permission)
+        return None

@@ -1,4 +1,4 @@
-"""Pure decisions of the registry: SemVer bumps, promotions, rollbacks, permissions, audit hashes.
+"""Pure decisions of the registry: SemVer bumps, promotions, rollbacks, permissions.
 
 Nothing here touches Kafka, SQL or HTTP: every function takes plain values and returns a decision
 (or raises ``Conflict``), so the rules are testable on their own and the handlers and the API
@@ -7,8 +7,6 @@ apply the same ones.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -357,35 +355,3 @@ def active_roles(
             if revoked is None and (expires is None or expires > now)
         }
     )
-
-
-# --- audit chain -------------------------------------------------------------------------------
-
-GENESIS = "0" * 64
-
-
-def canonical(value: Any) -> str:
-    """Deterministic JSON text (sorted keys, no spaces) of a JSON-compatible value."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def audit_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:
-    """The hash of one audit row: sha256 over the previous row's hash and this row's content."""
-    return hashlib.sha256(f"{prev_hash}\n{canonical(dict(entry))}".encode()).hexdigest()
-
-
-def first_broken(
-    rows: Sequence[tuple[int, str, str, Mapping[str, Any]]], start: str = GENESIS
-) -> tuple[int, str] | None:
-    """Check (seq, prev_hash, hash, entry) rows in order after a row hashed ``start``.
-
-    Returns the first bad row's seq and why, or None when every row holds.
-    """
-    expected_prev = start
-    for seq, prev_hash, stored, entry in rows:
-        if prev_hash != expected_prev:
-            return seq, "prev_hash does not match the previous row's hash (row removed or moved)"
-        if audit_hash(prev_hash, entry) != stored:
-            return seq, "content does not match its hash (row changed)"
-        expected_prev = stored
-    return None

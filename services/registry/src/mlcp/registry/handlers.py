@@ -23,11 +23,12 @@ from mlcp.contracts import (
     ModelVersionRegistered,
     RunFinished,
 )
+from mlcp.policy.platform import PlatformConfig, RolloutPolicy
 from mlcp.registry import domain, store
+from mlcp.registry.audit import AuditTrail
 from mlcp.registry.cache import ReadCache, model_scope
 from mlcp.registry.domain import Transition
 from mlcp.runtime import Tx
-from mlcp.runtime.platform import PlatformConfig, RolloutPolicy
 from mlcp.runtime.telemetry import current_traceparent
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ async def apply(
     now: datetime,
     cause_event_id: str | None,
     cache: ReadCache,
+    audit: AuditTrail,
 ) -> None:
     """Persist a transition, audit it and announce it (ModelPromoted / ModelRolledBack)."""
     if transition.kind == "none":
@@ -103,8 +105,8 @@ async def apply(
                 )
             )
         version = move.version or move.previous_version
-        await store.append_audit(
-            tx.conn,
+        await audit.append(
+            tx,
             actor=actor,
             action="promotion" if transition.kind == "promoted" else "rollback",
             at=now,
@@ -116,8 +118,8 @@ async def apply(
         )
     if transition.kind == "rejected":
         for version, status in transition.statuses.items():
-            await store.append_audit(
-                tx.conn,
+            await audit.append(
+                tx,
                 actor=actor,
                 action="rejection",
                 at=now,
@@ -132,9 +134,10 @@ async def apply(
 class Handlers:
     """The registry's subscribers; they read the rollout policy from the platform config."""
 
-    def __init__(self, config: PlatformConfig, cache: ReadCache) -> None:
+    def __init__(self, config: PlatformConfig, cache: ReadCache, audit: AuditTrail) -> None:
         self._config = config
         self._cache = cache
+        self._audit = audit
 
     def _policy(self, model: str) -> RolloutPolicy:
         configured = self._config.models.get(model)
@@ -202,8 +205,8 @@ class Handlers:
             "traceparent": current_traceparent(),
         }
         await store.insert_version(tx.conn, record)
-        await store.append_audit(
-            tx.conn,
+        await self._audit.append(
+            tx,
             actor=event.source,
             action="registration",
             at=now,
@@ -295,4 +298,5 @@ class Handlers:
             now=_now(),
             cause_event_id=event.id,
             cache=self._cache,
+            audit=self._audit,
         )

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from mlcp.registry import domain
+from mlcp.registry import chain, domain
 from mlcp.registry.domain import Rollout, Transition
+from mlcp.registry.keys import AuditKey
 from mlcp.runtime.db import Conn
 
 _JSON_COLUMNS = (
@@ -440,9 +441,10 @@ def audit_entry(
     before: Any,
     after: Any,
     cause_event_id: str | None,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
-    """The content of an audit row exactly as it is hashed."""
-    return {
+    """The content of an audit row exactly as it is hashed (a legacy row has no ``key_id``)."""
+    entry = {
         "seq": seq,
         "at": at.isoformat(),
         "actor": actor,
@@ -453,10 +455,19 @@ def audit_entry(
         "after": after,
         "cause_event_id": cause_event_id,
     }
+    if key_id is not None:
+        entry["key_id"] = key_id
+    return entry
+
+
+async def lock_audit(conn: Conn) -> None:
+    """Serialise with every other writer of the audit chain until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
 
 
 async def append_audit(
     conn: Conn,
+    key: AuditKey,
     *,
     actor: str,
     action: str,
@@ -466,12 +477,12 @@ async def append_audit(
     before: Any = None,
     after: Any = None,
     cause_event_id: str | None = None,
-) -> int:
-    """Append one row to the audit chain (in the caller's transaction); returns its seq."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _AUDIT_LOCK)
+) -> tuple[int, str]:
+    """Append one row keyed with ``key`` (in the caller's transaction); its (seq, hash)."""
+    await lock_audit(conn)
     last = await conn.fetchrow("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
     seq = 1 if last is None else int(last["seq"]) + 1
-    prev = domain.GENESIS if last is None else str(last["hash"])
+    prev = chain.GENESIS if last is None else str(last["hash"])
     # Round-trip through JSON so the hash covers exactly what jsonb gives back on verify.
     before = None if before is None else json.loads(json.dumps(before, default=str))
     after = None if after is None else json.loads(json.dumps(after, default=str))
@@ -485,11 +496,13 @@ async def append_audit(
         before=before,
         after=after,
         cause_event_id=cause_event_id,
+        key_id=key.key_id,
     )
+    digest = chain.keyed_hash(key.mac_key, prev, entry)
     await conn.execute(
         """INSERT INTO audit_log (seq, at, actor, action, model, version, before, after,
-               cause_event_id, prev_hash, hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11)""",
+               cause_event_id, prev_hash, hash, key_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12)""",
         seq,
         at,
         actor,
@@ -500,9 +513,10 @@ async def append_audit(
         _dump(after),
         cause_event_id,
         prev,
-        domain.audit_hash(prev, entry),
+        digest,
+        key.key_id,
     )
-    return seq
+    return seq, digest
 
 
 async def audit_rows(
@@ -534,48 +548,32 @@ async def audit_rows(
     return [_row(r) for r in records]
 
 
-async def audit_chain(
-    conn: Conn, *, batch: int = 1000
-) -> AsyncIterator[Sequence[tuple[int, str, str, dict[str, Any]]]]:
-    """The whole chain in seq order, in batches of (seq, prev_hash, hash, entry)."""
-    after = 0
-    while True:
-        records = await conn.fetch(
-            "SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2", after, batch
-        )
-        if not records:
-            return
-        rows = []
-        for record in records:
-            r = _row(record)
-            entry = audit_entry(
-                seq=r["seq"],
-                at=r["at"],
-                actor=r["actor"],
-                action=r["action"],
-                model=r["model"],
-                version=r["version"],
-                before=r["before"],
-                after=r["after"],
-                cause_event_id=r["cause_event_id"],
-            )
-            rows.append((int(r["seq"]), str(r["prev_hash"]), str(r["hash"]), entry))
-        yield rows
-        after = rows[-1][0]
+def _chain_row(record: Any) -> chain.AuditRow:
+    r = _row(record)
+    entry = audit_entry(
+        seq=r["seq"],
+        at=r["at"],
+        actor=r["actor"],
+        action=r["action"],
+        model=r["model"],
+        version=r["version"],
+        before=r["before"],
+        after=r["after"],
+        cause_event_id=r["cause_event_id"],
+        key_id=r["key_id"],
+    )
+    return chain.AuditRow(int(r["seq"]), r["key_id"], str(r["prev_hash"]), str(r["hash"]), entry)
 
 
-async def verify_audit_chain(conn: Conn) -> dict[str, Any]:
-    """Walk the audit chain; ``ok`` with the row count, or the first bad row and why."""
-    prev, count = domain.GENESIS, 0
-    async for rows in audit_chain(conn):
-        broken = domain.first_broken(rows, prev)
-        if broken is not None:
-            return {
-                "ok": False,
-                "rows_checked": count,
-                "first_bad_seq": broken[0],
-                "reason": broken[1],
-            }
-        count += len(rows)
-        prev = rows[-1][2]
-    return {"ok": True, "rows_checked": count, "first_bad_seq": None, "reason": None}
+async def audit_chain(conn: Conn, *, prefetch: int = 1000) -> AsyncIterator[chain.AuditRow]:
+    """Every row in seq order, streamed through a cursor (``prefetch`` rows in memory at a
+    time); must run inside a transaction."""
+    async for record in conn.cursor("SELECT * FROM audit_log ORDER BY seq", prefetch=prefetch):
+        yield _chain_row(record)
+
+
+async def unanchored_legacy_rows(conn: Conn) -> int:
+    """How many rows predate the keyed chain, if no keyed row seals them yet (else 0)."""
+    if await conn.fetchval("SELECT true FROM audit_log WHERE key_id IS NOT NULL LIMIT 1"):
+        return 0
+    return int(await conn.fetchval("SELECT count(*) FROM audit_log"))

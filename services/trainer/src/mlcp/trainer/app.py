@@ -10,8 +10,8 @@ from mlcp.contracts import (
     ModelVersionRegistered,
     TrainingRequested,
 )
+from mlcp.policy.platform import PlatformConfig, load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
-from mlcp.runtime.platform import PlatformConfig, load_platform_config
 from mlcp.runtime.settings import load_artifact_limits, load_env_settings
 from mlcp.trainer.handlers import TrainerHandlers
 from mlcp.trainer.worker import Worker, WorkerSettings

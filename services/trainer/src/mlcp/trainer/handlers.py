@@ -25,9 +25,9 @@ from mlcp.contracts import (
     encode_event,
 )
 from mlcp.contracts.types import MAX_TRIGGERS
+from mlcp.policy.platform import ModelConfig, PlatformConfig
 from mlcp.runtime import Settings, Tx
 from mlcp.runtime.db import Conn
-from mlcp.runtime.platform import ModelConfig, PlatformConfig
 from mlcp.runtime.telemetry import current_traceparent
 from mlcp.trainer import domain, store
 from mlcp.trainer.batches import local_path, reachable_sha256

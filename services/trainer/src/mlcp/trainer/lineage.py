@@ -21,8 +21,8 @@ from typing import Any
 
 import asyncpg
 
+from mlcp.policy.target import DEFAULT_TARGET, Target
 from mlcp.runtime.settings import ConfigurationError, Settings, load_settings
-from mlcp.runtime.target import DEFAULT_TARGET, Target
 from mlcp.trainer import store
 from mlcp.trainer.training import BatchSpec, JobSpec, run_job
 

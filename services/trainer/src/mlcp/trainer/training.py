@@ -36,7 +36,7 @@ from sklearn.model_selection import train_test_split  # type: ignore[import-unty
 from mlcp.artifacts import ArtifactLimits, ArtifactPolicy, FileStore, load_artifact
 from mlcp.contracts.common import DatasetRef
 from mlcp.contracts.types import PACKAGE_PATTERN
-from mlcp.runtime.target import DEFAULT_TARGET, LabelMismatch, Target
+from mlcp.policy.target import DEFAULT_TARGET, LabelMismatch, Target
 from mlcp.trainer.batches import BatchError, file_sha256, load_batch
 from mlcp.trainer.profile import reference_profile
 

@@ -44,9 +44,9 @@ from mlcp.contracts import (
 from mlcp.contracts.common import ArtifactRef, Baseline, DatasetRef, Environment, FeatureSpec
 from mlcp.contracts.profile import ReferenceProfile
 from mlcp.contracts.types import MAX_ERROR_LENGTH
+from mlcp.policy.platform import PlatformConfig
 from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
-from mlcp.runtime.platform import PlatformConfig
 from mlcp.runtime.telemetry import resume_trace
 from mlcp.trainer import domain, store
 from mlcp.trainer.training import ArtifactSpec, BatchSpec, JobSpec

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from mlcp.runtime.platform import ModelConfig, parse_platform_config
+from mlcp.policy.platform import ModelConfig, parse_platform_config
 
 TEMPLATE_MODEL = "demo"
 

@@ -31,11 +31,11 @@ from mlcp.cli.demo.inference import Inference
 from mlcp.cli.demo.scenario import STEPS, Scenario, StepFailed
 from mlcp.cli.demo.timeline import Seen, Timeline, describe
 from mlcp.cli.supervise import Supervisor, python_module
-from mlcp.cli.up import SERVICES, service_env, wait_ready
+from mlcp.cli.up import SERVICES, service_env, state_dir, wait_ready
 from mlcp.devstack import StackInfo
-from mlcp.runtime.acl import load_policy
+from mlcp.policy.acl import load_policy
+from mlcp.policy.platform import ModelConfig
 from mlcp.runtime.bus import apply as apply_policy
-from mlcp.runtime.platform import ModelConfig
 from mlcp.runtime.settings import Settings, settings_from_env
 
 SINK_OFFSET = 19  # the sink listens on port_base + 19 (8199 by default)
@@ -94,8 +94,7 @@ def plan(options: Options) -> Run:
     else:
         ports = {name: free_port() for name in SERVICES}
         sink_port = free_port()
-    state = Path(os.environ.get("MLCP_STATE_DIR") or "~/.local/state/mlcp").expanduser()
-    directory = (options.data_dir or state / "demo") / run_id
+    directory = (options.data_dir or state_dir() / "demo") / run_id
     directory.mkdir(parents=True, exist_ok=True)
     return Run(run_id, f"demo-{run_id}", directory, ports, sink_port)
 

@@ -23,7 +23,7 @@ import httpx
 from mlcp.cli.demo.inference import Inference
 from mlcp.cli.demo.timeline import Seen, Timeline
 from mlcp.cli.emit import publish
-from mlcp.runtime.platform import ModelConfig
+from mlcp.policy.platform import ModelConfig
 from mlcp.runtime.settings import Settings
 
 BATCHES = 4

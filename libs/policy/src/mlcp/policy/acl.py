@@ -156,6 +156,8 @@ class BusPolicy(BaseModel):
                 allow("topic", name, who, "READ")
                 allow("group", group_id(prefix, self.service_of(who) or ""), who, "READ")
                 allow("topic", dlq_topic(name), who, "WRITE")
+                # Dead letters are fitted to the DLQ's own max.message.bytes, read at start.
+                allow("topic", dlq_topic(name), who, "DESCRIBE_CONFIGS")
             for who in access.read_without_group:
                 allow("topic", name, who, "READ")
             for who in operators:
@@ -194,15 +196,15 @@ DEFAULT_POLICY_FILE = "acls.yaml"
 
 
 def default_policy_text() -> str:
-    """The ACL file that ships with mlcp (``mlcp/runtime/acls.yaml``)."""
-    return resources.files("mlcp.runtime").joinpath(DEFAULT_POLICY_FILE).read_text()
+    """The ACL file that ships with mlcp (``mlcp/policy/acls.yaml``)."""
+    return resources.files("mlcp.policy").joinpath(DEFAULT_POLICY_FILE).read_text()
 
 
 @lru_cache(maxsize=4)
 def load_policy(path: Path | None = None) -> BusPolicy:
     """The ACL file at ``path`` (``MLCP_ACL_FILE``), or the one that ships with mlcp."""
     if path is None:
-        return parse_policy(default_policy_text(), source="mlcp/runtime/acls.yaml")
+        return parse_policy(default_policy_text(), source="mlcp/policy/acls.yaml")
     try:
         text = path.expanduser().read_text()
     except OSError as exc:

@@ -28,8 +28,8 @@ from pydantic import (
 
 from mlcp.artifacts.policy import ArtifactPolicy, parse_trusted
 from mlcp.contracts.common import OPERATORS
-from mlcp.runtime.settings import ConfigurationError
-from mlcp.runtime.target import Target
+from mlcp.policy.errors import ConfigurationError
+from mlcp.policy.target import Target
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 Name = Annotated[str, Field(pattern=_NAME)]
@@ -252,7 +252,7 @@ class ModelConfig(_Strict):
     label: str = Field(min_length=1)
     target: Target = Field(default_factory=Target)
     """How predictions and labels compare (classification / regression), for the monitor's live
-    accuracy and the trainer's holdout accuracy alike (mlcp.runtime.target)."""
+    accuracy and the trainer's holdout accuracy alike (mlcp.policy.target)."""
     features: Literal["auto"] | list[str] = "auto"
     train: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     """The training entrypoint, ``module:callable``."""
