@@ -26,8 +26,8 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from mlcp.runtime.metrics import RuntimeMetrics
 from mlcp.runtime.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP, Settings
+from tests.deploy_queries import PROMETHEUS_OWN, names_in
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ SERVICES = ("registry", "trainer", "gatekeeper", "monitor", "notifier")
 # services), Grafana, and Kafka and PostgreSQL where the Settings defaults point.
 PUBLISHED = {"registry": {8081}, "grafana": {3000}, "kafka": {9092}, "postgres": {55432}}
 ENV_PREFIX = str(Settings.model_config.get("env_prefix", ""))
-# The runtime metrics every dashboard of the stack is expected to show.
+# The runtime's series a dashboard narrowed by $service shows for every service.
 REQUIRED_DASHBOARD_METRICS = (
     "events_handled_total",
     "handler_duration_seconds_bucket",
@@ -222,23 +222,89 @@ def grafana_datasources() -> list[dict[str, Any]]:
 # -- what the code defines --------------------------------------------------------------------
 
 
-def runtime_metric_names(service_name: str) -> set[str]:
-    """Every sample name a service's RuntimeMetrics can expose."""
-    suffixes = {
-        "counter": ("_total", "_created"),
-        "histogram": ("_bucket", "_count", "_sum", "_created"),
-        "summary": ("", "_count", "_sum", "_created"),
-        "gauge": ("",),
-    }
-    names = set()
-    for family in RuntimeMetrics(service_name).registry.collect():
-        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
-    return names
+# Series suffixes a metric family of each type serves.
+SERIES_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+    "gauge": ("",),
+}
+# Labels every series gets from the scrape (deploy/prometheus/prometheus.yml), not from the code.
+SCRAPE_LABELS = frozenset({"job", "instance", "service"})
 
 
-@functools.cache
-def all_runtime_metric_names() -> frozenset[str]:
-    return frozenset(name for s in SERVICES for name in runtime_metric_names(s))
+class _AnyLabel(frozenset[str]):
+    """The labels of a series whose collector does not declare them: every name."""
+
+    def __contains__(self, _name: object) -> bool:
+        return True
+
+    def __or__(self, _other: object) -> _AnyLabel:  # type: ignore[override]
+        return self
+
+
+ANY_LABEL = _AnyLabel()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, frozenset[str]]]:
+    """service → {series name → its label names (None: not known)}: what each service's
+    ``/metrics`` serves, read from its composition root built as ``mlcp-<service>`` builds it
+    with the compose example config (nothing is started: no Kafka, no PostgreSQL)."""
+    served: dict[str, dict[str, frozenset[str]]] = {}
+    with pytest.MonkeyPatch.context() as env:
+        # The registry's audit keyring, created for this build only.
+        env.setenv(f"{ENV_PREFIX}AUDIT_KEY_FILE", str(tmp_path_factory.mktemp("audit") / "key"))
+        env.setenv(f"{ENV_PREFIX}AUDIT_KEY_CREATE", "true")
+        # The notifier needs one usable channel (deploy/.env.example sets it for compose).
+        env.setenv(f"{ENV_PREFIX}SLACK_WEBHOOK_URL", "https://hooks.example.invalid/x")
+        env.delenv(f"{ENV_PREFIX}WECOM_WEBHOOK_URL", raising=False)
+        settings = Settings(config=str(ROOT / "deploy" / "mlcp.example.yaml"))
+        for name in SERVICES:
+            registry = app_module(name).build(settings).metrics.registry
+            series: dict[str, frozenset[str]] = {}
+            for collector in list(registry._collector_to_names):  # the registered collectors
+                declared = getattr(collector, "_labelnames", None)  # prometheus_client's own
+                for family in collector.collect():
+                    sampled = {key for sample in family.samples for key in sample.labels}
+                    # A custom collector with no sample yet does not tell its labels: any.
+                    labels = (
+                        ANY_LABEL
+                        if declared is None and not sampled
+                        else frozenset({*(declared or ()), *sampled} - {"le", "quantile"})
+                    )
+                    for suffix in SERIES_SUFFIXES.get(family.type, ("",)):
+                        series[family.name + suffix] = labels
+            served[name] = series
+    return served
+
+
+def service_of(series: str) -> str:
+    """The service whose code serves ``series`` (``mlcp_<service>_…``)."""
+    owner = series.split("_")[1] if series.startswith("mlcp_") else ""
+    assert owner in SERVICES, f"{series}: no mlcp service is named in it"
+    return owner
+
+
+def selector_labels(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric, label names matched on) for every ``metric{…}`` selector of ``expr``."""
+    found = []
+    for metric, matchers in re.findall(r"\b(mlcp_\w+)\s*\{([^}]*)\}", expr):
+        found.append((metric, set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers))))
+    return found
+
+
+def test_exported_series_come_from_each_services_own_code(
+    exported: dict[str, dict[str, frozenset[str]]],
+) -> None:
+    """The fixture reads what it claims: the runtime's series for all, each service's own."""
+    for name in SERVICES:
+        assert f"mlcp_{name}_events_handled_total" in exported[name]
+        assert exported[name][f"mlcp_{name}_events_handled_total"] == {"topic", "outcome"}
+        assert all(s.startswith((f"mlcp_{name}_", "faststream_")) for s in exported[name])
+    assert "mlcp_notifier_deliveries_total" in exported["notifier"]
+    assert "mlcp_monitor_prediction_latency_ms_bucket" in exported["monitor"]
+    assert "mlcp_gatekeeper_gate_outcomes_total" not in exported["monitor"]
 
 
 # -- the five services ------------------------------------------------------------------------
@@ -551,23 +617,33 @@ def expand_variables(expr: str, variables: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)", replace, expr)
 
 
-def metric_references(expr: str) -> tuple[list[str], list[str]]:
-    """(regexes on __name__, bare metric names) of a PromQL expression."""
-    regexes = re.findall(r'__name__\s*=~\s*"((?:[^"\\]|\\.)*)"', expr)
-    exact = re.findall(r'__name__\s*=\s*"((?:[^"\\]|\\.)*)"', expr)
-    outside_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    bare = re.findall(r"(?<![\w:])mlcp_[A-Za-z0-9_:]+", outside_strings)
-    return regexes, [*exact, *bare]
+def dashboard_variables(board: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """name → (series, label) of each ``label_values(series, label)`` variable."""
+    found = {}
+    for variable in board.get("templating", {}).get("list", []):
+        query = variable.get("definition") or variable["query"]
+        query = query["query"] if isinstance(query, dict) else query
+        values = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query.strip())
+        assert values is not None, f"{board['uid']}: ${variable['name']} is not label_values"
+        found[variable["name"]] = (re.sub(r"\{.*\}", "", values.group(1)).strip(), values.group(2))
+    return found
 
 
-def test_dashboard_only_queries_metrics_the_runtime_defines() -> None:
-    known = all_runtime_metric_names()
+def test_every_series_a_dashboard_queries_is_served_by_the_service_it_names(
+    exported: dict[str, dict[str, frozenset[str]]],
+) -> None:
+    """Each panel's ``mlcp_<service>_…`` series is exported by that service's code, with the
+    labels the panel matches on; a ``$service`` panel holds for every service the variable can
+    take; ``__name__`` patterns match a series some service serves."""
+    every = {series for served in exported.values() for series in served}
     provisioned_uids = {d.get("uid") for d in grafana_datasources()}
     prometheus_jobs = {job["job_name"] for job in prometheus()["scrape_configs"]}
     for path in dashboards():
         board = json.loads(path.read_text())
-        variables = {v["name"] for v in board.get("templating", {}).get("list", [])}
-        matched: set[str] = set()
+        variables = dashboard_variables(board)
+        # $service takes every scraped service; other variables take a label's values.
+        values = {name: "x" for name in variables}
+        services = SERVICES if "service" in variables else ("",)
         exprs = []
         for panel in panels(board.get("panels") or []):
             for source in (
@@ -578,37 +654,57 @@ def test_dashboard_only_queries_metrics_the_runtime_defines() -> None:
                     assert source["uid"] in provisioned_uids, f"{path.name}: datasource {source}"
             exprs += [t["expr"] for t in panel.get("targets") or [] if t.get("expr")]
         assert exprs, f"{path.name} has no query"
+        shown: dict[str, set[str]] = {name: set() for name in SERVICES}
         for expr in exprs:
             for job in re.findall(r'\bjob\s*=\s*"([^"]*)"', expr):
                 assert job in prometheus_jobs, f"{path.name}: job {job!r} is not scraped"
-            for name in SERVICES:  # each value a service variable can take
-                expanded = expand_variables(expr, dict.fromkeys(variables, name))
-                regexes, names = metric_references(expanded)
-                for regex in regexes:
-                    hits = {m for m in known if re.fullmatch(regex, m)}
-                    assert hits, f"{path.name}: {regex!r} matches no runtime metric ({expr})"
-                    matched |= hits
-                for metric in names:
-                    if metric.startswith("mlcp_"):
-                        assert metric in known, f"{path.name}: {metric} is not a runtime metric"
-                        matched.add(metric)
-        for name in SERVICES:
-            for what in REQUIRED_DASHBOARD_METRICS:
-                assert f"mlcp_{name}_{what}" in matched, f"{path.name} never shows {name}'s {what}"
+            for name in services:
+                expanded = expand_variables(expr, {**values, "service": name})
+                literal, patterns, _recorded = names_in(expanded)
+                for series in literal - PROMETHEUS_OWN:
+                    owner = service_of(series)
+                    assert series in exported[owner], (
+                        f"{path.name}: {series} is not served by the {owner}'s code ({expr})"
+                    )
+                    shown[owner].add(series)
+                for series, labels in selector_labels(expanded):
+                    known = exported[service_of(series)].get(series, frozenset())
+                    assert all(label in known | SCRAPE_LABELS for label in labels), (
+                        f"{path.name}: {series} has no label {labels - known - SCRAPE_LABELS}"
+                    )
+                in_scope = exported[name] if name else every
+                for pattern in patterns:
+                    hits = {s for s in in_scope if re.fullmatch(pattern, s)}
+                    assert hits, f"{path.name}: {pattern!r} matches no series of {name or 'any'}"
+                    for series in hits:
+                        shown[service_of(series)].add(series)
+        for variable, (series, label) in variables.items():
+            if series in PROMETHEUS_OWN:
+                assert label in SCRAPE_LABELS, f"{path.name}: ${variable} reads {label} of {series}"
+                continue
+            labels = exported[service_of(series)].get(series)
+            assert labels is not None, f"{path.name}: ${variable} reads {series}, served by none"
+            assert label in labels, f"{path.name}: ${variable}: {series} has no label {label}"
+        if "service" in variables:  # a per-service board: every service's plumbing on it
+            for name in SERVICES:
+                for what in REQUIRED_DASHBOARD_METRICS:
+                    assert f"mlcp_{name}_{what}" in shown[name], (
+                        f"{path.name} never shows {name}'s {what}"
+                    )
+    overview = json.loads((GRAFANA_DIR / "dashboards" / "mlcp-overview.json").read_text())
+    assert "service" in dashboard_variables(overview), "the overview has no $service variable"
 
 
 def test_dashboard_service_variable_lists_scraped_services() -> None:
-    for path in dashboards():
-        board = json.loads(path.read_text())
-        (variable,) = [v for v in board["templating"]["list"] if v["name"] == "service"]
-        query = variable.get("definition") or variable["query"]
-        query = query["query"] if isinstance(query, dict) else query
-        label = re.search(r"label_values\((.*),\s*(\w+)\)", query)
-        assert label is not None, query
-        assert label.group(2) == "service", query
-        for name in SERVICES:  # the scrape config gives every target that label
-            labels = scrape_targets()[f"{name}:{app_module(name).DEFAULT_PORT}"][2]
-            assert labels.get("service") == name
+    boards = [json.loads(path.read_text()) for path in dashboards()]
+    per_service = [board for board in boards if "service" in dashboard_variables(board)]
+    assert per_service, "no dashboard can be narrowed to one service"
+    for board in per_service:
+        series, label = dashboard_variables(board)["service"]
+        assert (series, label) == ("up", "service"), board["uid"]
+    for name in SERVICES:  # the scrape config gives every target that label
+        labels = scrape_targets()[f"{name}:{app_module(name).DEFAULT_PORT}"][2]
+        assert labels.get("service") == name
 
 
 # -- Dockerfile -------------------------------------------------------------------------------
