@@ -443,19 +443,44 @@ async def test_each_alert_event_is_routed_by_type_severity_and_model(
     assert all(r["signature_valid"] for r in pager)
 
 
-async def test_a_channel_without_its_webhook_variable_stops_the_process(
+async def test_without_any_usable_channel_the_process_stops_with_exit_2(
     infra: Infra, tmp_path: Path, spawn: Callable[..., Any]
 ) -> None:
     env = {
         **infra.kafka_env("svc-notifier"),
         "MLCP_DATABASE_URL": infra.database_url,
         "MLCP_CONFIG": str(write_config(tmp_path)),
-        "T_SLACK_URL": "http://127.0.0.1:9/slack",
-        "T_WECOM_URL": "",
+        "T_SLACK_URL": "",
     }
     proc = spawn(["-m", "mlcp.notifier"], env, "notifier")
     assert await proc.wait_exit(timeout=60) == 2
-    assert (
-        "notifications.channels.ops-wecom.url_env: the variable T_WECOM_URL is not set"
-        in proc.output()
+    assert "no channel is usable (the routes need one): set T_SLACK_URL or T_WECOM_URL" in (
+        proc.output()
     )
+
+
+async def test_a_channel_without_its_webhook_variable_is_disabled_the_others_deliver(
+    infra: Infra, unique: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = Sink()
+    event = gate_failed(corr="corr-one-channel")
+    async with serve(sink) as base:
+        env = {"T_SLACK_URL": channel_env(base)["T_SLACK_URL"]}
+        os.environ.pop("T_WECOM_URL", None)
+        async with running_notifier(infra, unique, write_config(tmp_path), env) as runtime:
+            await publish(infra, unique, [event])
+            await wait_for(received(sink, 1), what="the Slack message")
+            schema = f"notifier_{unique}"
+            await wait_for(lambda: all_settled(infra, schema, 1), what="the delivery settled")
+            transport = httpx.ASGITransport(app=runtime.http_app())
+            async with httpx.AsyncClient(transport=transport, base_url="http://n") as client:
+                channels = (await client.get("/channels")).json()
+    assert "notification channel ops-wecom is disabled: T_WECOM_URL is not set" in caplog.text
+    assert len(sink.received(SLACK_PATH)) == 1
+    assert sink.received(WECOM_PATH) == []
+    rows = await query(infra, f"SELECT channel, state FROM notifier_{unique}.deliveries")
+    assert [(r["channel"], r["state"]) for r in rows] == [("team-slack", "delivered")]
+    assert [(c["name"], c["disabled"], c.get("disabled_reason")) for c in channels] == [
+        ("team-slack", False, None),
+        ("ops-wecom", True, "T_WECOM_URL is not set"),
+    ]

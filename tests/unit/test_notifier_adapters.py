@@ -156,7 +156,9 @@ notifications:
         "HOOK_URL": "https://example.com/hook",
         "HOOK_KEY": "k",
     }
-    targets = resolve_targets(config, env)
+    resolved = resolve_targets(config, env)
+    assert resolved.unset == {}
+    targets = resolved.targets
     assert targets["team-slack"].url == env["MLCP_SLACK_WEBHOOK_URL"]
     assert targets["team-slack"].rate_per_minute == 60
     assert targets["hook"].secret == "k"
@@ -169,11 +171,6 @@ notifications:
 @pytest.mark.parametrize(
     ("yaml_channel", "env", "message"),
     [
-        (
-            "{kind: slack, url_env: MLCP_SLACK_WEBHOOK_URL}",
-            {},
-            "notifications.channels.c.url_env: the variable MLCP_SLACK_WEBHOOK_URL is not set",
-        ),
         (
             "{kind: wecom, url_env: W}",
             {"W": "ftp://x"},
@@ -191,13 +188,29 @@ notifications:
         ),
     ],
 )
-def test_missing_or_bad_channel_secrets_stop_the_start(
+def test_bad_or_half_set_channel_variables_stop_the_start(
     yaml_channel: str, env: dict[str, str], message: str
 ) -> None:
     config = notifications(f"notifications: {{channels: {{c: {yaml_channel}}}}}")
     with pytest.raises(ConfigurationError) as info:
         resolve_targets(config, env)
     assert message in str(info.value)
+
+
+def test_a_channel_whose_url_variable_is_unset_is_disabled_not_an_error() -> None:
+    config = notifications(
+        """
+notifications:
+  channels:
+    team-slack: {kind: slack, url_env: MLCP_SLACK_WEBHOOK_URL}
+    ops-wecom: {kind: wecom, url_env: MLCP_WECOM_WEBHOOK_URL}
+    hook: {kind: webhook, url_env: HOOK_URL, secret_env: HOOK_KEY}
+"""
+    )
+    # Blank counts as unset: compose's `VAR:` with nothing on the host passes no value.
+    resolved = resolve_targets(config, {"MLCP_WECOM_WEBHOOK_URL": "https://x/w", "HOOK_URL": " "})
+    assert list(resolved.targets) == ["ops-wecom"]
+    assert resolved.unset == {"team-slack": "MLCP_SLACK_WEBHOOK_URL", "hook": "HOOK_URL"}
 
 
 async def test_the_sink_runs_as_a_process_for_demos(spawn: Any) -> None:

@@ -29,12 +29,14 @@ from mlcp.notifier.domain import (
     TokenBucket,
     alert_from_event,
     classify_response,
+    no_usable_channel,
     plan_send,
     rate_per_minute,
     redact,
     route,
     secret_parts,
     short_name,
+    usable_only,
 )
 from mlcp.policy.platform import Notifications, parse_platform_config
 
@@ -280,6 +282,23 @@ def test_routes_by_model() -> None:
 
 def test_no_route_means_no_channel() -> None:
     assert route(Notifications(), _alert(gate_failed())) == []
+
+
+def test_unset_channels_leave_the_routes_and_a_route_left_empty_goes() -> None:
+    only_pager = usable_only(ROUTES, ["pager"])
+    assert list(only_pager.channels) == ["pager"]
+    assert route(only_pager, _alert(gate_failed())) == []
+    assert route(only_pager, _alert(drift_detected("fraud"))) == ["pager"]
+    assert route(usable_only(ROUTES, ["ops-wecom"]), _alert(gate_failed())) == ["ops-wecom"]
+
+
+def test_the_start_fails_only_when_routes_need_a_channel_and_none_is_usable() -> None:
+    assert no_usable_channel(ROUTES, ["ops-wecom"]) is None
+    assert no_usable_channel(Notifications(), []) is None
+    why = no_usable_channel(ROUTES, [])
+    assert why is not None
+    assert "no channel is usable" in why
+    assert "MLCP_SLACK_WEBHOOK_URL or MLCP_WECOM_WEBHOOK_URL or PAGER_URL" in why
 
 
 def test_default_rates_per_kind_and_override() -> None:

@@ -64,17 +64,34 @@ class Target:
         return secret_parts(self.url) + ([self.secret] if self.secret else [])
 
 
+@dataclass(frozen=True)
+class ResolvedChannels:
+    """The channels of the configuration, split by whether their URL variable is set."""
+
+    targets: dict[str, Target]
+    """The usable channels, with their URLs."""
+    unset: dict[str, str]
+    """Channel → the variable naming its URL, which is not set: the channel is disabled."""
+
+
 def resolve_targets(
     notifications: Notifications, environ: dict[str, str] | None = None
-) -> dict[str, Target]:
-    """Channels with their URLs read from the variables they name; ConfigurationError otherwise."""
+) -> ResolvedChannels:
+    """Channels with their URLs read from the variables they name.
+
+    A channel whose URL variable is unset (or blank) is disabled, not an error: a deployment
+    may set only the channels it has. One whose variables are set but wrong (not an http(s)
+    URL, a webhook without its signing key) is a mistake: ConfigurationError.
+    """
     env = dict(os.environ) if environ is None else environ
     targets: dict[str, Target] = {}
+    unset: dict[str, str] = {}
     for name, channel in notifications.channels.items():
         where = f"notifications.channels.{name}"
         url = env.get(channel.url_env, "").strip()
         if not url:
-            raise ConfigurationError(f"{where}.url_env: the variable {channel.url_env} is not set")
+            unset[name] = channel.url_env
+            continue
         if not url.startswith(("https://", "http://")):
             raise ConfigurationError(f"{where}.url_env: {channel.url_env} is not an http(s) URL")
         secret = None
@@ -97,7 +114,7 @@ def resolve_targets(
             rate_per_minute=rate_per_minute(channel),
             msgtype=channel.msgtype or "markdown",
         )
-    return targets
+    return ResolvedChannels(targets, unset)
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:

@@ -1,6 +1,7 @@
 """Read-only HTTP API of the notifier: channels (never their URLs) and the delivery log.
 
-GET /channels                       name, kind, language, rate, disabled, pending
+GET /channels                       name, kind, language, rate, disabled (and why), pending;
+                                    a channel whose URL variable is unset: disabled
 GET /deliveries?event_id=&channel=&state=&limit=   the delivery log, newest first (with the
     uncertain_refs of earlier messages that may already have carried each delivery)
 """
@@ -8,7 +9,7 @@ GET /deliveries?event_id=&channel=&state=&limit=   the delivery log, newest firs
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -30,9 +31,15 @@ def _error(message: str) -> JSONResponse:
 
 
 def api(
-    pool: Callable[[], asyncpg.Pool], targets: dict[str, Target], disabled: dict[str, str]
+    pool: Callable[[], asyncpg.Pool],
+    targets: dict[str, Target],
+    disabled: dict[str, str],
+    *,
+    unset: Mapping[str, str] | None = None,
 ) -> Starlette:
-    """The API over the runtime's pool; ``disabled`` is the delivery loop's live view."""
+    """The API over the runtime's pool; ``disabled`` is the delivery loop's live view,
+    ``unset`` the channels disabled at start (channel → its URL variable, not set)."""
+    off_at_start = dict(unset or {})
 
     async def channels(_: Request) -> JSONResponse:
         async with pool().acquire() as conn:
@@ -49,6 +56,15 @@ def api(
                     "pending": pending.get(t.name, 0),
                 }
                 for t in targets.values()
+            ]
+            + [
+                {
+                    "name": name,
+                    "disabled": True,
+                    "disabled_reason": f"{variable} is not set",
+                    "pending": pending.get(name, 0),
+                }
+                for name, variable in off_at_start.items()
             ]
         )
 

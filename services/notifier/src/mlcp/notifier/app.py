@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -9,11 +11,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from mlcp.notifier.adapters import Sender, install_redaction, resolve_targets
 from mlcp.notifier.api import api
 from mlcp.notifier.delivery import DeliveryLoop, DeliveryMetrics, DeliveryOptions
-from mlcp.notifier.domain import ALERT_TYPES, route_errors
+from mlcp.notifier.domain import ALERT_TYPES, no_usable_channel, route_errors, usable_only
 from mlcp.notifier.handlers import alert_handler
 from mlcp.policy.platform import load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.settings import ConfigurationError, load_env_settings
+
+log = logging.getLogger(__name__)
 
 SERVICE = "notifier"
 DEFAULT_PORT = 8085
@@ -47,7 +51,18 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
     knobs = load_env_settings(NotifierSettings)
     for error in route_errors(config.notifications):
         raise ConfigurationError(f"MLCP_CONFIG: {error}")
-    targets = resolve_targets(config.notifications)
+    channels = resolve_targets(config.notifications)
+    if (why := no_usable_channel(config.notifications, channels.targets)) is not None:
+        raise ConfigurationError(f"MLCP_CONFIG: {why}")
+    for name, variable in channels.unset.items():
+        log.warning(
+            "notification channel %s is disabled: %s is not set (alerts routed to it are "
+            "recorded, not sent; set it and restart to enable the channel)",
+            name,
+            variable,
+        )
+    notifications = usable_only(config.notifications, channels.targets)
+    targets = channels.targets
     install_redaction([s for t in targets.values() for s in t.secrets()], LOGGERS)
 
     runtime = ServiceRuntime(
@@ -56,7 +71,7 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
         migrations_dir=service_migrations_dir(__file__),
         settings=settings,
     )
-    handler = alert_handler(config.notifications)
+    handler = alert_handler(notifications)
     for event_type in ALERT_TYPES:
         runtime.on(event_type, handler)
     options = DeliveryOptions(
@@ -86,5 +101,5 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
         "delivery", delivery.run, stop=delivery.stop, grace_s=knobs.http_timeout_s + 5.0
     )
     runtime.on_shutdown(client.aclose)
-    runtime.mount("/", api(lambda: runtime.pool, targets, delivery.disabled))
+    runtime.mount("/", api(lambda: runtime.pool, targets, delivery.disabled, unset=channels.unset))
     return runtime

@@ -238,6 +238,35 @@ def route_errors(notifications: Notifications) -> list[str]:
     ]
 
 
+def usable_only(notifications: Notifications, usable: Iterable[str]) -> Notifications:
+    """``notifications`` without the channels not in ``usable``: they leave every route, and a
+    route left without a channel goes (its alerts are recorded, not sent)."""
+    keep = set(usable)
+    routes = [
+        r.model_copy(update={"channels": [c for c in r.channels if c in keep]})
+        for r in notifications.routes
+    ]
+    return Notifications(
+        channels={n: c for n, c in notifications.channels.items() if n in keep},
+        routes=[r for r in routes if r.channels],
+    )
+
+
+def no_usable_channel(notifications: Notifications, usable: Iterable[str]) -> str | None:
+    """Why the notifier cannot start — its routes need a channel and none is usable — or None.
+
+    Some channels unset is a deployment that has only the others; all of them unset while
+    routes send alerts somewhere would record every alert and send none."""
+    if not notifications.routes or set(usable) & set(notifications.channels):
+        return None
+    variables = sorted({c.url_env for c in notifications.channels.values()})
+    return (
+        "notifications: no channel is usable (the routes need one): set "
+        + " or ".join(variables)
+        + " to the channel's webhook URL"
+    )
+
+
 def route(notifications: Notifications, alert: Alert) -> list[str]:
     """The channels an alert goes to: every route matching its event, model and severity.
 
