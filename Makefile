@@ -13,7 +13,7 @@ install:  ## uv (if missing) and the locked dependencies of every package
 demo: install system-deps  ## the README's first command: the whole lifecycle, live and checked (Ctrl-C stops)
 	$(UV) run mlcp demo
 
-system-deps:  ## Java 17+ and Maven (the dev stack's Kafka jars), promtool (the alert rules' tests): apt-get when missing and root
+system-deps:  ## Java 17+ and Maven (the dev stack's Kafka jars), promtool (the alert rules' tests), docker-compose (the compose file's parser test): apt-get when missing and root
 	@if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven; \
@@ -29,6 +29,15 @@ system-deps:  ## Java 17+ and Maven (the dev stack's Kafka jars), promtool (the 
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
 	  else \
 	    echo "note: promtool (Debian package prometheus) is missing: the alert-rule tests will skip" >&2; \
+	  fi; \
+	fi
+	@# docker-compose (Debian's, v1.29) parses and resolves docker-compose.yml (`config`) with no
+	@# Docker engine: tests/unit/test_compose.py runs it. Without it that one test skips, saying so.
+	@if ! command -v docker-compose >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; \
+	  else \
+	    echo "note: docker-compose (Debian package docker-compose) is missing: the compose config test will skip" >&2; \
 	  fi; \
 	fi
 

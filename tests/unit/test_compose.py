@@ -14,6 +14,8 @@ import importlib.util
 import json
 import os
 import re
+import shutil
+import subprocess
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -36,6 +38,8 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
+DOCKER_COMPOSE = shutil.which("docker-compose")
 GRAFANA_DIR = ROOT / "deploy" / "grafana"
 
 SERVICES = ("registry", "trainer", "gatekeeper", "monitor", "notifier")
@@ -75,18 +79,33 @@ def service(name: str) -> dict[str, Any]:
     return services[name]
 
 
+@functools.cache
+def dot_env() -> dict[str, str]:
+    """The variables of ``.env`` as a user makes it: ``cp deploy/.env.example .env``."""
+    found = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            found[key.strip()] = value.strip()
+    return found
+
+
 def interpolate(value: str) -> str:
-    """``value`` as Compose would resolve it with no host variable set (defaults only)."""
+    """``value`` as Compose resolves it with .env from deploy/.env.example and nothing else."""
 
     def resolve(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         expression = match.group(1) or match.group(2)
+        name = re.match(r"\w+", expression)
+        assert name is not None, expression
+        if dot_env().get(name.group(0)):
+            return dot_env()[name.group(0)]
         for operator in (":-", "-"):
             if operator in expression:
                 return expression.split(operator, 1)[1]
         if ":?" in expression or "?" in expression:
-            raise AssertionError(f"{value!r} requires a host variable")
+            raise AssertionError(f"{value!r} requires {name.group(0)}, not in deploy/.env.example")
         return ""
 
     return re.sub(r"\$\$|\$\{([^}]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", resolve, value)
@@ -577,6 +596,78 @@ def test_prometheus_scrapes_the_five_services() -> None:
     assert mounted == PROMETHEUS_CONFIG.resolve(), (
         "compose must mount deploy/prometheus/prometheus.yml"
     )
+    # The rule files the config loads (relative to it) are mounted beside it.
+    for pattern in prometheus().get("rule_files") or []:
+        inside = f"/etc/prometheus/{pattern}"
+        folder = container_path_to_host("prometheus", inside.rsplit("/", 1)[0])
+        assert folder is not None, f"{inside}: not mounted"
+        assert list(folder.glob(pattern.rsplit("/", 1)[1])), f"{inside}: no rule file there"
+
+
+def test_the_registry_gets_a_valid_bootstrap_token_from_dot_env() -> None:
+    from mlcp.registry.auth import RegistrySettings
+
+    raw = str(service("registry")["environment"]["MLCP_REGISTRY_BOOTSTRAP_TOKEN"])
+    assert raw.startswith("${MLCP_REGISTRY_BOOTSTRAP_TOKEN:?"), "required, from .env"
+    token = environment("registry")["MLCP_REGISTRY_BOOTSTRAP_TOKEN"]
+    assert token == dot_env()["MLCP_REGISTRY_BOOTSTRAP_TOKEN"]
+    field = RegistrySettings.model_fields["bootstrap_token"]
+    assert field.alias is None
+    assert RegistrySettings.model_config["env_prefix"] == "MLCP_REGISTRY_"
+    settings = RegistrySettings.model_validate({"bootstrap_token": token})
+    assert settings.bootstrap_token is not None
+
+
+def test_the_trainer_sees_host_data_where_a_relative_batch_uri_points() -> None:
+    workdir = [arg for kw, arg in dockerfile_instructions() if kw == "WORKDIR"][-1]
+    data = container_path_to_host("trainer", f"{workdir}/data/batch-7.csv")
+    assert data == (ROOT / "data" / "batch-7.csv").resolve(), "./data at <workdir>/data"
+    assert ("./data", f"{workdir}/data") in [(s, t) for s, t in volumes("trainer")]
+    assert any(
+        str(entry).endswith(":ro") for entry in service("trainer")["volumes"] if "data" in entry
+    ), "read-only: the trainer never writes the pipelines' data"
+
+
+@pytest.mark.skipif(
+    DOCKER_COMPOSE is None and not os.environ.get("CI"),  # CI installs it: there it must run
+    reason="docker-compose is not installed (Debian package `docker-compose`: make system-deps)",
+)
+def test_docker_compose_config_accepts_the_file_and_resolves_what_the_code_expects(
+    tmp_path: Path,
+) -> None:
+    """Compose's own parser (no engine needed): the file is valid, and what it resolves with
+    .env from deploy/.env.example agrees with this file's reading of it."""
+    assert DOCKER_COMPOSE is not None, "CI: `make system-deps` installs docker-compose"
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLCP_", "COMPOSE_"))}
+    done = subprocess.run(
+        [DOCKER_COMPOSE, "--project-directory", str(ROOT), "--env-file", str(tmp_path / ".env"),
+         "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    resolved = yaml.safe_load(done.stdout)
+    assert set(resolved["services"]) == set(compose_services())
+    for name in SERVICES:
+        theirs = resolved["services"][name].get("environment") or {}
+        ours = {k: v for k, v in environment(name).items() if v is not None}
+        # A pass-through variable the host does not set stays unset (null), never "".
+        assert {k: str(v) for k, v in theirs.items() if v is not None} == ours, name
+        mounts = {  # v1 prints the short syntax, the compose plugin the long one
+            v["target"] if isinstance(v, dict) else str(v).split(":")[1]
+            for v in resolved["services"][name].get("volumes") or []
+        }
+        assert mounts == {target for _source, target in volumes(name)}, name
+    assert set(resolved["volumes"]) == set(compose()["volumes"])
+    # Without .env compose refuses to start: the registry's bootstrap token is required.
+    empty = tmp_path / "no-dot-env"
+    empty.mkdir()
+    bare = subprocess.run(
+        [DOCKER_COMPOSE, "--project-directory", str(empty), "-f", str(COMPOSE_FILE), "config"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert bare.returncode != 0
+    assert "MLCP_REGISTRY_BOOTSTRAP_TOKEN" in bare.stderr
 
 
 # -- Grafana ----------------------------------------------------------------------------------
