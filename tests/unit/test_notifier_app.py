@@ -53,12 +53,29 @@ def test_consumes_the_six_alert_events(tmp_path: Path, monkeypatch: pytest.Monke
     assert set(runtime.consumer.topics) == expected
 
 
-def test_missing_channel_url_names_the_field(
+def test_with_the_only_channel_unset_the_start_stops_naming_its_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("T_APP_SLACK_URL", raising=False)
-    with pytest.raises(ConfigurationError, match=r"channels\.team-slack\.url_env: the variable"):
+    with pytest.raises(ConfigurationError, match=r"no channel is usable .*: set T_APP_SLACK_URL"):
         build(settings(tmp_path))
+
+
+def test_an_unset_channel_beside_a_usable_one_is_disabled_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        CONFIG.replace(
+            "    team-slack: {kind: slack, url_env: T_APP_SLACK_URL}\n",
+            "    team-slack: {kind: slack, url_env: T_APP_SLACK_URL}\n"
+            "    ops-wecom: {kind: wecom, url_env: T_APP_WECOM_URL}\n",
+        ).replace("channels: [team-slack]", "channels: [team-slack, ops-wecom]")
+    )
+    monkeypatch.delenv("T_APP_SLACK_URL", raising=False)
+    monkeypatch.setenv("T_APP_WECOM_URL", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k")
+    build(Settings(config=path, topic_prefix="tapp."))
+    assert "channel team-slack is disabled: T_APP_SLACK_URL is not set" in caplog.text
 
 
 def test_invalid_knob_names_its_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
