@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from mlcp.contracts import CloudEvent, ModelPromoted, ModelRolledBack, new_event
+from mlcp.examples.webhook_sink import Sink, serve
 from mlcp.notifier.app import build
-from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime import ServiceRuntime
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import lag
