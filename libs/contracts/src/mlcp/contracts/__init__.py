@@ -11,6 +11,7 @@ Example::
 
 from typing import Any
 
+from mlcp.contracts.aliases import CANARY, PRODUCTION, SERVING_ALIASES
 from mlcp.contracts.audit import AuditCheckpointed
 from mlcp.contracts.base import Contract, EventData
 from mlcp.contracts.catalog import EVENT_TYPES, model_for
@@ -75,9 +76,12 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 __all__ = [
     "ALL_TOPICS",
+    "CANARY",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
     "MAX_JSON_DEPTH",
+    "PRODUCTION",
+    "SERVING_ALIASES",
     "ApprovalGranted",
     "ApprovalRejected",
     "ApprovalRequested",
