@@ -1,6 +1,6 @@
 """Shared fixtures: real Kafka and PostgreSQL for integration and e2e tests.
 
-Where they come from, in order (DESIGN.md §7):
+Where they come from, in order:
 1. an environment variable naming a running server (``MLCP_KAFKA_BOOTSTRAP``,
    ``MLCP_DATABASE_URL``) wins;
 2. else testcontainers, when a Docker engine answers;
