@@ -15,6 +15,7 @@ from mlcp.contracts.aliases import CANARY, PRODUCTION, SERVING_ALIASES
 from mlcp.contracts.audit import AuditCheckpointed
 from mlcp.contracts.base import Contract, EventData
 from mlcp.contracts.catalog import EVENT_TYPES, model_for
+from mlcp.contracts.clock import utcnow
 from mlcp.contracts.codec import MAX_EVENT_BYTES, decode_event, describe_errors, encode_event
 from mlcp.contracts.common import (
     ArtifactRef,
@@ -137,4 +138,5 @@ __all__ = [
     "nesting_exceeds",
     "new_event",
     "topic_config",
+    "utcnow",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from mlcp.contracts import (
     GateFailed,
     GatePassed,
     ModelVersionRegistered,
+    utcnow,
 )
 from mlcp.gatekeeper import domain, store
 from mlcp.gatekeeper.domain import Decision, ScanReport
@@ -38,11 +39,6 @@ from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.telemetry import current_traceparent, resume_trace
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    """The decision clock (one place, so that tests and the sweep agree)."""
-    return datetime.now(UTC)
 
 
 class GateMetrics:

@@ -14,7 +14,6 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,6 +32,7 @@ from mlcp.contracts import (
     PredictionLogged,
     encode_event,
     new_event,
+    utcnow,
 )
 from mlcp.runtime.kafka import durable_producer, encode_headers
 from mlcp.runtime.settings import Settings, load_artifact_limits
@@ -145,7 +145,7 @@ class Inference:
             answers, labels, features.iterrows(), strict=True
         ):
             request_id = f"req-{uuid.uuid4().hex}"
-            now = datetime.now(UTC)
+            now = utcnow()
             logged = PredictionLogged(
                 model=self._model,
                 version=served.version,
