@@ -115,6 +115,7 @@ PURE_MODULES = (
     "mlcp.policy",
     "mlcp.runtime",
     "mlcp.runtime.settings",
+    "mlcp.runtime.refusals",
     *(f"mlcp.{service}.domain" for service in SERVICES),
 )
 
