@@ -24,12 +24,14 @@ async def run_every(
     errors: tuple[type[BaseException], ...] = (Exception,),
     max_backoff_s: float = 30.0,
     logger: logging.Logger = log,
+    traceback: bool = False,
 ) -> None:
     """Await ``step()`` every ``interval_s`` seconds until cancelled.
 
     An error in ``errors`` is logged with ``name`` and the step is tried again after
     ``interval_s``, then twice that, … up to ``max_backoff_s``; a success resets the wait. Other
     exceptions (bugs outside ``errors``) end the loop, as the runtime's ``background`` expects.
+    ``traceback=True`` logs the stack too (for ``errors`` wide enough to catch bugs).
     """
     if interval_s <= 0:
         raise ValueError(f"{name}: interval_s must be > 0, not {interval_s}")
