@@ -426,6 +426,7 @@ async def assert_lifecycles_complete(bed: Bed, lifecycles: list[Lifecycle]) -> N
         for e in await events_of(bed, "mlcp.model.rolled_back.v1")
     ]
     drifted = Counter(e.data.model for e in await events_of(bed, "mlcp.drift.detected.v1"))
+    assert lifecycles, "no lifecycle to check"
     for lc in lifecycles:
         m = lc.model
         assert (requested[(m, "data_threshold")], requested[(m, "drift")]) == (1, 1), requested

@@ -107,7 +107,9 @@ def coverage(sink: Sink, path: str, rows: list[asyncpg.Record]) -> Counter[str]:
     for row in rows:
         by_message.setdefault(str(row["message_id"]), []).append(row["event_id"])
     seen: Counter[str] = Counter()
-    for request in sink.received(path):
+    received = sink.received(path)
+    assert received, f"nothing reached {path}"
+    for request in received:
         refs = set(UUID.findall(body_text(request))) & set(by_message)
         assert len(refs) == 1, f"each message names exactly one delivery ref: {refs}"
         seen.update(by_message[refs.pop()])
