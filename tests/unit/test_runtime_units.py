@@ -70,6 +70,8 @@ def test_settings_defaults_follow_design(clean_env: pytest.MonkeyPatch) -> None:
     assert s.database_url == DEFAULT_DATABASE_URL
     assert s.database_url.startswith("postgresql://")
     assert s.config is None
+    assert s.slack_webhook_url is None
+    assert s.wecom_webhook_url is None
     assert s.registry_url.startswith("http")
     assert s.topic_prefix == ""
     assert s.handler_max_attempts == 5
@@ -84,6 +86,8 @@ def test_settings_read_the_design_names_from_the_environment(
     clean_env.setenv("MLCP_DATABASE_URL", "postgres://u:p@db:5432/x")
     clean_env.setenv("MLCP_CONFIG", "/etc/mlcp/platform.yaml")
     clean_env.setenv("MLCP_REGISTRY_URL", "http://registry:8081")
+    clean_env.setenv("MLCP_SLACK_WEBHOOK_URL", "https://hooks.example/slack-secret")
+    clean_env.setenv("MLCP_WECOM_WEBHOOK_URL", "https://hooks.example/wecom-secret")
     clean_env.setenv("MLCP_ARTIFACT_ROOT", "/data/artifacts")
     clean_env.setenv("MLCP_HTTP_PORT", "8090")
     clean_env.setenv("MLCP_HANDLER_MAX_ATTEMPTS", "7")
@@ -95,6 +99,11 @@ def test_settings_read_the_design_names_from_the_environment(
     assert s.database_url == "postgres://u:p@db:5432/x"
     assert s.config == Path("/etc/mlcp/platform.yaml")
     assert s.registry_url == "http://registry:8081"
+    assert s.slack_webhook_url is not None
+    assert s.slack_webhook_url.get_secret_value() == "https://hooks.example/slack-secret"
+    assert "slack-secret" not in repr(s)  # webhook URLs are secrets
+    assert s.wecom_webhook_url is not None
+    assert s.wecom_webhook_url.get_secret_value() == "https://hooks.example/wecom-secret"
     assert s.artifact_root == Path("/data/artifacts")
     assert s.http_port == 8090
     assert s.handler_max_attempts == 7

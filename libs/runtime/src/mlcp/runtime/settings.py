@@ -36,8 +36,10 @@ class Settings(BaseSettings):
     database_url: str = Field(DEFAULT_DATABASE_URL, min_length=1)
     config: Path | None = None
     registry_url: str = "http://127.0.0.1:8081"
-    # Webhook URLs are not settings of every service: the notifier reads the variables each
-    # channel of the platform config names (MLCP_SLACK_WEBHOOK_URL, …), docs/notifier.md.
+    # Read by no service code (the notifier resolves each channel's `url_env` itself): declared
+    # so that the example channels' variables are known MLCP_* names, secret in every repr.
+    slack_webhook_url: SecretStr | None = None
+    wecom_webhook_url: SecretStr | None = None
     artifact_root: Path = Path("~/.local/share/mlcp/artifacts")
 
     # The bus is authenticated by default (docs/security.md): SASL/SCRAM-SHA-512, with TLS when
