@@ -7,7 +7,7 @@
 # SERVICE is one of registry, trainer, gatekeeper, monitor, notifier (docker-compose.yml builds all
 # five). The image installs only that service and its locked dependencies, runs `mlcp-<SERVICE>`
 # (the same as `python -m mlcp.<SERVICE>`) as an unprivileged user, and reports health from the
-# service's /healthz. Configuration is the usual MLCP_* environment (DESIGN.md §6).
+# service's /healthz. Configuration is the usual MLCP_* environment (README.md, Configuration).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.8

@@ -64,10 +64,11 @@ test-unit: install
 test-integration: install
 	$(UV) run pytest -m "integration or e2e"
 
-lint: install
+lint: install  ## ruff, mypy and the layering contracts (import-linter, [tool.importlinter] in pyproject.toml)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run lint-imports --no-logo
 
 fmt:
 	$(UV) run ruff check --fix .

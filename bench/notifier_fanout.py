@@ -4,7 +4,7 @@ on the bus to its delivery (p50 / p95), against the real Kafka and PostgreSQL of
     uv run python bench/notifier_fanout.py [--quick] [--json PATH]
 
 Three channels (Slack, WeCom, signed webhook) all point at the recording sink
-(``mlcp.notifier.sink``) on 127.0.0.1, so the figures measure the notifier, not the network.
+(``mlcp.examples.webhook_sink``) on 127.0.0.1, so the figures measure the notifier, not the network.
 
 * throughput: a burst of N GateFailed events routed to all three channels, rate limits off
   (``rate_per_minute`` 10⁹) — deliveries per second until the sink has every message;
@@ -39,8 +39,8 @@ from typing import Any
 
 from mlcp.contracts import CloudEvent, GateFailed
 from mlcp.contracts.common import Evidence
+from mlcp.examples.webhook_sink import Sink, serve
 from mlcp.notifier.app import build
-from mlcp.notifier.sink import Sink, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (

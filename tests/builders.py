@@ -1,5 +1,9 @@
-"""Shared test builders: a training job spec, the hostile artifact corpus, and helpers for
-tests that run services as processes.
+"""Shared test builders: the platform config, a training job spec, the hostile artifact corpus,
+and helpers for tests that run services as processes.
+
+The platform config: ``model_entry(**overrides)`` is one model as the platform YAML spells it,
+``platform_yaml`` / ``platform_config`` / ``write_platform_config`` the whole file. Tests and
+benchmarks build their config here instead of carrying their own copy of the YAML.
 
 The hostile artifact corpus: one hand-made model file per attack class of issue #14, each built
 here by the tests themselves. Every payload, if it ever ran, would create its ``marker`` file, so
@@ -24,12 +28,63 @@ from typing import Any
 import asyncpg
 import httpx
 import numpy as np
+import yaml
 
 from mlcp.artifacts import ArtifactLimits, ArtifactPolicy
 from mlcp.artifacts.limits import GiB, MiB
 from mlcp.examples.sklearn import BatchFile
+from mlcp.policy.platform import PlatformConfig
 from mlcp.trainer.training import BatchSpec, JobSpec
 from tests.conftest import Proc, wait_for
+
+EXAMPLE_TRAIN = "mlcp.examples.sklearn:train_logistic"
+
+
+def model_entry(
+    dataset: str = "churn-data", label: str = "churned", **overrides: Any
+) -> dict[str, Any]:
+    """One model of the platform YAML: the example entrypoint, default policies, plus
+    ``overrides`` (any key of a model: ``gates=[…]``, ``retrain={"min_new_rows": 10}`` …)."""
+    return {"dataset": dataset, "label": label, "train": EXAMPLE_TRAIN, **overrides}
+
+
+def platform_dict(
+    models: dict[str, dict[str, Any]] | None = None,
+    notifications: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The platform YAML as data; one model ``churn`` (``model_entry()``) unless told."""
+    config: dict[str, Any] = {"models": {"churn": model_entry()} if models is None else models}
+    if notifications is not None:
+        config["notifications"] = notifications
+    return config
+
+
+def platform_yaml(
+    models: dict[str, dict[str, Any]] | None = None,
+    notifications: dict[str, Any] | None = None,
+) -> str:
+    """The platform YAML text (what ``MLCP_CONFIG`` points at)."""
+    return yaml.safe_dump(platform_dict(models, notifications), sort_keys=False)
+
+
+def platform_config(
+    models: dict[str, dict[str, Any]] | None = None,
+    notifications: dict[str, Any] | None = None,
+) -> PlatformConfig:
+    """The validated ``PlatformConfig`` of that YAML."""
+    return PlatformConfig.model_validate(platform_dict(models, notifications))
+
+
+def write_platform_config(
+    path: Path,
+    models: dict[str, dict[str, Any]] | None = None,
+    notifications: dict[str, Any] | None = None,
+) -> Path:
+    """Write the platform YAML to ``path`` (validated first, so a test never starts a service
+    on a config it did not mean); returns ``path``."""
+    platform_config(models, notifications)
+    path.write_text(platform_yaml(models, notifications))
+    return path
 
 
 def job_spec(

@@ -33,7 +33,7 @@ from mlcp.registry.keys import AuditSettings, load_keyring
 from tests.e2e.stack import Bus
 from tests.integration.notifier_tools import tally
 
-# Who emits what (DESIGN.md §4): each topic's records must be exactly that service's outbox.
+# Who emits what (the README's event catalog): each topic's records are exactly its owner's outbox.
 PRODUCERS = {
     "trainer": [
         "mlcp.training.requested.v1",

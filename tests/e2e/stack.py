@@ -250,7 +250,7 @@ class Services:
 
 
 class SinkProc:
-    """``python -m mlcp.notifier.sink`` in its own process: it keeps answering within the
+    """``python -m mlcp.examples.webhook_sink`` in its own process: it keeps answering within the
     notifier's HTTP timeout however busy the test's own event loop is."""
 
     def __init__(self, log_path: Path) -> None:
@@ -258,7 +258,7 @@ class SinkProc:
         self.url = f"http://127.0.0.1:{self.port}"
         self._out = log_path.open("ab")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "mlcp.notifier.sink", "--port", str(self.port)],
+            [sys.executable, "-m", "mlcp.examples.webhook_sink", "--port", str(self.port)],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

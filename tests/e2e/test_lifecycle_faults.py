@@ -3,7 +3,8 @@
 A PRIVATE dev stack (Kafka + PostgreSQL of mlcp.devstack in the test's tmp dir, on free ports)
 is started for this module, because the fault test kills both servers. The five services run as
 ``python -m mlcp.<service>`` with a topic prefix and schemas unique to each test, an MLCP_CONFIG
-written here, and a recording webhook sink (``mlcp.notifier.sink``) standing in for Slack and WeCom.
+written here, and a recording webhook sink (``mlcp.examples.webhook_sink``) standing in for
+Slack and WeCom.
 
 1. ``test_lifecycle_scenario``: data batches → threshold → real scikit-learn training → automatic
    gates → canary → CanaryHealthy (the test plays the inference service: it follows the aliases,
@@ -425,6 +426,7 @@ async def assert_lifecycles_complete(bed: Bed, lifecycles: list[Lifecycle]) -> N
         for e in await events_of(bed, "mlcp.model.rolled_back.v1")
     ]
     drifted = Counter(e.data.model for e in await events_of(bed, "mlcp.drift.detected.v1"))
+    assert lifecycles, "no lifecycle to check"
     for lc in lifecycles:
         m = lc.model
         assert (requested[(m, "data_threshold")], requested[(m, "drift")]) == (1, 1), requested

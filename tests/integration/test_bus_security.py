@@ -74,6 +74,7 @@ async def test_only_the_owner_may_write_a_topic(secured: Infra, unique: str) -> 
                     refused.setdefault(topic, set()).add(principal)
         finally:
             await producer.stop()
+    assert policy.topics, "the bus policy names no topic"
     for topic, access in policy.topics.items():
         assert accepted.get(topic, set()) == set(access.write), topic
         assert refused[topic] == set(PRINCIPALS) - set(access.write), topic

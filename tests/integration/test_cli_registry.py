@@ -28,7 +28,7 @@ from mlcp.contracts import (
 from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, free_port, wait_for
 from tests.integration.kafka_tools import produce, read_all
-from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
+from tests.integration.registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
 
 pytestmark = pytest.mark.integration
 

@@ -32,7 +32,7 @@ from mlcp.runtime import ServiceRuntime
 from mlcp.runtime.telemetry import setup_tracing
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import as_principal, produce
-from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
+from tests.integration.registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
 
 pytestmark = pytest.mark.integration
 

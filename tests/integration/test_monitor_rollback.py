@@ -26,7 +26,7 @@ from mlcp.contracts import (
     encode_event,
     new_event,
 )
-from mlcp.notifier.sink import Sink, serve
+from mlcp.examples.webhook_sink import Sink, serve
 from mlcp.registry.app import build as build_registry
 from mlcp.registry.auth import RegistrySettings
 from mlcp.runtime import ServiceRuntime

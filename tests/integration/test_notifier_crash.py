@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from mlcp.contracts import CloudEvent
+from mlcp.examples.webhook_sink import Sink, serve
 from mlcp.notifier.delivery import AFTER_CLAIM, AFTER_SEND
-from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT
 from tests.conftest import Infra, wait_for
 from tests.integration.notifier_tools import (

@@ -20,12 +20,12 @@ from prometheus_client import CollectorRegistry
 
 import mlcp.notifier
 from mlcp.contracts import RunFailed, new_event
+from mlcp.examples.webhook_sink import Sink, serve
 from mlcp.notifier import store
 from mlcp.notifier.adapters import Sender, Target, install_redaction
 from mlcp.notifier.delivery import DeliveryLoop, DeliveryMetrics, DeliveryOptions
 from mlcp.notifier.domain import Alert, alert_from_event
 from mlcp.notifier.render import WECOM_MARKDOWN_MAX_BYTES
-from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime.db import create_pool
 from mlcp.runtime.migrations import (
     load_migrations,

@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from mlcp.contracts import CloudEvent, ModelPromoted, ModelRolledBack, new_event
+from mlcp.examples.webhook_sink import Sink, serve
 from mlcp.notifier.app import build
-from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime import ServiceRuntime
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import lag
@@ -107,7 +107,9 @@ def coverage(sink: Sink, path: str, rows: list[asyncpg.Record]) -> Counter[str]:
     for row in rows:
         by_message.setdefault(str(row["message_id"]), []).append(row["event_id"])
     seen: Counter[str] = Counter()
-    for request in sink.received(path):
+    received = sink.received(path)
+    assert received, f"nothing reached {path}"
+    for request in received:
         refs = set(UUID.findall(body_text(request))) & set(by_message)
         assert len(refs) == 1, f"each message names exactly one delivery ref: {refs}"
         seen.update(by_message[refs.pop()])

@@ -17,7 +17,7 @@ from mlcp.contracts import (
     ModelRolledBack,
 )
 from tests.conftest import Infra, wait_for
-from tests.integration.test_registry_support import (
+from tests.integration.registry_support import (
     BOOTSTRAP_TOKEN,
     Registry,
     canary_healthy,

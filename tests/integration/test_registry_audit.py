@@ -31,7 +31,7 @@ from mlcp.registry.auth import RegistrySettings
 from mlcp.registry.keys import Keyring, key_from_seed, new_key_text, parse_keyring
 from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, Proc, free_port, unique_token, wait_for
-from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG
+from tests.integration.registry_support import BOOTSTRAP_TOKEN, CONFIG
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from mlcp.registry.cache import ReadCache, model_scope, token_scope
 from mlcp.registry.fastlane import AliasFastLane
 from tests.conftest import wait_for
-from tests.integration.test_registry_support import (
+from tests.integration.registry_support import (
     Registry,
     canary_healthy,
     degraded,

@@ -19,7 +19,7 @@ from mlcp.contracts import (
 )
 from tests.conftest import wait_for
 from tests.integration.kafka_tools import read_all
-from tests.integration.test_registry_support import (
+from tests.integration.registry_support import (
     Registry,
     canary_healthy,
     degraded,

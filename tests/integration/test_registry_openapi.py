@@ -23,7 +23,7 @@ import pytest
 
 from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, free_port, wait_for
-from tests.integration.test_registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
+from tests.integration.registry_support import BOOTSTRAP_TOKEN, CONFIG, run_finished
 
 pytestmark = pytest.mark.integration
 

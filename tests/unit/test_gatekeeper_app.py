@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlcp.contracts import (
     ApprovalGranted,
@@ -16,15 +17,15 @@ from mlcp.contracts import (
 from mlcp.gatekeeper.app import GatekeeperSettings, build
 from mlcp.runtime import Settings
 from mlcp.runtime.settings import ConfigurationError
+from tests.builders import model_entry, platform_yaml
 
 pytestmark = pytest.mark.unit
-
-MODEL = 'models:\n  churn: {dataset: d, label: y, train: "m:f", gates: [%s]}\n'
 
 
 def settings_with(tmp_path: Path, gates: str) -> Settings:
     config = tmp_path / "mlcp.yaml"
-    config.write_text(MODEL % gates)
+    # ``gates`` is YAML (often invalid on purpose): parsed, never validated, before writing.
+    config.write_text(platform_yaml({"churn": model_entry(gates=yaml.safe_load(f"[{gates}]"))}))
     return Settings(config=config, topic_prefix="unit.")
 
 

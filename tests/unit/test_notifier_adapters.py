@@ -11,14 +11,14 @@ from typing import Any
 import httpx
 import pytest
 
+from mlcp.contracts.webhook import SIGNATURE_HEADER
+from mlcp.examples.webhook_sink import Sink, serve
 from mlcp.notifier.adapters import (
-    SIGNATURE_HEADER,
     Sender,
     Target,
     install_redaction,
     resolve_targets,
 )
-from mlcp.notifier.sink import Sink, serve
 from mlcp.runtime.settings import ConfigurationError
 from tests.conftest import free_port, wait_for
 from tests.unit.test_notifier_domain import notifications
@@ -215,7 +215,7 @@ notifications:
 
 async def test_the_sink_runs_as_a_process_for_demos(spawn: Any) -> None:
     port = free_port()
-    proc = spawn(["-m", "mlcp.notifier.sink", "--port", str(port)], {}, "sink")
+    proc = spawn(["-m", "mlcp.examples.webhook_sink", "--port", str(port)], {}, "sink")
     base = f"http://127.0.0.1:{port}"
 
     async def up() -> bool:

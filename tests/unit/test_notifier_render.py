@@ -191,7 +191,9 @@ def test_slack_fallback_text_is_escaped_exactly_like_the_blocks(language: str) -
         "&lt;https://evil.example/steal|click here&gt;"
     )
     # Every value shown in the blocks is in the text with the very same escaping.
-    for _label, value in fields(alert, language):  # type: ignore[arg-type]
+    shown = fields(alert, language)  # type: ignore[arg-type]
+    assert shown, "the alert shows no field at all"
+    for _label, value in shown:
         assert slack_escape(value) in blocks
         assert slack_escape(value) in text
     assert f"({escaped})" in text, "the evidence detail"

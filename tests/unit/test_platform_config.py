@@ -235,6 +235,7 @@ def test_gate_stage_round_trips_through_its_json_dump() -> None:
         .model("churn")
         .gates
     )
+    assert stages, "the example config has gates"
     for stage in stages:
         assert GateStage.model_validate(stage.model_dump(mode="json")) == stage
 

@@ -7,14 +7,19 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from mlcp.policy.platform import parse_platform_config
 from mlcp.policy.target import DEFAULT_TARGET, LabelMismatch, Target
 from mlcp.runtime.settings import ConfigurationError
+from tests.builders import model_entry, platform_yaml
 
 pytestmark = pytest.mark.unit
 
-MODEL = 'models: {churn: {dataset: d, label: y, train: "pkg.mod:fn", target: %s}}'
+
+def with_target(target: str) -> str:
+    """The platform YAML of one model whose ``target`` is the YAML ``target``."""
+    return platform_yaml({"churn": model_entry(target=yaml.safe_load(target))})
 
 
 def test_the_default_compares_by_value_so_true_and_1_agree() -> None:
@@ -114,13 +119,13 @@ def test_no_pair_no_accuracy() -> None:
 )
 def test_an_invalid_target_stops_the_start_naming_the_field(target: str, message: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
-        parse_platform_config(MODEL % target)
+        parse_platform_config(with_target(target))
     assert message in str(caught.value)
 
 
 def test_the_yaml_declares_a_target_and_unlisted_models_get_the_default() -> None:
     config = parse_platform_config(
-        MODEL % "{kind: classification, type: integer, mapping: {true: 1, false: 0}}"
+        with_target("{kind: classification, type: integer, mapping: {true: 1, false: 0}}")
     )
     target = config.target("churn")
     assert (target.kind, target.type, target.mapping) == (
@@ -129,5 +134,5 @@ def test_the_yaml_declares_a_target_and_unlisted_models_get_the_default() -> Non
         {True: 1, False: 0},
     )
     assert config.target("unlisted") == DEFAULT_TARGET
-    regression = parse_platform_config(MODEL % "{kind: regression, tolerance: 0.5}")
+    regression = parse_platform_config(with_target("{kind: regression, tolerance: 0.5}"))
     assert regression.target("churn").describe() == "regression, tolerance 0.5"

@@ -8,32 +8,19 @@ by Kafka. Publishing the same CloudEvents id again is safe: consumers' inboxes d
 from __future__ import annotations
 
 import csv
-import hashlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
 
+from mlcp.artifacts.files import file_sha256
 from mlcp.contracts import CloudEvent, encode_event, new_event
 from mlcp.runtime.kafka import durable_producer, encode_headers
 from mlcp.runtime.settings import Settings
 
 
-def local_path(uri: str) -> Path | None:
-    """The local file behind a path or ``file://`` URI (None for remote URIs)."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path if parsed.scheme else uri)).expanduser()
-    return None
-
-
 def file_facts(path: Path) -> tuple[str, int, float]:
     """sha256 of the bytes, data rows and completeness (share of non-empty cells) of a CSV."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
     rows = cells = filled = 0
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
@@ -42,7 +29,7 @@ def file_facts(path: Path) -> tuple[str, int, float]:
             rows += 1
             cells += len(row)
             filled += sum(1 for value in row if value.strip() != "")
-    return digest.hexdigest(), rows, (filled / cells if cells else 1.0)
+    return file_sha256(path), rows, (filled / cells if cells else 1.0)
 
 
 async def publish(

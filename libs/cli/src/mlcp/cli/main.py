@@ -93,7 +93,8 @@ def emit_data_arrived(
     correlation_id: Annotated[str | None, typer.Option(help="Lifecycle correlation id")] = None,
 ) -> None:
     """Announce a batch of training data (DataArrived); waits for Kafka's acknowledgement."""
-    from mlcp.cli.emit import file_facts, local_path, publish
+    from mlcp.artifacts.files import local_path
+    from mlcp.cli.emit import file_facts, publish
     from mlcp.contracts import DataArrived
 
     settings = cli_settings("pipeline")

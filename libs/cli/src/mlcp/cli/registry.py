@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from mlcp.cli import registry_view as view
 from mlcp.cli.registry_client import DEFAULT_URL, CliError, RegistryClient, path
+from mlcp.contracts import PRODUCTION
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False)
@@ -393,7 +394,7 @@ def promote(
 
 def rollback(
     model: Model,
-    alias: Annotated[str, typer.Option(help="Alias to roll back.")] = "production",
+    alias: Annotated[str, typer.Option(help="Alias to roll back.")] = PRODUCTION,
     reason: Reason = None,
     if_match: IfMatch = None,
     url: Url = DEFAULT_URL,

@@ -88,7 +88,9 @@ async def run_services(
     env = dict(env)
     if not (env.get("MLCP_SLACK_WEBHOOK_URL") or env.get("MLCP_WECOM_WEBHOOK_URL")):
         # No real channel configured: a local recording sink stands in for Slack and WeCom.
-        supervisor.add("sink", python_module("mlcp.notifier.sink", "--port", str(SINK_PORT)))
+        supervisor.add(
+            "sink", python_module("mlcp.examples.webhook_sink", "--port", str(SINK_PORT))
+        )
         env["MLCP_SLACK_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/slack"
         env["MLCP_WECOM_WEBHOOK_URL"] = f"http://127.0.0.1:{SINK_PORT}/wecom"
     for name, port in SERVICES.items():

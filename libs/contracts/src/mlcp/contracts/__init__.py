@@ -11,9 +11,11 @@ Example::
 
 from typing import Any
 
+from mlcp.contracts.aliases import CANARY, PRODUCTION, SERVING_ALIASES
 from mlcp.contracts.audit import AuditCheckpointed
 from mlcp.contracts.base import Contract, EventData
 from mlcp.contracts.catalog import EVENT_TYPES, model_for
+from mlcp.contracts.clock import utcnow
 from mlcp.contracts.codec import MAX_EVENT_BYTES, decode_event, describe_errors, encode_event
 from mlcp.contracts.common import (
     ArtifactRef,
@@ -75,9 +77,12 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 __all__ = [
     "ALL_TOPICS",
+    "CANARY",
     "EVENT_TYPES",
     "MAX_EVENT_BYTES",
     "MAX_JSON_DEPTH",
+    "PRODUCTION",
+    "SERVING_ALIASES",
     "ApprovalGranted",
     "ApprovalRejected",
     "ApprovalRequested",
@@ -133,4 +138,5 @@ __all__ = [
     "nesting_exceeds",
     "new_event",
     "topic_config",
+    "utcnow",
 ]

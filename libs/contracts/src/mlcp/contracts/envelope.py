@@ -2,12 +2,12 @@
 
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Generic, Literal, Self, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from mlcp.contracts.base import EventData
+from mlcp.contracts.clock import utcnow
 from mlcp.contracts.types import MAX_ID_LENGTH, MAX_URI_LENGTH, Token, UtcDatetime
 
 DataT = TypeVar("DataT", bound=EventData)
@@ -39,10 +39,6 @@ def _new_id() -> str:
     return str(uuid.uuid4())
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class CloudEvent(BaseModel, Generic[DataT]):
     """A CloudEvents 1.0 event in JSON structured mode, one per Kafka record.
 
@@ -65,7 +61,7 @@ class CloudEvent(BaseModel, Generic[DataT]):
     """The producer, 'mlcp/<service>' or 'pipeline/<name>'."""
     type: Annotated[str, StringConstraints(max_length=256, pattern=EVENT_TYPE_PATTERN)]
     """Event type, also the Kafka topic: 'mlcp.run.finished.v1'."""
-    time: UtcDatetime = Field(default_factory=_now)
+    time: UtcDatetime = Field(default_factory=utcnow)
     """When the event happened (RFC 3339, UTC)."""
     subject: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
     """The Kafka key: the model (or dataset) name."""

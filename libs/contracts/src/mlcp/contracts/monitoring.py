@@ -5,6 +5,7 @@ from typing import Annotated, ClassVar, Self
 from pydantic import Field, model_validator
 
 from mlcp.contracts import topics
+from mlcp.contracts.aliases import CANARY
 from mlcp.contracts.base import Contract, EventData
 from mlcp.contracts.common import Evidence, Window
 from mlcp.contracts.types import (
@@ -105,7 +106,7 @@ class CanaryHealthy(EventData):
 
     model: ModelName
     version: SemVer
-    alias: AliasName = "canary"
+    alias: AliasName = CANARY
     window: Window
     evidence: Annotated[tuple[Evidence, ...], Field(max_length=MAX_EVIDENCE, fail_fast=True)] = ()
     """The measurements against each limit."""

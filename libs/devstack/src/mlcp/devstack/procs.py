@@ -93,13 +93,6 @@ def pid_alive(pid: int, cmdline_contains: str | None = None) -> bool:
         return False
 
 
-def read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def spawn_detached(cmd: Sequence[str], log: Path, cwd: Path) -> int:
     """Start a server in its own session (Ctrl-C in the caller's terminal must not reach it)
     with stdout/stderr appended to `log`; returns its pid."""

@@ -1,4 +1,4 @@
-"""FastStream Kafka broker and subscriber with durable defaults (DESIGN.md §5, §11)."""
+"""FastStream Kafka broker and subscriber with durable defaults."""
 
 from __future__ import annotations
 

@@ -45,6 +45,7 @@ from mlcp.runtime.dlq import UNEXPECTED_SOURCE, DeadLetter, DeadLetterWriter, le
 from mlcp.runtime.faults import CONSUMER_AFTER_COMMIT, crash_point
 from mlcp.runtime.logs import LogThrottle, event_context
 from mlcp.runtime.outbox import Cause
+from mlcp.runtime.refusals import Refused as Refused
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, ConsumerRecord
@@ -69,19 +70,6 @@ def poison_reason(exc: Exception) -> tuple[str, str]:
 
 Poison = tuple[Any, str, str, int]
 """(record, reason, error, attempts) of a record to dead-letter."""
-
-
-class Refused(Exception):
-    """Raised by a handler for events it will never apply: they go to the DLQ at once (no
-    retries) with ``reason`` and their message; the transaction is rolled back and, in a
-    batch, the other events are applied without them."""
-
-    def __init__(self, errors: dict[str, str], *, reason: str) -> None:
-        super().__init__("; ".join(errors.values()))
-        self.errors = errors
-        """Refused event id → why."""
-        self.reason = reason
-        """The dead letter's reason code (``mlcp-dlq-reason``)."""
 
 
 class Tx:

@@ -1,4 +1,4 @@
-"""Every Kafka client of the project is built here, with durable defaults (DESIGN.md §5, §11).
+"""Every Kafka client of the project is built here, with durable defaults.
 
 One place decides the bootstrap servers and the security settings (SASL/SCRAM, TLS) of every
 producer, consumer and admin client — the services, the CLI, the demo, the benchmarks and the

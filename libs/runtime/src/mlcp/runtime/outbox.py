@@ -1,4 +1,4 @@
-"""Transactional outbox and its relay (DESIGN.md §5).
+"""Transactional outbox and its relay.
 
 ``enqueue`` writes an event in the caller's transaction; the relay publishes committed rows with
 the durable producer and marks them sent. A crash between the publish and the mark republishes

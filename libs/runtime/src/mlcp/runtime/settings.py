@@ -1,4 +1,4 @@
-"""Process settings shared by every mlcp service (DESIGN.md §6).
+"""Process settings shared by every mlcp service.
 
 Every name is read from the environment with the ``MLCP_`` prefix, so the same variable means the
 same thing in every service, the CLI, docker-compose and the tests.
@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     database_url: str = Field(DEFAULT_DATABASE_URL, min_length=1)
     config: Path | None = None
     registry_url: str = "http://127.0.0.1:8081"
+    # Read by no service code (the notifier resolves each channel's `url_env` itself): declared
+    # so that the example channels' variables are known MLCP_* names, secret in every repr.
     slack_webhook_url: SecretStr | None = None
     wecom_webhook_url: SecretStr | None = None
     artifact_root: Path = Path("~/.local/share/mlcp/artifacts")
@@ -53,7 +55,7 @@ class Settings(BaseSettings):
     kafka_ca_file: Path | None = None
     """PEM bundle of the CAs that may sign the brokers' certificates (SASL_SSL / SSL)."""
 
-    # Not fixed by DESIGN.md; documented in docs/configuration.md.
+    # HTTP listener of the service (README.md, Configuration).
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(None, ge=0, le=65535)  # None: the service default; 0: any free
     topic_prefix: str = Field("", pattern=r"^[a-zA-Z0-9._-]*$")

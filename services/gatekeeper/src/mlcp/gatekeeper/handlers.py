@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,17 @@ from mlcp.contracts import (
     GateFailed,
     GatePassed,
     ModelVersionRegistered,
+    utcnow,
 )
 from mlcp.gatekeeper import domain, store
 from mlcp.gatekeeper.domain import Decision, ScanReport
 from mlcp.gatekeeper.scan import scan
 from mlcp.policy.platform import PlatformConfig
 from mlcp.runtime import ServiceRuntime, Tx
+from mlcp.runtime.loops import run_every
 from mlcp.runtime.telemetry import current_traceparent, resume_trace
 
 log = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    """The decision clock (one place, so that tests and the sweep agree)."""
-    return datetime.now(UTC)
 
 
 class GateMetrics:
@@ -231,17 +228,16 @@ async def sweep_once(runtime: ServiceRuntime, handlers: Handlers) -> int:
 
 async def sweep_forever(runtime: ServiceRuntime, handlers: Handlers, interval_s: float) -> None:
     """Run ``sweep_once`` at start and then every ``interval_s`` (deadlines live in the DB, so a
-    restart loses none)."""
-    while True:
-        try:
-            count = await sweep_once(runtime, handlers)
-            if count:
-                log.info("deadline sweep: %d candidate(s) past a deadline", count)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("deadline sweep failed; retrying at the next interval")
-        await asyncio.sleep(interval_s)
+    restart loses none); a failed sweep is logged and tried again at the next interval."""
+
+    async def sweep() -> None:
+        count = await sweep_once(runtime, handlers)
+        if count:
+            log.info("deadline sweep: %d candidate(s) past a deadline", count)
+
+    await run_every(
+        "deadline sweep", interval_s, sweep, max_backoff_s=interval_s, logger=log, traceback=True
+    )
 
 
 async def _emit(

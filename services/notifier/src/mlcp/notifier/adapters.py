@@ -6,8 +6,6 @@ problem: it returns the ``Outcome`` the delivery loop acts on, with every detail
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -17,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from mlcp.contracts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from mlcp.notifier.domain import (
     Outcome,
     classify_response,
@@ -26,9 +25,6 @@ from mlcp.notifier.domain import (
 )
 from mlcp.policy.platform import Notifications
 from mlcp.runtime.settings import ConfigurationError
-
-SIGNATURE_HEADER = "X-Mlcp-Signature"
-TIMESTAMP_HEADER = "X-Mlcp-Timestamp"
 
 # Transport failures that happen before the whole request reached the provider (no connection,
 # no pooled slot, the body not fully written): it cannot have acted on it, a plain retry is
@@ -115,17 +111,6 @@ def resolve_targets(
             msgtype=channel.msgtype or "markdown",
         )
     return ResolvedChannels(targets, unset)
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex>`` HMAC of ``"<timestamp>." + body``; the timestamp defeats replays."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
-    """Check a webhook signature in constant time (for receivers, and the test sink)."""
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
 class RedactingFilter(logging.Filter):

@@ -39,6 +39,7 @@ from mlcp.notifier.render import Language, digest_payload, single_payload
 from mlcp.runtime.backoff import backoff_s
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
 from mlcp.runtime.faults import crash_point
+from mlcp.runtime.loops import run_every
 
 log = logging.getLogger(__name__)
 
@@ -201,33 +202,38 @@ class DeliveryLoop:
                 await asyncio.sleep(1.0)
 
     async def _housekeeping(self) -> None:
+        await run_every(
+            "housekeeping",
+            max(1.0, self._options.lease_s / 4),
+            self._housekeeping_round,
+            errors=TRANSIENT_DB_ERRORS,
+            max_backoff_s=max(1.0, self._options.lease_s / 4),
+            logger=log,
+        )
+
+    async def _housekeeping_round(self) -> None:
         channels = list(self._targets)
-        while True:
-            try:
-                async with self._pool().acquire() as conn:
-                    orphans = await store.requeue_orphans(
-                        conn, channels, self._options.lease_s, self._options.max_attempts
-                    )
-                    pending = await store.pending_counts(conn)
-                for channel, (requeued, failed) in orphans.items():
-                    log.error(
-                        "%s: %d deliveries were being sent when a notifier process stopped; the "
-                        "channel may or may not have received them: %d will be sent again marked "
-                        "'possibly repeated', %d were out of attempts and failed",
-                        channel,
-                        requeued + failed,
-                        requeued,
-                        failed,
-                    )
-                    self._metrics.deliveries.labels(channel, "uncertain").inc(requeued)
-                    self._metrics.deliveries.labels(channel, "failed").inc(failed)
-                if orphans:
-                    self.wake()
-                for name in channels:
-                    self._metrics.pending.labels(name).set(pending.get(name, 0))
-            except TRANSIENT_DB_ERRORS as exc:
-                log.warning("housekeeping: database not reachable (%s)", type(exc).__name__)
-            await asyncio.sleep(max(1.0, self._options.lease_s / 4))
+        async with self._pool().acquire() as conn:
+            orphans = await store.requeue_orphans(
+                conn, channels, self._options.lease_s, self._options.max_attempts
+            )
+            pending = await store.pending_counts(conn)
+        for channel, (requeued, failed) in orphans.items():
+            log.error(
+                "%s: %d deliveries were being sent when a notifier process stopped; the "
+                "channel may or may not have received them: %d will be sent again marked "
+                "'possibly repeated', %d were out of attempts and failed",
+                channel,
+                requeued + failed,
+                requeued,
+                failed,
+            )
+            self._metrics.deliveries.labels(channel, "uncertain").inc(requeued)
+            self._metrics.deliveries.labels(channel, "failed").inc(failed)
+        if orphans:
+            self.wake()
+        for name in channels:
+            self._metrics.pending.labels(name).set(pending.get(name, 0))
 
     # -- one channel ------------------------------------------------------------------------
     async def _wait(self, name: str) -> None:

@@ -34,7 +34,7 @@ from mlcp.policy.platform import Channel, Notifications
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 
-# The events the notifier turns into alerts (DESIGN.md §3 step 8).
+# The events the notifier turns into alerts.
 ALERT_TYPES: tuple[str, ...] = (
     GateFailed.TYPE,
     DriftDetected.TYPE,

@@ -14,7 +14,6 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,7 +25,15 @@ from mlcp.artifacts import (
     FileStore,
     load_artifact,
 )
-from mlcp.contracts import FeedbackReceived, PredictionLogged, encode_event, new_event
+from mlcp.contracts import (
+    CANARY,
+    PRODUCTION,
+    FeedbackReceived,
+    PredictionLogged,
+    encode_event,
+    new_event,
+    utcnow,
+)
 from mlcp.runtime.kafka import durable_producer, encode_headers
 from mlcp.runtime.settings import Settings, load_artifact_limits
 
@@ -125,8 +132,8 @@ class Inference:
         versions the registry serves now; emit their PredictionLogged, and FeedbackReceived for
         the requests served through the alias ``feedback_for`` (labels are collected for the
         version under evaluation)."""
-        canary = await self.resolve("canary")
-        production = await self.resolve("production")
+        canary = await self.resolve(CANARY)
+        production = await self.resolve(PRODUCTION)
         if canary is None and production is None:
             raise RuntimeError(f"no version of {self._model} is serving")
         features = rows.drop(columns=[self._label])
@@ -138,7 +145,7 @@ class Inference:
             answers, labels, features.iterrows(), strict=True
         ):
             request_id = f"req-{uuid.uuid4().hex}"
-            now = datetime.now(UTC)
+            now = utcnow()
             logged = PredictionLogged(
                 model=self._model,
                 version=served.version,

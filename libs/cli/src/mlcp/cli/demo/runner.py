@@ -201,7 +201,7 @@ class Demo:
         await apply_policy(self.as_principal("admin"), load_policy(), prefix=self.prefix)
         envs = service_envs(self.options, run, info, config_path, token)
         self.supervisor.add(
-            "sink", python_module("mlcp.notifier.sink", "--port", str(run.sink_port))
+            "sink", python_module("mlcp.examples.webhook_sink", "--port", str(run.sink_port))
         )
         for name in SERVICES:
             self.supervisor.add(name, python_module(f"mlcp.{name}"), envs[name])

@@ -23,6 +23,7 @@ import httpx
 from mlcp.cli.demo.inference import Inference
 from mlcp.cli.demo.timeline import Seen, Timeline
 from mlcp.cli.emit import publish
+from mlcp.contracts import CANARY, PRODUCTION
 from mlcp.policy.platform import ModelConfig
 from mlcp.runtime.settings import Settings
 
@@ -155,7 +156,7 @@ class Scenario:
         the bake arrives (predictions and labels travel on different topics), so the verdict
         measures live accuracy, not only errors and latency.
         """
-        await self.monitor_alias("canary", version, deadline)
+        await self.monitor_alias(CANARY, version, deadline)
         need = self.config.rollout.bake.min_predictions
         sent = labelled = 0
         verdict: Seen | None = None
@@ -168,7 +169,7 @@ class Scenario:
             canary_share = max(1, self.config.rollout.canary_percent) / 100
             target = int(need * 0.9) if first else 20
             n = max(1, int(target / canary_share)) if self._has_production() else target
-            traffic = await self.inference.serve(self.rows(n, shift=shift), feedback_for="canary")
+            traffic = await self.inference.serve(self.rows(n, shift=shift), feedback_for=CANARY)
             sent += n
             labelled += sum(traffic.labelled.values())
             accuracy = traffic.accuracy(version)
@@ -187,7 +188,7 @@ class Scenario:
         return verdict, sent
 
     def _has_production(self) -> bool:
-        return "production" in self.versions
+        return PRODUCTION in self.versions
 
     # -- data --------------------------------------------------------------------------------
 
@@ -254,7 +255,7 @@ async def gates_to_canary(s: Scenario, deadline: float) -> str:
     promoted = await s.expect(
         "model.promoted canary",
         deadline,
-        s.event("model.promoted", model=s.model, version=version, alias="canary"),
+        s.event("model.promoted", model=s.model, version=version, alias=CANARY),
     )
     return (
         f"{version} registered, {len(stages)} checks passed ({', '.join(stages)}), "
@@ -270,15 +271,15 @@ async def canary_to_production(s: Scenario, deadline: float) -> str:
     await s.expect(
         "model.promoted production",
         deadline,
-        s.event("model.promoted", model=s.model, version=version, alias="production"),
+        s.event("model.promoted", model=s.model, version=version, alias=PRODUCTION),
     )
-    s.versions["production"] = version
+    s.versions[PRODUCTION] = version
     return f"{sent} predictions (labelled) → canary.healthy → production {version}"
 
 
 async def drift_detected(s: Scenario, deadline: float) -> str:
-    version = s.versions["production"]
-    await s.monitor_alias("production", version, deadline)
+    version = s.versions[PRODUCTION]
+    await s.monitor_alias(PRODUCTION, version, deadline)
     window = s.config.drift.window_size
     n = window + 20
     traffic = await s.inference.serve(s.rows(n, shift=DRIFT_SHIFT), feedback_for=None)
@@ -315,7 +316,7 @@ async def drift_retraining(s: Scenario, deadline: float) -> str:
     await s.expect(
         "model.promoted canary",
         deadline,
-        s.event("model.promoted", model=s.model, version=version, alias="canary"),
+        s.event("model.promoted", model=s.model, version=version, alias=CANARY),
     )
     baseline = registered.data.baseline
     versus = f" (production {baseline.version} on the same holdout)" if baseline else ""
@@ -344,11 +345,11 @@ async def rolled_back(s: Scenario, deadline: float) -> str:
     back = await s.expect(
         "model.rolled_back",
         deadline,
-        s.event("model.rolled_back", model=s.model, alias="canary", from_version=version),
+        s.event("model.rolled_back", model=s.model, alias=CANARY, from_version=version),
     )
-    production = await s.inference.resolve("production")
-    canary = await s.inference.resolve("canary")
-    if production is None or production.version != s.versions["production"]:
+    production = await s.inference.resolve(PRODUCTION)
+    canary = await s.inference.resolve(CANARY)
+    if production is None or production.version != s.versions[PRODUCTION]:
         raise StepFailed(f"production is {production and production.version}, not kept")
     if canary is not None:
         raise StepFailed(f"canary still serves {canary.version}")

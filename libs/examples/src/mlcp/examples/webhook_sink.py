@@ -5,7 +5,7 @@ the real provider of the path it was posted to (a path containing ``wecom`` answ
 ``{"errcode": 0}``, ``slack`` answers ``ok``, anything else ``{"ok": true}``), unless a script
 says otherwise — 429 with Retry-After, WeCom 45009 / 93000, 500, a slow answer.
 
-    python -m mlcp.notifier.sink --port 9999 [--secret KEY]
+    python -m mlcp.examples.webhook_sink --port 9999 [--secret KEY]
 
 HTTP: ``POST /<anything>`` records; ``GET /_sink/requests[?path=/slack]`` lists what was
 received; ``DELETE /_sink/requests`` forgets; ``POST /_sink/script`` with
@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from mlcp.notifier.adapters import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from mlcp.contracts.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 
 class Sink:
@@ -125,7 +125,7 @@ async def serve(sink: Sink, *, host: str = "127.0.0.1", port: int = 0) -> AsyncI
 
 
 def main() -> None:
-    """``python -m mlcp.notifier.sink``: serve a sink until interrupted."""
+    """``python -m mlcp.examples.webhook_sink``: serve a sink until interrupted."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9999)
