@@ -181,8 +181,8 @@ async def test_a_crossing_covers_the_ids_of_batches_committed_in_earlier_transac
 
 async def test_trigger_ids_keep_the_most_recent_when_a_crossing_covers_more_batches() -> None:
     t = Trainer(config(threshold=MAX_TRIGGERS + 10))
-    for i in range(MAX_TRIGGERS + 5):
-        await t.data(arrived(f"b{i}", f"{i:064x}", rows=1))
+    earlier = [arrived(f"b{i}", f"{i:064x}", rows=1) for i in range(MAX_TRIGGERS + 5)]
+    assert (await t.data(*earlier)).emitted == []
     last = [arrived(f"c{i}", f"{i + 5000:064x}", rows=1) for i in range(5)]
     tx = await t.data(*last)
     (event,) = tx.emitted
