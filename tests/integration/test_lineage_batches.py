@@ -20,7 +20,7 @@ from mlcp.examples.sklearn import write_batches
 from mlcp.registry.app import build as build_registry
 from mlcp.registry.auth import RegistrySettings
 from mlcp.runtime import ServiceRuntime, Settings
-from mlcp.trainer import store
+from mlcp.trainer import run_store
 from tests.conftest import Infra, wait_for
 from tests.integration import test_trainer_trigger as trigger_tests
 from tests.integration.kafka_tools import as_principal
@@ -110,7 +110,7 @@ async def test_the_lineage_lists_every_batch_with_its_uri_rows_and_sha256(
     assert dataset["sha256"] == hashlib.sha256(recipe).hexdigest()
     # The trainer's own lineage of the run names the re-announcement.
     async with trainer.pool.acquire() as conn:
-        recorded = await store.run_lineage(conn, finished.data.run_id)
+        recorded = await run_store.run_lineage(conn, finished.data.run_id)
     assert recorded is not None
     [(retry,)] = [[d["batch_id"] for d in b["duplicates"]] for b in recorded["batches"][:1]]
     assert retry == f"{first.batch_id}-retry"

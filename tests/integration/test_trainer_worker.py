@@ -33,7 +33,7 @@ from mlcp.contracts import (
     new_event,
 )
 from mlcp.examples.sklearn import write_batches
-from mlcp.trainer import store
+from mlcp.trainer import run_store
 from mlcp.trainer.app import build
 from mlcp.trainer.batches import file_sha256, local_path
 from mlcp.trainer.lineage import main as lineage_main
@@ -92,7 +92,7 @@ async def test_a_crossing_trains_a_real_model_and_a_manual_retrain_scores_produc
     assert run.entrypoint == "mlcp.examples.sklearn:train_logistic"
 
     async with trainer.pool.acquire() as conn:
-        lineage = await store.run_lineage(conn, run.run_id)
+        lineage = await run_store.run_lineage(conn, run.run_id)
     assert lineage is not None
     assert lineage["status"] == "finished"
     assert [b["batch_id"] for b in lineage["batches"]] == list(dataset.batch_ids)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlcp.contracts import ModelPromoted, ModelRolledBack
-from mlcp.trainer import domain
+from mlcp.trainer import domain, ledger, runs
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_999_rows_request_nothing() -> None:
     assert (
-        domain.threshold_request(
+        ledger.threshold_request(
             model="churn", dataset="ds", rows_since_last_run=999, threshold=1000
         )
         is None
@@ -26,7 +26,7 @@ def test_999_rows_request_nothing() -> None:
 
 
 def test_1000_rows_request_one_data_threshold_retrain() -> None:
-    request = domain.threshold_request(
+    request = ledger.threshold_request(
         model="churn",
         dataset="ds",
         rows_since_last_run=1000,
@@ -42,7 +42,7 @@ def test_1000_rows_request_one_data_threshold_retrain() -> None:
 
 def test_trigger_ids_are_bounded_to_the_most_recent() -> None:
     ids = [f"e{i}" for i in range(1500)]
-    request = domain.threshold_request(
+    request = ledger.threshold_request(
         model="m", dataset="d", rows_since_last_run=5, threshold=1, trigger_event_ids=ids
     )
     assert request is not None
@@ -60,7 +60,7 @@ def test_one_request_per_crossing(batches: list[int], threshold: int) -> None:
     consumed, total, requests = 0, 0, 0
     for rows in batches:
         total += rows
-        if domain.threshold_request(
+        if ledger.threshold_request(
             model="m", dataset="d", rows_since_last_run=total - consumed, threshold=threshold
         ):
             requests += 1
@@ -70,7 +70,7 @@ def test_one_request_per_crossing(batches: list[int], threshold: int) -> None:
 
 
 def test_drift_outside_cooldown_requests_a_retrain() -> None:
-    request = domain.drift_request(
+    request = ledger.drift_request(
         model="churn",
         dataset="ds",
         detected_at=T0,
@@ -89,7 +89,7 @@ def test_drift_storm_inside_cooldown_gives_one_retrain() -> None:
     requested = []
     for minute in range(0, 90, 2):  # a DriftDetected every 2 minutes for 90 minutes
         at = T0 + timedelta(minutes=minute)
-        if domain.drift_request(
+        if ledger.drift_request(
             model="m",
             dataset="d",
             detected_at=at,
@@ -128,7 +128,7 @@ def test_production_projection_follows_promotions_and_rollbacks() -> None:
 
 
 def test_a_run_is_retried_until_max_attempts_then_given_up() -> None:
-    assert [domain.claim_action(a, 3) for a in (1, 2, 3, 4)] == [
+    assert [runs.claim_action(a, 3) for a in (1, 2, 3, 4)] == [
         "start",
         "start",
         "start",
@@ -137,14 +137,14 @@ def test_a_run_is_retried_until_max_attempts_then_given_up() -> None:
 
 
 def test_child_failures_are_named() -> None:
-    ok = domain.ChildOutcome(exitcode=0, timed_out=False, has_result=True)
-    assert domain.child_failure(ok, 10) is None
-    hung = domain.ChildOutcome(exitcode=-9, timed_out=True, has_result=False)
-    assert "did not finish within 10s" in (domain.child_failure(hung, 10) or "")
-    killed = domain.ChildOutcome(exitcode=-9, timed_out=False, has_result=False)
-    assert domain.child_failure(killed, 10) == "training process died with signal 9"
-    exited = domain.ChildOutcome(exitcode=7, timed_out=False, has_result=False)
-    assert "exited with code 7" in (domain.child_failure(exited, 10) or "")
+    ok = runs.ChildOutcome(exitcode=0, timed_out=False, has_result=True)
+    assert runs.child_failure(ok, 10) is None
+    hung = runs.ChildOutcome(exitcode=-9, timed_out=True, has_result=False)
+    assert "did not finish within 10s" in (runs.child_failure(hung, 10) or "")
+    killed = runs.ChildOutcome(exitcode=-9, timed_out=False, has_result=False)
+    assert runs.child_failure(killed, 10) == "training process died with signal 9"
+    exited = runs.ChildOutcome(exitcode=7, timed_out=False, has_result=False)
+    assert "exited with code 7" in (runs.child_failure(exited, 10) or "")
 
 
 def test_a_batch_is_its_content_whatever_its_id() -> None:
@@ -152,7 +152,7 @@ def test_a_batch_is_its_content_whatever_its_id() -> None:
     contents = {"a" * 64}
 
     def admit(batch_id: str, sha: str, actual: str | None = None) -> str:
-        return domain.admit_batch(
+        return ledger.admit_batch(
             batch_id=batch_id, sha256=sha, actual=actual, ids=ids, contents=contents
         )
 

@@ -37,9 +37,7 @@ class TrainerRuntime(ServiceRuntime):
         )
         self.config = config
         self.worker_settings = worker_settings
-        self.handlers = TrainerHandlers(
-            config, service=SERVICE, settings=self.settings, registry=self.metrics.registry
-        )
+        self.handlers = TrainerHandlers(config, registry=self.metrics.registry)
         limits = load_artifact_limits()
         for i in range(worker_settings.workers):
             # Cancelled at stop: a worker kills its training child and hands the run back.
@@ -63,11 +61,11 @@ def build(
     # Pipelines can send DataArrived in bursts: one transaction per Kafka batch keeps up. Under
     # a steady stream the broker holds a fetch up to 25 ms (or 32 KiB, ~80 events) so that a
     # batch is more than one or two events.
-    runtime.on_batch(DataArrived.TYPE, h.on_data_arrived_batch, linger_bytes=32_768, linger_ms=25)
+    runtime.on_batch(DataArrived.TYPE, h.on_data_arrived, linger_bytes=32_768, linger_ms=25)
     runtime.on(DriftDetected.TYPE, h.on_drift_detected)
     # The trainer's own requests come back at up to one per crossing (100/s while 1,000
     # DataArrived/s flow): one transaction per Kafka batch rather than one per request.
-    runtime.on_batch(TrainingRequested.TYPE, h.on_training_requested_batch)
+    runtime.on_batch(TrainingRequested.TYPE, h.on_training_requested)
     runtime.on(ModelVersionRegistered.TYPE, h.on_model_registered)
     runtime.on(ModelPromoted.TYPE, h.on_model_promoted)
     runtime.on(ModelRolledBack.TYPE, h.on_model_rolled_back)

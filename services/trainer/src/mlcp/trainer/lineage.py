@@ -23,7 +23,7 @@ import asyncpg
 
 from mlcp.policy.target import DEFAULT_TARGET, Target
 from mlcp.runtime.settings import ConfigurationError, Settings, load_settings
-from mlcp.trainer import store
+from mlcp.trainer import run_store
 from mlcp.trainer.training import BatchSpec, JobSpec, run_job
 
 NOT_COMPARED = ("latency_p50_ms", "latency_p95_ms")
@@ -39,7 +39,7 @@ async def load_lineage(settings: Settings, run_id: str) -> dict[str, Any] | None
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute(f"SET search_path TO {settings.db_schema or 'trainer'}")
-        found = await store.run_lineage(conn, run_id)
+        found = await run_store.run_lineage(conn, run_id)
     finally:
         await conn.close()
     if found is not None:

@@ -30,25 +30,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlcp.artifacts import ArtifactLimits
-from mlcp.contracts import (
-    CloudEvent,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    decode_event,
-)
-from mlcp.contracts.common import ArtifactRef, Baseline, DatasetRef, Environment, FeatureSpec
-from mlcp.contracts.profile import ReferenceProfile
-from mlcp.contracts.types import MAX_ERROR_LENGTH
+from mlcp.contracts import CloudEvent, RunFailed, RunStarted, decode_event
 from mlcp.policy.platform import PlatformConfig
 from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
 from mlcp.runtime.telemetry import resume_trace
-from mlcp.trainer import domain, store
+from mlcp.trainer import runs
+from mlcp.trainer.runs import ChildOutcome, ClaimedRun, Failed, Finished
+from mlcp.trainer.stores import Stores
 from mlcp.trainer.training import ArtifactSpec, BatchSpec, JobSpec
 
 log = logging.getLogger(__name__)
@@ -70,17 +63,12 @@ class WorkerSettings(BaseSettings):
     poll_interval_s: float = Field(0.5, gt=0, le=60)
 
 
-def _error_text(text: str) -> str:
-    text = text.strip() or "unknown error"
-    return text[-MAX_ERROR_LENGTH:]
-
-
 # --- the child process ---------------------------------------------------------------------------
 
 
 async def run_in_child(
     spec: JobSpec, timeout_s: float
-) -> tuple[domain.ChildOutcome, tuple[str, dict[str, Any]] | None]:
+) -> tuple[ChildOutcome, tuple[str, dict[str, Any]] | None]:
     """Run ``run_job(spec)`` in a fresh interpreter (``mlcp.trainer.child``); kill it after
     ``timeout_s``. Returns how it ended and its ``(status, body)`` if it wrote one."""
     with tempfile.TemporaryDirectory(prefix="mlcp-train-") as tmp:
@@ -121,7 +109,7 @@ async def run_in_child(
             status, body = json.loads(result_path.read_text())
             payload = (str(status), dict(body))
         stderr = tail.decode(errors="replace").strip()
-    outcome = domain.ChildOutcome(proc.returncode, timed_out, payload is not None, stderr)
+    outcome = ChildOutcome(proc.returncode, timed_out, payload is not None, stderr)
     return outcome, payload
 
 
@@ -129,7 +117,12 @@ async def run_in_child(
 
 
 class Worker:
-    """Claims and executes runs for one trainer instance."""
+    """Claims and executes runs for one trainer instance.
+
+    The two transactions of a run are ``begin`` (at the claim: give up, or emit RunStarted and
+    build the job) and ``record`` (the outcome ``runs.conclude`` decided, fenced by the
+    attempt); both take a ``Tx`` and use only the given stores, like the event handlers.
+    """
 
     def __init__(
         self,
@@ -137,11 +130,13 @@ class Worker:
         config: PlatformConfig,
         settings: WorkerSettings,
         artifact_limits: ArtifactLimits | None = None,
+        stores: Stores | None = None,
     ) -> None:
         self.runtime = runtime
         self.config = config
         self.settings = settings
         self.artifact_limits = artifact_limits or ArtifactLimits()
+        self.stores = stores or Stores()
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def _tx(self, conn: Any, cause: CloudEvent[Any]) -> Tx:
@@ -166,43 +161,76 @@ class Worker:
     async def step(self) -> bool:
         """Claim one run and execute it; False when nothing was waiting."""
         async with self.runtime.pool.acquire() as conn, conn.transaction():
-            run = await store.claim_run(conn, worker=self.id, lease_s=self.settings.lease_s)
+            run = await self.stores.runs.claim_run(
+                conn, worker=self.id, lease_s=self.settings.lease_s
+            )
             if run is None:
                 return False
             cause = decode_event(run.request_event)
-            tx = self._tx(conn, cause)
             log.info("worker %s claimed %s (attempt %d)", self.id, run.run_id, run.attempt)
-            if domain.claim_action(run.attempt, self.settings.max_attempts) == "give_up":
-                error = (
-                    f"the worker running it vanished {run.attempt - 1} times "
-                    f"(max_attempts={self.settings.max_attempts})"
-                )
-                await store.fail_run(
-                    conn, run.run_id, run.attempt, stage="worker", error=error, error_type=None
-                )
-                await tx.emit(self._failed(run, "worker", error, "WorkerLost"))
-                return True
-            if run.attempt == 1:
-                with resume_trace(run.traceparent, "mlcp.trainer.start", run_id=run.run_id):
-                    await tx.emit(RunStarted(run_id=run.run_id, model=run.model, reason=run.reason))
-            try:
-                spec = await self._spec(conn, run)
-            except KeyError as exc:
-                error = str(exc.args[0]) if exc.args else str(exc)
-                await store.fail_run(
-                    conn, run.run_id, run.attempt, stage="config", error=error, error_type=None
-                )
-                await tx.emit(self._failed(run, "config", error, "UnknownModel"))
-                return True
+            spec = await self.begin(self._tx(conn, cause), run)
+        if spec is None:
+            return True
         # The run's span: a child of the request's trace, covering the training itself.
         with resume_trace(run.traceparent, "mlcp.trainer.run", run_id=run.run_id, model=run.model):
             await self._execute(run, cause, spec)
         return True
 
-    async def _spec(self, conn: Any, run: store.ClaimedRun) -> JobSpec:
+    async def begin(self, tx: Tx, run: ClaimedRun) -> JobSpec | None:
+        """In the claim's transaction: the job to train, or None when the run failed already
+        (its workers vanished too often, or its model left the config)."""
+        if runs.claim_action(run.attempt, self.settings.max_attempts) == "give_up":
+            await self._fail(tx, run, runs.given_up(run, self.settings.max_attempts))
+            return None
+        if run.attempt == 1:
+            with resume_trace(run.traceparent, "mlcp.trainer.start", run_id=run.run_id):
+                await tx.emit(RunStarted(run_id=run.run_id, model=run.model, reason=run.reason))
+        try:
+            return await self._spec(tx.conn, run)
+        except KeyError as exc:
+            error = str(exc.args[0]) if exc.args else str(exc)
+            await self._fail(tx, run, runs.run_failed(run, "config", error, "UnknownModel"))
+            return None
+
+    async def record(
+        self, tx: Tx, run: ClaimedRun, conclusion: Finished | Failed, elapsed: float
+    ) -> None:
+        """In the outcome's transaction: record it and emit its event, unless another worker
+        took the run over (the attempt fences this one off: its result is dropped)."""
+        if isinstance(conclusion, Failed):
+            await self._fail(tx, run, conclusion.event, elapsed)
+            return
+        if conclusion.baseline_error:
+            # A champion refused by the restricted loader is a security signal, not noise.
+            log.warning(
+                "run %s: the production version of %s was not scored: %s",
+                run.run_id,
+                run.model,
+                conclusion.baseline_error,
+            )
+        if await self.stores.runs.finish_run(tx.conn, run.run_id, run.attempt, conclusion.result):
+            await tx.emit(conclusion.event)
+        else:
+            log.warning("run %s was taken over; its result is dropped", run.run_id)
+
+    async def _fail(
+        self, tx: Tx, run: ClaimedRun, failed: RunFailed, elapsed: float | None = None
+    ) -> None:
+        if await self.stores.runs.fail_run(
+            tx.conn,
+            run.run_id,
+            run.attempt,
+            stage=failed.stage,
+            error=failed.error,
+            error_type=failed.error_type,
+            duration_s=elapsed,
+        ):
+            await tx.emit(failed)
+
+    async def _spec(self, conn: Any, run: ClaimedRun) -> JobSpec:
         cfg = self.config.model(run.model)
-        batches = await store.batches_upto(conn, run.dataset, run.ledger_seq)
-        champion = await store.production_artifact(conn, run.model)
+        batches = await self.stores.ledger.batches_upto(conn, run.dataset, run.ledger_seq)
+        champion = await self.stores.production.production_artifact(conn, run.model)
         return JobSpec(
             run_id=run.run_id,
             model=run.model,
@@ -232,12 +260,12 @@ class Worker:
             artifact_limits=self.artifact_limits,
         )
 
-    async def _heartbeat(self, run: store.ClaimedRun, lost: asyncio.Event) -> None:
+    async def _heartbeat(self, run: ClaimedRun, lost: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_s / 3)
             try:
                 async with self.runtime.pool.acquire() as conn:
-                    held = await store.extend_lease(
+                    held = await self.stores.runs.extend_lease(
                         conn, run.run_id, run.attempt, self.settings.lease_s
                     )
             except TRANSIENT_DB_ERRORS as exc:
@@ -247,11 +275,11 @@ class Worker:
                 lost.set()
                 return
 
-    async def _release(self, run: store.ClaimedRun) -> None:
+    async def _release(self, run: ClaimedRun) -> None:
         async with self.runtime.pool.acquire() as conn:
-            await store.release_run(conn, run.run_id, run.attempt)
+            await self.stores.runs.release_run(conn, run.run_id, run.attempt)
 
-    async def _execute(self, run: store.ClaimedRun, cause: CloudEvent[Any], spec: JobSpec) -> None:
+    async def _execute(self, run: ClaimedRun, cause: CloudEvent[Any], spec: JobSpec) -> None:
         lost = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat(run, lost))
         started = time.perf_counter()
@@ -270,83 +298,6 @@ class Worker:
         if lost.is_set():
             log.warning("worker %s lost its lease on %s; result dropped", self.id, run.run_id)
             return
-        status, body = payload if payload is not None else ("failed", {})
-        failure = domain.child_failure(outcome, self.settings.train_timeout_s)
+        conclusion = runs.conclude(run, outcome, payload, self.settings.train_timeout_s)
         async with self.runtime.pool.acquire() as conn, conn.transaction():
-            tx = self._tx(conn, cause)
-            if failure is not None or status != "ok":
-                stage = body.get("stage", "train") if failure is None else "train"
-                error = _error_text(failure or str(body.get("error", "")))
-                error_type = body.get("error_type") if failure is None else "TrainingCrashed"
-                if outcome.timed_out:
-                    error_type = "TrainingTimeout"
-                if await store.fail_run(
-                    conn,
-                    run.run_id,
-                    run.attempt,
-                    stage=stage,
-                    error=error,
-                    error_type=error_type,
-                    duration_s=elapsed,
-                ):
-                    await tx.emit(self._failed(run, stage, error, error_type))
-                return
-            if body.get("baseline_error"):
-                # A champion refused by the restricted loader is a security signal, not noise.
-                log.warning(
-                    "run %s: the production version of %s was not scored: %s",
-                    run.run_id,
-                    run.model,
-                    body["baseline_error"],
-                )
-            try:
-                finished = self._finished(run, body)
-            except ValidationError as exc:
-                error = _error_text(f"the run's output breaks the RunFinished contract: {exc}")
-                if await store.fail_run(
-                    conn,
-                    run.run_id,
-                    run.attempt,
-                    stage="publish",
-                    error=error,
-                    error_type="ValidationError",
-                    duration_s=elapsed,
-                ):
-                    await tx.emit(self._failed(run, "publish", error, "ValidationError"))
-                return
-            if await store.finish_run(conn, run.run_id, run.attempt, body):
-                await tx.emit(finished)
-            else:
-                log.warning("run %s was taken over; its result is dropped", run.run_id)
-
-    @staticmethod
-    def _failed(run: store.ClaimedRun, stage: str, error: str, error_type: str | None) -> RunFailed:
-        return RunFailed(
-            run_id=run.run_id,
-            model=run.model,
-            reason=run.reason,
-            stage=stage,
-            error=_error_text(error),
-            error_type=error_type,
-        )
-
-    @staticmethod
-    def _finished(run: store.ClaimedRun, body: dict[str, Any]) -> RunFinished:
-        baseline = body["baseline"]
-        return RunFinished(
-            run_id=run.run_id,
-            model=run.model,
-            reason=run.reason,
-            params=body["params"],
-            metrics=body["metrics"],
-            baseline=None if baseline is None else Baseline.model_validate(baseline),
-            datasets=tuple(DatasetRef.model_validate(d) for d in body["datasets"]),
-            feature_schema=tuple(FeatureSpec.model_validate(f) for f in body["feature_schema"]),
-            label=body["label"],
-            artifact=ArtifactRef.model_validate(body["artifact"]),
-            reference_profile=ReferenceProfile.model_validate(body["reference_profile"]),
-            code_version=body["code_version"],
-            entrypoint=body["entrypoint"],
-            environment=Environment.model_validate(body["environment"]),
-            duration_s=body["duration_s"],
-        )
+            await self.record(self._tx(conn, cause), run, conclusion, elapsed)
