@@ -25,10 +25,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mlcp.cli.main import app as mlcp_cli
-from mlcp.registry import chain, store
+from mlcp.registry import chain
 from mlcp.registry.app import build
 from mlcp.registry.auth import RegistrySettings
 from mlcp.registry.keys import Keyring, key_from_seed, new_key_text, parse_keyring
+from mlcp.registry.store import audit_log
 from tests.builders import drop_schema, wait_ready
 from tests.conftest import Infra, Proc, free_port, unique_token, wait_for
 from tests.integration.registry_support import BOOTSTRAP_TOKEN, CONFIG
@@ -69,7 +70,7 @@ class Live:
         )
         try:
             async with conn.transaction():
-                return [row async for row in store.audit_chain(conn)]
+                return [row async for row in audit_log.audit_chain(conn)]
         finally:
             await conn.close()
 
@@ -408,7 +409,7 @@ async def test_rows_from_before_the_keyed_chain_are_sealed_at_the_first_start(
         await runtime.stop()
         prev, legacy = chain.GENESIS, []
         for seq in (1, 2, 3):
-            entry = store.audit_entry(
+            entry = audit_log.audit_entry(
                 seq=seq, at=_at(seq), actor="alice", action="promotion", model="churn",
                 version="1.0.0", before=None, after={"n": seq}, cause_event_id=None,
             )  # fmt: skip

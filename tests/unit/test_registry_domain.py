@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlcp.contracts.registry import check_bump
-from mlcp.registry import domain
-from mlcp.registry.domain import Conflict, Rollout, VersionFacts
+from mlcp.registry import domain, transitions
+from mlcp.registry.domain import Conflict, VersionFacts
+from mlcp.registry.transitions import Rollout
 
 pytestmark = pytest.mark.unit
 
@@ -82,27 +83,27 @@ def test_assigned_versions_satisfy_the_contract(
 
 
 def test_gate_passed_makes_a_candidate_the_canary_at_the_policy_percent() -> None:
-    t = domain.on_gate_passed(Rollout(production="1.0.0"), "1.1.0", "candidate", 10, NOW)
+    t = transitions.on_gate_passed(Rollout(production="1.0.0"), "1.1.0", "candidate", 10, NOW)
     assert t.kind == "promoted"
     assert t.rollout.canary == "1.1.0"
     assert t.rollout.canary_percent == 10
     assert t.rollout.production == "1.0.0"
     assert t.statuses == {"1.1.0": "canary"}
-    assert t.moves == (domain.AliasMove("canary", "1.1.0", None, 10.0),)
+    assert t.moves == (transitions.AliasMove("canary", "1.1.0", None, 10.0),)
 
 
 def test_gate_passed_with_zero_canary_goes_straight_to_production() -> None:
     start = Rollout(production="1.0.0", production_since=NOW - timedelta(days=3))
-    t = domain.on_gate_passed(start, "1.1.0", "candidate", 0, NOW)
+    t = transitions.on_gate_passed(start, "1.1.0", "candidate", 0, NOW)
     assert t.rollout.production == "1.1.0"
     assert t.rollout.rollback_target == "1.0.0"
     assert t.rollout.production_since == NOW
     assert t.statuses == {"1.0.0": "archived", "1.1.0": "production"}
-    assert t.moves == (domain.AliasMove("production", "1.1.0", "1.0.0", 100.0),)
+    assert t.moves == (transitions.AliasMove("production", "1.1.0", "1.0.0", 100.0),)
 
 
 def test_gate_passed_replaces_an_older_canary() -> None:
-    t = domain.on_gate_passed(
+    t = transitions.on_gate_passed(
         Rollout(canary="1.1.0", canary_percent=10), "1.2.0", "candidate", 20, NOW
     )
     assert t.rollout.canary == "1.2.0"
@@ -113,7 +114,7 @@ def test_gate_passed_replaces_an_older_canary() -> None:
 @pytest.mark.parametrize("status", ["rejected", "canary", "production", "archived"])
 def test_gate_passed_leaves_non_candidates_alone(status: domain.Status) -> None:
     start = Rollout(canary="1.1.0")
-    t = domain.on_gate_passed(start, "1.1.0", status, 10, NOW)
+    t = transitions.on_gate_passed(start, "1.1.0", status, 10, NOW)
     assert t.kind == "none"
     assert t.rollout == start
     assert not t.moves
@@ -121,28 +122,28 @@ def test_gate_passed_leaves_non_candidates_alone(status: domain.Status) -> None:
 
 def test_gate_failed_rejects_a_candidate_only() -> None:
     start = Rollout(production="1.0.0")
-    t = domain.on_gate_failed(start, "1.1.0", "candidate", "accuracy 0.8 < 0.9")
+    t = transitions.on_gate_failed(start, "1.1.0", "candidate", "accuracy 0.8 < 0.9")
     assert (t.kind, t.statuses, t.rollout, t.reason) == (
         "rejected",
         {"1.1.0": "rejected"},
         start,
         "accuracy 0.8 < 0.9",
     )
-    assert domain.on_gate_failed(start, "1.0.0", "production", "late").kind == "none"
+    assert transitions.on_gate_failed(start, "1.0.0", "production", "late").kind == "none"
 
 
 def test_canary_healthy_promotes_and_keeps_previous_production_as_target() -> None:
     start = Rollout(canary="1.1.0", canary_percent=10, production="1.0.0")
-    t = domain.on_canary_healthy(start, "1.1.0", NOW)
+    t = transitions.on_canary_healthy(start, "1.1.0", NOW)
     assert t.rollout == Rollout(production="1.1.0", production_since=NOW, rollback_target="1.0.0")
     assert t.statuses == {"1.0.0": "archived", "1.1.0": "production"}
     assert [m.alias for m in t.moves] == ["canary", "production"]
-    assert t.moves[1] == domain.AliasMove("production", "1.1.0", "1.0.0", 100.0)
+    assert t.moves[1] == transitions.AliasMove("production", "1.1.0", "1.0.0", 100.0)
 
 
 def test_canary_healthy_about_a_replaced_canary_is_ignored() -> None:
     start = Rollout(canary="1.2.0", production="1.0.0")
-    t = domain.on_canary_healthy(start, "1.1.0", NOW)
+    t = transitions.on_canary_healthy(start, "1.1.0", NOW)
     assert t.kind == "none"
     assert t.rollout == start
 
@@ -154,44 +155,47 @@ WINDOW = timedelta(hours=24)
 
 def test_degraded_canary_is_removed_and_rejected() -> None:
     start = Rollout(canary="1.1.0", canary_percent=10, production="1.0.0")
-    t = domain.on_degraded(start, "1.1.0", "canary", NOW, WINDOW)
+    t = transitions.on_degraded(start, "1.1.0", "canary", NOW, WINDOW)
     assert t.kind == "rolled_back"
     assert t.rollout.canary is None
     assert t.rollout.production == "1.0.0"
     assert t.statuses == {"1.1.0": "rejected"}
-    assert t.moves == (domain.AliasMove("canary", None, "1.1.0", None),)
+    assert t.moves == (transitions.AliasMove("canary", None, "1.1.0", None),)
 
 
 def test_degraded_production_inside_window_returns_to_previous_stable() -> None:
     start = Rollout(
         production="1.1.0", production_since=NOW - timedelta(hours=2), rollback_target="1.0.0"
     )
-    t = domain.on_degraded(start, "1.1.0", "production", NOW, WINDOW)
+    t = transitions.on_degraded(start, "1.1.0", "production", NOW, WINDOW)
     assert t.kind == "rolled_back"
     assert t.rollout.production == "1.0.0"
     assert t.rollout.rollback_target is None
     assert t.statuses == {"1.1.0": "rejected", "1.0.0": "production"}
-    assert t.moves == (domain.AliasMove("production", "1.0.0", "1.1.0", 100.0),)
+    assert t.moves == (transitions.AliasMove("production", "1.0.0", "1.1.0", 100.0),)
 
 
 def test_degraded_production_outside_window_is_not_rolled_back() -> None:
     start = Rollout(
         production="1.1.0", production_since=NOW - timedelta(hours=25), rollback_target="1.0.0"
     )
-    t = domain.on_degraded(start, "1.1.0", "production", NOW, WINDOW)
+    t = transitions.on_degraded(start, "1.1.0", "production", NOW, WINDOW)
     assert t.kind == "none"
     assert "window" in t.reason
 
 
 def test_degraded_without_target_or_for_a_stale_version_changes_nothing() -> None:
     assert (
-        domain.on_degraded(Rollout(production="1.0.0"), "1.0.0", "production", NOW, WINDOW).kind
+        transitions.on_degraded(
+            Rollout(production="1.0.0"), "1.0.0", "production", NOW, WINDOW
+        ).kind
         == "none"
     )
     start = Rollout(production="1.2.0", rollback_target="1.1.0")
-    assert domain.on_degraded(start, "1.1.0", "production", NOW, WINDOW).kind == "none"
+    assert transitions.on_degraded(start, "1.1.0", "production", NOW, WINDOW).kind == "none"
     assert (
-        domain.on_degraded(Rollout(canary="1.3.0"), "1.2.0", "canary", NOW, WINDOW).kind == "none"
+        transitions.on_degraded(Rollout(canary="1.3.0"), "1.2.0", "canary", NOW, WINDOW).kind
+        == "none"
     )
 
 
@@ -200,12 +204,12 @@ def test_degraded_without_target_or_for_a_stale_version_changes_nothing() -> Non
 
 def test_manual_promote_of_a_rejected_version_conflicts() -> None:
     with pytest.raises(Conflict, match="rejected"):
-        domain.manual_promote(Rollout(), {}, "1.0.0", "rejected", "production", NOW)
+        transitions.manual_promote(Rollout(), {}, "1.0.0", "rejected", "production", NOW)
 
 
 def test_manual_promote_to_the_alias_it_already_holds_conflicts() -> None:
     with pytest.raises(Conflict, match="already points"):
-        domain.manual_promote(
+        transitions.manual_promote(
             Rollout(production="1.0.0"),
             {"production": "1.0.0"},
             "1.0.0",
@@ -217,7 +221,7 @@ def test_manual_promote_to_the_alias_it_already_holds_conflicts() -> None:
 
 def test_manual_promote_to_production_keeps_rollback_target() -> None:
     start = Rollout(production="1.0.0")
-    t = domain.manual_promote(
+    t = transitions.manual_promote(
         start, {"production": "1.0.0"}, "1.1.0", "approved", "production", NOW
     )
     assert t.rollout.production == "1.1.0"
@@ -226,24 +230,24 @@ def test_manual_promote_to_production_keeps_rollback_target() -> None:
 
 def test_manual_promote_to_a_custom_alias_moves_only_that_alias() -> None:
     start = Rollout(production="1.0.0")
-    t = domain.manual_promote(start, {"shadow": "0.9.0"}, "1.1.0", "candidate", "shadow", NOW)
+    t = transitions.manual_promote(start, {"shadow": "0.9.0"}, "1.1.0", "candidate", "shadow", NOW)
     assert t.rollout == start
     assert t.statuses == {}
-    assert t.moves == (domain.AliasMove("shadow", "1.1.0", "0.9.0", None),)
+    assert t.moves == (transitions.AliasMove("shadow", "1.1.0", "0.9.0", None),)
 
 
 def test_manual_rollback_rules() -> None:
     with pytest.raises(Conflict, match="no version"):
-        domain.manual_rollback(Rollout(), {}, "canary", NOW)
+        transitions.manual_rollback(Rollout(), {}, "canary", NOW)
     with pytest.raises(Conflict, match="no previous"):
-        domain.manual_rollback(
+        transitions.manual_rollback(
             Rollout(production="1.0.0"), {"production": "1.0.0"}, "production", NOW
         )
     start = Rollout(production="1.1.0", rollback_target="1.0.0")
-    t = domain.manual_rollback(start, {"production": "1.1.0"}, "production", NOW)
+    t = transitions.manual_rollback(start, {"production": "1.1.0"}, "production", NOW)
     assert t.rollout.production == "1.0.0"
     assert t.statuses == {"1.1.0": "archived", "1.0.0": "production"}
-    t = domain.manual_rollback(Rollout(canary="1.2.0"), {"canary": "1.2.0"}, "canary", NOW)
+    t = transitions.manual_rollback(Rollout(canary="1.2.0"), {"canary": "1.2.0"}, "canary", NOW)
     assert t.rollout.canary is None
     assert t.statuses == {"1.2.0": "approved"}
 

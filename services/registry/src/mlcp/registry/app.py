@@ -18,6 +18,8 @@ from mlcp.registry.cache import ReadCache
 from mlcp.registry.fastlane import AliasFastLane
 from mlcp.registry.handlers import Handlers
 from mlcp.registry.keys import AuditSettings, Keyring, load_keyring
+from mlcp.registry.ports import Ports
+from mlcp.registry.store import rollouts, versions
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.settings import load_env_settings
 
@@ -49,7 +51,8 @@ def build(
     # kept for ever) before the first one is published.
     runtime.produces(AuditCheckpointed.TYPE)
     runtime.background("audit-seal", lambda: audit.seal_forever(runtime))
-    handlers = Handlers(config, cache, audit)
+    ports = Ports(versions=versions, rollouts=rollouts, audit=audit, cache=cache)
+    handlers = Handlers(config, ports)
     runtime.on(RunFinished.TYPE, handlers.on_run_finished)
     runtime.on(GatePassed.TYPE, handlers.on_gate_passed)
     runtime.on(GateFailed.TYPE, handlers.on_gate_failed)
@@ -59,7 +62,7 @@ def build(
         bootstrap_token=own.bootstrap_token.get_secret_value() if own.bootstrap_token else None,
         cache=cache,
     )
-    runtime.mount("/", create_api(runtime, auth, config, cache, audit))
+    runtime.mount("/", create_api(runtime, auth, config, ports, cache, audit))
     # In front of the runtime's Starlette app rather than mounted in it: its middleware, router
     # and Mount cost ~17 µs a request, two thirds of what the lane itself costs (measured).
     runtime.front(lambda app: AliasFastLane(app, auth, cache))

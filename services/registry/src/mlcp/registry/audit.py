@@ -17,7 +17,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from mlcp.contracts import AuditCheckpointed, ContractError, decode_event
-from mlcp.registry import store
 from mlcp.registry.chain import (
     ChainVerifier,
     Checkpoint,
@@ -25,7 +24,9 @@ from mlcp.registry.chain import (
     checkpoint_is_authentic,
     sign_checkpoint,
 )
+from mlcp.registry.domain import AuditEntry
 from mlcp.registry.keys import Keyring
+from mlcp.registry.store import audit_log
 from mlcp.runtime import ServiceRuntime, Settings, Tx
 from mlcp.runtime.db import Conn
 from mlcp.runtime.kafka import make_admin, make_consumer
@@ -62,7 +63,7 @@ class AuditTrail:
         the checkpoint is published if, and only if, the row commits); returns its seq. The
         checkpoint carries ``correlationid`` (default: the transaction's)."""
         key = self.keyring.active
-        seq, digest = await store.append_audit(
+        seq, digest = await audit_log.append_audit(
             tx.conn,
             key,
             actor=actor,
@@ -88,13 +89,28 @@ class AuditTrail:
         )
         return seq
 
+    async def record(self, tx: Tx, entry: AuditEntry, *, correlationid: str | None = None) -> int:
+        """``append`` a decided entry (``transitions``); its seq."""
+        return await self.append(
+            tx,
+            actor=entry.actor,
+            action=entry.action,
+            at=entry.at,
+            model=entry.model,
+            version=entry.version,
+            before=entry.before,
+            after=entry.after,
+            cause_event_id=entry.cause_event_id,
+            correlationid=correlationid,
+        )
+
     async def seal_legacy_rows(self, runtime: ServiceRuntime) -> None:
         """Rows written before the chain was keyed are sealed by the first keyed row after them:
         at the first start with a key, append one (``chain_anchored``) right away, saying
         whether the old unkeyed chain held when it was sealed."""
         async with runtime.transaction() as tx:
-            await store.lock_audit(tx.conn)
-            legacy = await store.unanchored_legacy_rows(tx.conn)
+            await audit_log.lock_audit(tx.conn)
+            legacy = await audit_log.unanchored_legacy_rows(tx.conn)
             if not legacy:
                 return
             verdict = await verify_chain(tx.conn, self.keyring, ())
@@ -138,7 +154,7 @@ async def verify_chain(
     verifier = ChainVerifier(keyring.mac_key, checkpoints, checkpoint_warning=warning)
 
     async def walk() -> None:
-        async for row in store.audit_chain(conn):
+        async for row in audit_log.audit_chain(conn):
             if not verifier.feed((row,)):
                 return
 

@@ -29,8 +29,9 @@ from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlcp.registry import domain, problems, store
+from mlcp.registry import domain, problems
 from mlcp.registry.cache import ReadCache, token_scope
+from mlcp.registry.store import tokens
 from mlcp.runtime.db import TRANSIENT_DB_ERRORS
 
 BOOTSTRAP_PRINCIPAL = "bootstrap-admin"
@@ -154,7 +155,7 @@ class Authenticator:
     async def _token_row(self, pool: Callable[[], Any], token_id: str) -> dict[str, Any] | None:
         async def load() -> dict[str, Any] | None:
             async with pool().acquire() as conn:
-                return await store.token_auth(conn, token_id)
+                return await tokens.token_auth(conn, token_id)
 
         if self._cache is None:
             return await load()

@@ -1,37 +1,86 @@
-"""Pure decisions of the registry: SemVer bumps, promotions, rollbacks, permissions.
+"""The registry's vocabulary and its rules that do not move state: statuses, the typed version
+record, SemVer bumps, lineage, permissions.
 
-Nothing here touches Kafka, SQL or HTTP: every function takes plain values and returns a decision
-(or raises ``Conflict``), so the rules are testable on their own and the handlers and the API
-apply the same ones.
+Nothing here touches Kafka, SQL or HTTP. The decisions that move a model's state (registering
+a version, promotions, rollbacks) are in ``transitions.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import semver
 
 Status = Literal["candidate", "approved", "rejected", "canary", "production", "archived"]
-STATUSES: tuple[Status, ...] = (
-    "candidate",
-    "approved",
-    "rejected",
-    "canary",
-    "production",
-    "archived",
-)
 Bump = Literal["major", "minor", "patch"]
 
-CANARY = "canary"
-PRODUCTION = "production"
 FIRST_VERSION = "1.0.0"
 
 
 class Conflict(Exception):
     """The request contradicts the current state (HTTP 409; for events: nothing to do)."""
+
+
+# --- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version with its standard metadata: a row of ``versions``.
+
+    JSON columns hold plain JSON values (what a client of the API reads back)."""
+
+    model: str
+    version: str
+    run_id: str
+    previous_version: str | None
+    bump: Bump | None
+    status: Status
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    baseline: dict[str, Any] | None
+    datasets: list[dict[str, Any]]
+    feature_schema: list[dict[str, Any]]
+    label: str | None
+    artifact_uri: str
+    artifact_sha256: str
+    artifact_format: str
+    artifact_size: int | None
+    reference_profile: dict[str, Any]
+    code_version: str | None
+    entrypoint: str | None
+    environment: dict[str, Any] | None
+    training_reason: str | None
+    duration_s: float | None
+    owner: str
+    """Who reported the run (the RunFinished event's source)."""
+    cause_event_id: str | None
+    created_at: datetime
+    status_changed_at: datetime
+    correlation_id: str | None = None
+    """The lifecycle it was registered in (approvals and checks resume it)."""
+    traceparent: str | None = None
+
+    def facts(self) -> VersionFacts:
+        """What decides the bump of the version after this one."""
+        return version_facts(self.feature_schema, self.code_version, self.entrypoint, self.params)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """A governance action to append to the audit chain (``audit.AuditTrail.record``)."""
+
+    actor: str
+    action: str
+    at: datetime
+    model: str | None = None
+    version: str | None = None
+    before: Any = None
+    after: Any = None
+    cause_event_id: str | None = None
 
 
 # --- lineage -----------------------------------------------------------------------------------
@@ -67,6 +116,17 @@ class VersionFacts:
     params: Mapping[str, Any]
 
 
+def version_facts(
+    feature_schema: Sequence[Mapping[str, Any]],
+    code_version: str | None,
+    entrypoint: str | None,
+    params: Mapping[str, Any],
+) -> VersionFacts:
+    """The facts of a version from its feature schema as JSON (``[{name, dtype, ...}]``)."""
+    pairs = tuple((str(f["name"]), str(f["dtype"])) for f in feature_schema)
+    return VersionFacts(pairs, code_version, entrypoint, dict(params))
+
+
 def bump_kind(previous: VersionFacts, new: VersionFacts) -> Bump:
     """Feature schema changed → major; code or parameters changed → minor; otherwise patch.
 
@@ -98,216 +158,6 @@ def next_version(
         "patch": current.bump_patch,
     }[kind]()
     return str(bumped), kind
-
-
-# --- rollout state and its transitions ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """Which versions serve a model right now, and where production would roll back to."""
-
-    canary: str | None = None
-    canary_percent: float | None = None
-    production: str | None = None
-    production_since: datetime | None = None
-    rollback_target: str | None = None
-    """The production version before the current one (still loadable): the rollback target."""
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    """One alias changing hands: ``version`` None removes the alias."""
-
-    alias: str
-    version: str | None
-    previous_version: str | None
-    traffic_percent: float | None
-
-
-@dataclass(frozen=True)
-class Transition:
-    """The outcome of a decision: new rollout, status changes, alias moves, what to announce."""
-
-    rollout: Rollout
-    statuses: dict[str, Status] = field(default_factory=dict)
-    """version → its new status."""
-    moves: tuple[AliasMove, ...] = ()
-    kind: Literal["promoted", "rolled_back", "rejected", "none"] = "none"
-    reason: str = ""
-
-
-def _to_production(
-    rollout: Rollout, version: str, now: datetime, statuses: dict[str, Status]
-) -> tuple[Rollout, list[AliasMove]]:
-    moves: list[AliasMove] = []
-    old = rollout.production
-    if old is not None and old != version:
-        statuses[old] = "archived"
-    canary = rollout.canary
-    if canary == version:
-        moves.append(AliasMove(CANARY, None, version, None))
-        canary = None
-    moves.append(AliasMove(PRODUCTION, version, old, 100.0))
-    statuses[version] = "production"
-    new = Rollout(
-        canary=canary,
-        canary_percent=rollout.canary_percent if canary else None,
-        production=version,
-        production_since=now,
-        rollback_target=old if old != version else rollout.rollback_target,
-    )
-    return new, moves
-
-
-def on_gate_passed(
-    rollout: Rollout, version: str, status: Status, canary_percent: float, now: datetime
-) -> Transition:
-    """A version passed every gate: canary at the policy's percent, or production when it is 0.
-
-    A version that is no longer a candidate (already promoted, rejected by a person meanwhile)
-    is left alone: a late or repeated GatePassed must not resurrect it.
-    """
-    if status not in ("candidate", "approved"):
-        return Transition(rollout, reason=f"version {version} is {status}, not a candidate")
-    statuses: dict[str, Status] = {}
-    if canary_percent <= 0:
-        new, moves = _to_production(rollout, version, now, statuses)
-        return Transition(new, statuses, tuple(moves), "promoted", "no canary step in the policy")
-    if rollout.canary is not None and rollout.canary != version:
-        # A newer candidate replaces the canary under test; the old one stays approved.
-        statuses[rollout.canary] = "approved"
-    statuses[version] = "canary"
-    move = AliasMove(CANARY, version, rollout.canary, float(canary_percent))
-    new = Rollout(
-        canary=version,
-        canary_percent=float(canary_percent),
-        production=rollout.production,
-        production_since=rollout.production_since,
-        rollback_target=rollout.rollback_target,
-    )
-    return Transition(new, statuses, (move,), "promoted", "gates passed")
-
-
-def on_gate_failed(rollout: Rollout, version: str, status: Status, reason: str) -> Transition:
-    """A gate failed: a candidate becomes rejected (serving versions are not touched)."""
-    if status not in ("candidate", "approved"):
-        return Transition(rollout, reason=f"version {version} is {status}; left as is")
-    return Transition(rollout, {version: "rejected"}, (), "rejected", reason)
-
-
-def on_canary_healthy(rollout: Rollout, version: str, now: datetime) -> Transition:
-    """The canary baked healthy: it becomes production; the old production is the rollback target.
-
-    Only the current canary is promoted; a stale report about a replaced canary is ignored.
-    """
-    if rollout.canary != version:
-        return Transition(rollout, reason=f"{version} is not the canary ({rollout.canary})")
-    statuses: dict[str, Status] = {}
-    new, moves = _to_production(rollout, version, now, statuses)
-    return Transition(new, statuses, tuple(moves), "promoted", "canary healthy")
-
-
-def on_degraded(
-    rollout: Rollout, version: str, alias: str, now: datetime, rollback_window: timedelta
-) -> Transition:
-    """Roll back a degraded version: drop the canary, or restore the previous production.
-
-    Production goes back only inside the rollback window and only to a known previous version;
-    anything else (a stale report, no target, the window over) changes nothing.
-    """
-    if alias == CANARY:
-        if rollout.canary != version:
-            return Transition(rollout, reason=f"{version} is not the canary ({rollout.canary})")
-        new = Rollout(
-            production=rollout.production,
-            production_since=rollout.production_since,
-            rollback_target=rollout.rollback_target,
-        )
-        move = AliasMove(CANARY, None, version, None)
-        return Transition(new, {version: "rejected"}, (move,), "rolled_back", "canary degraded")
-    if rollout.production != version:
-        return Transition(rollout, reason=f"{version} is not production ({rollout.production})")
-    if rollout.rollback_target is None:
-        return Transition(rollout, reason="no previous production version to roll back to")
-    since = rollout.production_since
-    if since is not None and now - since > rollback_window:
-        return Transition(rollout, reason=f"outside the rollback window ({rollback_window})")
-    return _restore(rollout, version, "rejected", "production degraded", now)
-
-
-def _restore(
-    rollout: Rollout, version: str, old_status: Status, reason: str, now: datetime
-) -> Transition:
-    target = rollout.rollback_target
-    assert target is not None
-    new = Rollout(
-        canary=rollout.canary,
-        canary_percent=rollout.canary_percent,
-        production=target,
-        production_since=now,
-        rollback_target=None,
-    )
-    move = AliasMove(PRODUCTION, target, version, 100.0)
-    statuses: dict[str, Status] = {version: old_status, target: "production"}
-    return Transition(new, statuses, (move,), "rolled_back", reason)
-
-
-# --- manual actions (API) ----------------------------------------------------------------------
-
-
-def manual_promote(
-    rollout: Rollout,
-    aliases: Mapping[str, str],
-    version: str,
-    status: Status,
-    alias: str,
-    now: datetime,
-    traffic_percent: float | None = None,
-) -> Transition:
-    """An operator points ``alias`` at ``version``; ``Conflict`` when that cannot be right.
-
-    Rejected versions are never served; an alias already on the version is a conflict (the
-    caller may be acting on stale state).
-    """
-    if status == "rejected":
-        raise Conflict(f"version {version} is rejected and cannot be promoted")
-    if aliases.get(alias) == version:
-        raise Conflict(f"alias {alias!r} already points to {version}")
-    if alias == PRODUCTION:
-        statuses: dict[str, Status] = {}
-        new, moves = _to_production(rollout, version, now, statuses)
-        return Transition(new, statuses, tuple(moves), "promoted", "manual promotion")
-    if alias == CANARY:
-        if rollout.production == version:
-            raise Conflict(f"version {version} is already production")
-        percent = 10.0 if traffic_percent is None else traffic_percent
-        return on_gate_passed(rollout, version, "approved", percent, now)
-    move = AliasMove(alias, version, aliases.get(alias), traffic_percent)
-    return Transition(rollout, {}, (move,), "promoted", "manual promotion")
-
-
-def manual_rollback(
-    rollout: Rollout, aliases: Mapping[str, str], alias: str, now: datetime
-) -> Transition:
-    """An operator rolls ``alias`` back: canary removed, production to its rollback target."""
-    current = aliases.get(alias)
-    if current is None:
-        raise Conflict(f"alias {alias!r} points to no version")
-    if alias == CANARY:
-        new = Rollout(
-            production=rollout.production,
-            production_since=rollout.production_since,
-            rollback_target=rollout.rollback_target,
-        )
-        move = AliasMove(CANARY, None, current, None)
-        return Transition(new, {current: "approved"}, (move,), "rolled_back", "manual rollback")
-    if alias == PRODUCTION:
-        if rollout.rollback_target is None:
-            raise Conflict("production has no previous version to roll back to")
-        return _restore(rollout, current, "archived", "manual rollback", now)
-    move = AliasMove(alias, None, current, None)
-    return Transition(rollout, {}, (move,), "rolled_back", "manual rollback")
 
 
 # --- RBAC --------------------------------------------------------------------------------------
