@@ -59,8 +59,8 @@ from mlcp.monitor import app as monitor_app
 from mlcp.monitor.app import BATCH_RECORDS, DEFAULT_PORT, SERVICE, wire
 from mlcp.monitor.handlers import Monitor
 from mlcp.monitor.metrics import MonitorMetrics
-from mlcp.monitor.reference import profile_from_columns
 from mlcp.policy.platform import PlatformConfig
+from mlcp.profiles import reference_profile
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.broker import FETCH_BYTES_PER_PARTITION
 from mlcp.runtime.kafka import durable_producer, make_consumer
@@ -96,7 +96,7 @@ def records(count: int, seed: int) -> list[bytes]:
 
 def registration() -> bytes:
     rng = np.random.default_rng(0)
-    profile = profile_from_columns({f: rng.normal(0, 1, 5000) for f in FEATURES})
+    profile = reference_profile({f: rng.normal(0, 1, 5000) for f in FEATURES})
     data = ModelVersionRegistered(
         model="bench",
         version="1.0.0",

@@ -27,6 +27,7 @@ from scipy import stats  # type: ignore[import-untyped]  # no stubs in the lock
 
 from mlcp.contracts import CategoricalProfile, NumericProfile, ReferenceProfile
 from mlcp.policy.platform import DriftPolicy
+from mlcp.profiles import category_key
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
@@ -58,13 +59,6 @@ def bin_counts(values: FloatArray, edges: FloatArray) -> npt.NDArray[np.int64]:
     """
     index = np.searchsorted(edges[1:-1], values, side="right")
     return np.bincount(index, minlength=len(edges) - 1).astype(np.int64)
-
-
-def category_key(value: Any) -> str:
-    """The profile's string form of a categorical value (booleans as 'true' / 'false')."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 @dataclass(frozen=True)
