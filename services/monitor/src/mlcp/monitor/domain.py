@@ -12,6 +12,7 @@ moved an alias, never at the wall clock of the process, so a replay decides the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -109,7 +110,7 @@ class Traffic:
     window: OpenWindow
 
 
-def to_datetime64(values: list[datetime]) -> npt.NDArray[np.datetime64]:
+def to_datetime64(values: Sequence[datetime]) -> npt.NDArray[np.datetime64]:
     """Aware datetimes (whole-second UTC offsets, as RFC 3339 has) → numpy microseconds since
     the epoch (UTC), exactly, for every year 1-9999."""
     n = len(values)

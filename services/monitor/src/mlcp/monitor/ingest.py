@@ -2,23 +2,28 @@
 
 Predictions and feedback arrive in batches (one transaction per Kafka batch, as the fast
 decoder's WireEvents of ``mlcp.contracts.wire``). Per model and version, a batch is turned into
-columns once (numpy arrays, the encoded feature matrices), then:
+``Columns`` once (numpy arrays, the encoded feature matrices), then ``Ingest.update``:
 
 1. ``domain.split_windows`` cuts it into drift-window segments by count and age;
 2. an open window's rows are appended to the traffic store as one ``Chunk`` per batch; a
    closing window's stored chunks and its last rows go to ``Watcher.decide_drift``;
 3. the rows of watched versions are stored for the watch statistics;
-4. the version's count and open window are saved, and the model's watches judged.
+4. the version's count and open window are saved;
 
-Everything after the decode works on arrays (``Layout.encode`` → ``Encoded``; timestamps as
-``datetime64``), so a columnar source can feed step 1-4 without building per-event objects.
+and the model's watches are judged once per batch (``Watcher.judge``). ``Ingest.update``
+works on arrays only (``Layout.encode`` → ``Encoded``; timestamps as ``datetime64``), so a
+columnar source can build ``Columns`` and feed steps 1-4 without per-event objects.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,12 +38,54 @@ from mlcp.monitor.ports import FeedbackRows, OpenStores, PredictionRows, Stores
 from mlcp.monitor.watch import Causes, Watcher
 from mlcp.runtime import Tx
 from mlcp.runtime.consumer import Refused
+from mlcp.runtime.outbox import Cause
 
 log = logging.getLogger(__name__)
 
-_TS, _LATENCY, _ERROR, _FEATURES, _DATA = (
-    attrgetter(f) for f in ("ts", "latency_ms", "error", "features", "data")
+_TS, _LATENCY, _ERROR, _FEATURES, _DATA, _REQUEST_ID, _PREDICTION = (
+    attrgetter(f)
+    for f in ("ts", "latency_ms", "error", "features", "data", "request_id", "prediction")
 )
+
+
+def _ts_of(event: WireEvent) -> datetime:
+    ts: datetime = event.data.ts
+    return ts
+
+
+@dataclass(frozen=True)
+class Columns:
+    """One version's predictions of a batch as columns (row i = the i-th in arrival order):
+    what ``Ingest.update`` consumes."""
+
+    request_ids: Sequence[str]
+    ts: Sequence[datetime]
+    """Aware timestamps (the prediction's ``ts``): windows close by them, not by a clock."""
+    latency_ms: npt.NDArray[np.float64]
+    error: npt.NDArray[np.bool_]
+    features: Encoded
+    """The feature values encoded against the version's reference profile (``Layout.encode``)."""
+    predictions: Sequence[Any]
+    """The raw predictions (None for a failed request), keyed by the model's target on storage."""
+    causes: Sequence[Cause]
+    """The event each row came from: a verdict the row decides names it as its cause (for a
+    columnar batch event, the batch event itself at every row)."""
+
+    @classmethod
+    def of(cls, events: list[WireEvent], layout: Layout) -> Columns:
+        """The columns of decoded PredictionLogged events (map(attrgetter) walks thousands of
+        predictions in C, not in a generator's frames)."""
+        preds: list[PredictionLoggedWire] = list(map(_DATA, events))
+        n = len(preds)
+        return cls(
+            request_ids=list(map(_REQUEST_ID, preds)),
+            ts=list(map(_TS, preds)),
+            latency_ms=np.fromiter(map(_LATENCY, preds), np.float64, count=n),
+            error=np.fromiter(map(_ERROR, preds), np.bool_, count=n),
+            features=layout.encode(list(map(_FEATURES, preds))),
+            predictions=list(map(_PREDICTION, preds)),
+            causes=events,
+        )
 
 
 class Ingest:
@@ -122,17 +169,22 @@ class Ingest:
             traffic = {v: await stores.traffic.lock(model, v) for v in sorted(known)}
             watches = await stores.watches.open(model)
             watched = {v for w in watches for v in (w.version, w.baseline_version) if v}
-            causes = Causes(versions) if watches else None
+            causes = None
+            if watches:
+                latest = max((e for batch in versions.values() for e in batch), key=_ts_of)
+                causes = Causes(latest.data.ts, latest)
             for version in sorted(known):
+                layout = known[version].layout
+                columns = Columns.of(versions[version], layout)
                 if causes is not None:
-                    causes.add(version, traffic[version].served + 1)
-                await self._ingest(
+                    causes.add(version, traffic[version].served + 1, columns.causes)
+                await self.update(
                     tx,
                     stores,
                     model,
                     version,
-                    versions[version],
-                    known[version].layout,
+                    columns,
+                    layout,
                     traffic[version],
                     store_rows=version in watched,
                 )
@@ -144,41 +196,38 @@ class Ingest:
         self._metrics.issues.labels(model, version, "unknown_version").inc(count)
         await stores.decisions.add_issue(model, version, "unknown_version", count)
 
-    async def _ingest(
+    async def update(
         self,
         tx: Tx,
         stores: Stores,
         model: str,
         version: str,
-        events: list[WireEvent],
+        columns: Columns,
         layout: Layout,
         traffic: Traffic,
         *,
         store_rows: bool,
-    ) -> None:
-        preds: list[PredictionLoggedWire] = list(map(_DATA, events))
-        n = len(preds)
-        # map(attrgetter) walks thousands of predictions in C, not in a generator's frames.
-        ts = list(map(_TS, preds))
-        latency = np.fromiter(map(_LATENCY, preds), np.float64, count=n)
-        error = np.fromiter(map(_ERROR, preds), np.bool_, count=n)
-        encoded = layout.encode(list(map(_FEATURES, preds)))
-        self._count(model, version, layout, encoded, latency, error)
-        await self._count_issues(stores, model, version, encoded)
-
+    ) -> Traffic:
+        """Add one version's predictions (``columns``, in arrival order) to its counts and drift
+        windows — deciding each window that closes — and, for a watched version
+        (``store_rows``), to the watch statistics. ``traffic`` is the version's locked state;
+        the new state is saved and returned. Works on arrays only: any source of columns
+        (a decoded batch, a columnar batch event) feeds the monitor through here."""
+        self._count(model, version, layout, columns)
+        await self._count_issues(stores, model, version, columns.features)
         policy = self._catalog.drift_policy(model)
         segments, open_window = domain.split_windows(
             traffic.window,
-            domain.to_datetime64(ts),
+            domain.to_datetime64(columns.ts),
             size=policy.window_size,
             max_age=policy.window_max_age,
         )
         for seg in segments:
-            part = encoded.slice(seg.start, seg.stop)
+            part = columns.features.slice(seg.start, seg.stop)
             if seg.closes:
                 chunks = await stores.traffic.take_chunks(model, version, seg.seq)
                 rows = Encoded.from_chunks([*chunks, part.to_chunk()], layout)
-                closer = events[seg.closer if seg.closer is not None else seg.stop - 1]
+                closer = columns.causes[seg.closer if seg.closer is not None else seg.stop - 1]
                 await self._watcher.decide_drift(
                     tx, stores, model, version, seg.window, layout, rows, policy, closer
                 )
@@ -188,26 +237,22 @@ class Ingest:
             key = self._catalog.target(model).key
             rows_of = PredictionRows(
                 first_n=traffic.served + 1,
-                request_ids=[p.request_id for p in preds],
-                ts=ts,
-                latency_ms=latency,
-                error=error,
+                request_ids=list(columns.request_ids),
+                ts=list(columns.ts),
+                latency_ms=columns.latency_ms,
+                error=columns.error,
                 prediction=[
-                    None if p.error or p.prediction is None else key(p.prediction) for p in preds
+                    None if failed or p is None else key(p)
+                    for p, failed in zip(columns.predictions, columns.error.tolist(), strict=True)
                 ],
             )
             await stores.observations.add_predictions(model, version, rows_of)
-        await stores.traffic.save(model, version, Traffic(traffic.served + n, open_window))
+        updated = Traffic(traffic.served + len(columns.ts), open_window)
+        await stores.traffic.save(model, version, updated)
+        return updated
 
-    def _count(
-        self,
-        model: str,
-        version: str,
-        layout: Layout,
-        encoded: Encoded,
-        latency: npt.NDArray[np.float64],
-        error: npt.NDArray[np.bool_],
-    ) -> None:
+    def _count(self, model: str, version: str, layout: Layout, columns: Columns) -> None:
+        error, latency, encoded = columns.error, columns.latency_ms, columns.features
         errors = int(error.sum())
         self._metrics.predictions.labels(model, version, "ok").inc(len(error) - errors)
         if errors:

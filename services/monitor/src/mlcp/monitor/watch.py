@@ -13,6 +13,7 @@ whose arrival decided it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,6 @@ from mlcp.contracts import (
     ModelRolledBack,
     ModelVersionRegistered,
 )
-from mlcp.contracts.wire import WireEvent
 from mlcp.monitor import domain
 from mlcp.monitor.catalog import Catalog
 from mlcp.monitor.domain import CANARY, PRODUCTION, OpenWindow, Watch
@@ -32,6 +32,7 @@ from mlcp.monitor.metrics import MonitorMetrics
 from mlcp.monitor.ports import OpenStores, Stores, VersionInfo
 from mlcp.policy.platform import DriftPolicy, RolloutPolicy
 from mlcp.runtime import Tx
+from mlcp.runtime.outbox import Cause
 from mlcp.runtime.telemetry import current_traceparent, resume_trace
 
 
@@ -40,27 +41,22 @@ class Causes:
     version when it is in this batch, else the batch's latest prediction of the model (a bake
     that ended by ``max_duration``, a rollback window that ended by time)."""
 
-    def __init__(self, versions: dict[str, list[WireEvent]]) -> None:
-        self._events = versions
-        self._first_n: dict[str, int] = {}
-        self.latest = max((e for batch in versions.values() for e in batch), key=_ts_of)
+    def __init__(self, latest: datetime, latest_cause: Cause) -> None:
+        self.latest = latest
+        """The time of the batch's latest prediction of the model: the decision clock."""
+        self.latest_cause = latest_cause
+        self._rows: dict[str, tuple[int, Sequence[Cause]]] = {}
 
-    def add(self, version: str, first_n: int) -> None:
-        """The version's predictions in this batch are numbered from ``first_n``."""
-        self._first_n[version] = first_n
+    def add(self, version: str, first_n: int, rows: Sequence[Cause]) -> None:
+        """The version's predictions in this batch (``rows``) are numbered from ``first_n``."""
+        self._rows[version] = (first_n, rows)
 
-    def of(self, version: str, n: int) -> WireEvent:
+    def of(self, version: str, n: int) -> Cause:
         """The version's prediction numbered ``n`` (the batch's latest when not here)."""
-        events = self._events.get(version, [])
-        first_n = self._first_n.get(version)
-        if first_n is not None and first_n <= n < first_n + len(events):
-            return events[n - first_n]
-        return self.latest
-
-
-def _ts_of(event: WireEvent) -> datetime:
-    ts: datetime = event.data.ts
-    return ts
+        first_n, rows = self._rows.get(version, (0, ()))
+        if first_n <= n < first_n + len(rows):
+            return rows[n - first_n]
+        return self.latest_cause
 
 
 class Watcher:
@@ -133,7 +129,7 @@ class Watcher:
         layout: Layout,
         rows: Encoded,
         policy: DriftPolicy,
-        cause: WireEvent,
+        cause: Cause,
     ) -> None:
         """Test a closed window; record its decision once, emit DriftDetected if it drifted."""
         if rows.rows == 0:
@@ -177,7 +173,7 @@ class Watcher:
         causes: Causes,
     ) -> None:
         """Judge the model's open watches at the time of the batch's latest prediction."""
-        latest: datetime = causes.latest.data.ts  # the decision clock, read once
+        latest = causes.latest  # the decision clock, read once per model and batch
         policy = self._catalog.rollout_policy(model)
         ended = False
         for watch in watches:
@@ -295,7 +291,7 @@ class Watcher:
         latest: datetime,
         window_id: str,
         kind: str,
-        cause: WireEvent,
+        cause: Cause,
     ) -> None:
         event = domain.verdict_event(watch, verdict, count, latest)
         first = await stores.decisions.record(
@@ -319,7 +315,7 @@ class Watcher:
         model: str,
         version: str,
         data: EventData,
-        cause: WireEvent,
+        cause: Cause,
     ) -> None:
         """Emit a verdict about ``version`` as part of its lifecycle, caused by ``cause``."""
         found = await self._catalog.version(stores.versions, model, version)
