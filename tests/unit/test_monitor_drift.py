@@ -160,7 +160,7 @@ def test_windows_survive_the_byte_round_trip_of_their_chunks() -> None:
     )
     first = layout.encode([{"x": 1.5, "c": "u"}, {"x": None, "c": "w"}])
     second = layout.encode([{"x": 3.0, "c": None}])
-    chunks = [(first.rows, *first.to_bytes()), (second.rows, *second.to_bytes())]
+    chunks = [first.to_chunk(), second.to_chunk()]
     merged = Encoded.from_chunks(chunks, layout)
     assert merged.rows == 3
     assert np.array_equal(merged.numeric[:, 0], [1.5, np.nan, 3.0], equal_nan=True)
