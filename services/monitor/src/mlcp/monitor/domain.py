@@ -132,7 +132,6 @@ def _to_dt(value: np.datetime64) -> datetime:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def _max_dt(a: datetime | None, b: datetime) -> datetime:

@@ -323,10 +323,6 @@ class DriftReport:
     share_threshold: float
     detected: bool
 
-    def scores(self) -> dict[tuple[str, str], float]:
-        """(feature, method) → score, for metrics."""
-        return {(t.name, t.method): t.score for t in self.tests}
-
 
 def evaluate_window(layout: Layout, window: Encoded, policy: DriftPolicy) -> DriftReport:
     """Test every profiled feature of ``window``; drift when the share of drifted features
