@@ -1,13 +1,14 @@
 """Drift of one 100,000-row × 20-feature window: mlcp against Evidently's DataDriftPreset.
 
-Workload: a reference of 20,000 rows per feature (normal(0, 1)) is profiled the way a version's
-reference profile is (10 quantile bins + a 1,000-value sample per feature); the live window is
+Workload: a reference of 20,000 rows per feature (normal(0, 1)) is profiled by the builder the
+trainer ships profiles with (``mlcp.profiles``: 10 quantile bins + a 300-value sample per
+feature, the sample shrinking with the number of features); the live window is
 100,000 rows × 20 features, half of them shifted by 0.25 σ.
 
 * mlcp — ``evaluate_window``: PSI on the profile's bins AND two-sample KS against the profile's
   sample for every feature, then the dataset rule (drift when ≥ 50 % of features drift).
 * Evidently 0.7 ``DataDriftPreset`` on the same columns, the same reference (the profile's
-  1,000-value samples — what mlcp's KS compares with) and the same current rows; once with
+  samples — what mlcp's KS compares with) and the same current rows; once with
   ``num_method="ks"`` (p < 0.05) and once with ``num_method="psi"`` (≥ 0.2), ``drift_share=0.5``.
   Evidently runs one method per column per report, so "the same tests" is the two reports.
   It runs in its own process from the ``bench/anchors`` uv project (never the services' env).
@@ -40,8 +41,8 @@ import numpy as np
 from scipy import stats  # type: ignore[import-untyped]
 
 from mlcp.monitor.drift import Encoded, Layout, evaluate_window
-from mlcp.monitor.reference import profile_from_columns
 from mlcp.policy.platform import DriftPolicy
+from mlcp.profiles import reference_profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
@@ -95,7 +96,7 @@ print("EVIDENTLY " + json.dumps(out))
 def data(seed: int, rows: int) -> tuple[Layout, Encoded, np.ndarray[Any, Any]]:
     rng = np.random.default_rng(seed)
     reference = {name: rng.normal(0, 1, 20_000) for name in NAMES}
-    layout = Layout(profile_from_columns(reference))
+    layout = Layout(reference_profile(reference))
     shifts = np.array([0.25 if i % 2 else 0.0 for i in range(FEATURES)])
     live = rng.normal(0, 1, (rows, FEATURES)) + shifts
     # The window as the monitor stores it (encoding is ingest's work, not the drift test's).
@@ -226,7 +227,7 @@ def main() -> None:
                 mlcp_ms,
                 "ms",
                 "lower",
-                f"{rows:,} rows × {FEATURES} features vs a profile (10 bins + 1,000-value sample); "
+                f"{rows:,} rows × {FEATURES} features vs a profile (10 bins + samples); "
                 f"mlcp PSI + KS + share rule median of {mlcp_reps}; Evidently {tests} "
                 f"(median of {max(evidently_reps.values())} each), computation only",
                 anchor=anchor_ms,

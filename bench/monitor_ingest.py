@@ -56,11 +56,11 @@ from mlcp.contracts import (
     encode_event,
 )
 from mlcp.monitor import app as monitor_app
-from mlcp.monitor.app import BATCH_RECORDS, DEFAULT_PORT, SERVICE, wire
-from mlcp.monitor.handlers import Monitor
+from mlcp.monitor.app import BATCH_RECORDS, DEFAULT_PORT, SERVICE, handlers, wire
+from mlcp.monitor.ingest import Ingest
 from mlcp.monitor.metrics import MonitorMetrics
-from mlcp.monitor.reference import profile_from_columns
 from mlcp.policy.platform import PlatformConfig
+from mlcp.profiles import reference_profile
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.broker import FETCH_BYTES_PER_PARTITION
 from mlcp.runtime.kafka import durable_producer, make_consumer
@@ -96,7 +96,7 @@ def records(count: int, seed: int) -> list[bytes]:
 
 def registration() -> bytes:
     rng = np.random.default_rng(0)
-    profile = profile_from_columns({f: rng.normal(0, 1, 5000) for f in FEATURES})
+    profile = reference_profile({f: rng.normal(0, 1, 5000) for f in FEATURES})
     data = ModelVersionRegistered(
         model="bench",
         version="1.0.0",
@@ -167,8 +167,8 @@ def json_parse_floor(values: list[bytes]) -> float:
 class Timed:
     """Wraps the batch handler to time each batch."""
 
-    def __init__(self, monitor: Monitor) -> None:
-        self.inner = monitor.on_predictions
+    def __init__(self, ingest: Ingest) -> None:
+        self.inner = ingest.on_prediction_logged
         self.durations: list[float] = []
         self.sizes: list[int] = []
         self.first: float | None = None
@@ -215,9 +215,9 @@ def monitor_runtime(prefix: str, schema: str) -> tuple[ServiceRuntime, Timed]:
         migrations_dir=service_migrations_dir(monitor_app.__file__),
         settings=settings,
     )
-    monitor = Monitor(PlatformConfig(), MonitorMetrics(runtime.metrics.registry))
-    timed = Timed(monitor)
-    monitor.on_predictions = timed  # type: ignore[method-assign]
+    monitor = handlers(PlatformConfig(), MonitorMetrics(runtime.metrics.registry))
+    timed = Timed(monitor.ingest)
+    monitor.ingest.on_prediction_logged = timed  # type: ignore[method-assign]
     wire(runtime, monitor)
     timed.watch(runtime)
     return runtime, timed

@@ -33,7 +33,7 @@ from mlcp.contracts import (
     new_event,
 )
 from mlcp.monitor.app import build
-from mlcp.monitor.reference import profile_from_columns
+from mlcp.profiles import reference_profile
 from mlcp.runtime import ServiceRuntime, Settings
 from mlcp.runtime.kafka import durable_producer
 from tests.conftest import Infra, wait_for
@@ -67,7 +67,7 @@ def registered(version: str) -> ModelVersionRegistered:
         metrics={"accuracy": 0.9},
         params={},
         artifact=ArtifactRef(uri=f"file:///a/{version}", sha256="a" * 64, format="skops"),
-        reference_profile=profile_from_columns(REFERENCE),
+        reference_profile=reference_profile(REFERENCE),
         feature_schema=(
             FeatureSpec(name="x", dtype="float64"),
             FeatureSpec(name="y", dtype="float64"),

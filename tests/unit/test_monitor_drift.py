@@ -22,8 +22,8 @@ from mlcp.monitor.drift import (
     psi,
     sorted_bin_counts,
 )
-from mlcp.monitor.reference import profile_from_columns
 from mlcp.policy.platform import DriftPolicy
+from mlcp.profiles import reference_profile
 
 pytestmark = pytest.mark.unit
 
@@ -56,7 +56,7 @@ def test_bin_counts_agree_with_numpy_histogram_and_clip_outliers_to_the_end_bins
 
 
 def _numeric_layout(reference: np.ndarray) -> Layout:
-    return Layout(profile_from_columns({"x": reference}))
+    return Layout(reference_profile({"x": reference}))
 
 
 def test_ks_test_agrees_with_scipy_ks_2samp() -> None:
@@ -118,7 +118,7 @@ def test_categorical_features_get_psi_and_chi2_and_unknown_values_fall_in_other(
 
 
 def test_missing_features_and_bad_values_are_counted_not_fatal() -> None:
-    layout = Layout(profile_from_columns({"x": np.arange(100.0), "y": np.arange(100.0)}))
+    layout = Layout(reference_profile({"x": np.arange(100.0), "y": np.arange(100.0)}))
     encoded = layout.encode([{"x": 1.0}, {"x": None, "y": 2}, {"x": "oops", "y": 3.0}])
     assert encoded.bad_values == 1
     assert encoded.missing_per_feature().tolist() == [2, 1]
@@ -128,7 +128,7 @@ def test_missing_features_and_bad_values_are_counted_not_fatal() -> None:
 def test_dataset_rule_needs_the_configured_share_of_drifted_features() -> None:
     rng = np.random.default_rng(3)
     ref = {name: rng.normal(0, 1, 4000) for name in ("a", "b", "c")}
-    layout = Layout(profile_from_columns(ref))
+    layout = Layout(reference_profile(ref))
     live = {"a": rng.normal(2, 1, 1000), "b": rng.normal(2, 1, 1000), "c": rng.normal(0, 1, 1000)}
     rows = [{k: float(live[k][i]) for k in live} for i in range(1000)]
     window = layout.encode(rows)
@@ -142,7 +142,7 @@ def test_dataset_rule_needs_the_configured_share_of_drifted_features() -> None:
 
 def test_per_feature_psi_override_replaces_the_model_threshold() -> None:
     rng = np.random.default_rng(4)
-    layout = Layout(profile_from_columns({"a": rng.normal(0, 1, 4000)}))
+    layout = Layout(reference_profile({"a": rng.normal(0, 1, 4000)}))
     window = layout.encode([{"a": float(v)} for v in rng.normal(0.5, 1, 1000)])
     default = evaluate_window(layout, window, DriftPolicy())
     relaxed = evaluate_window(layout, window, DriftPolicy(features={"a": 5.0}))
@@ -156,11 +156,11 @@ def test_per_feature_psi_override_replaces_the_model_threshold() -> None:
 
 def test_windows_survive_the_byte_round_trip_of_their_chunks() -> None:
     layout = Layout(
-        profile_from_columns({"x": np.arange(50.0), "c": ["u", "v"] * 25})  # numeric + categorical
+        reference_profile({"x": np.arange(50.0), "c": ["u", "v"] * 25})  # numeric + categorical
     )
     first = layout.encode([{"x": 1.5, "c": "u"}, {"x": None, "c": "w"}])
     second = layout.encode([{"x": 3.0, "c": None}])
-    chunks = [(first.rows, *first.to_bytes()), (second.rows, *second.to_bytes())]
+    chunks = [first.to_chunk(), second.to_chunk()]
     merged = Encoded.from_chunks(chunks, layout)
     assert merged.rows == 3
     assert np.array_equal(merged.numeric[:, 0], [1.5, np.nan, 3.0], equal_nan=True)
@@ -235,7 +235,7 @@ def test_memoised_exact_p_values_equal_scipys_for_every_window() -> None:
 def test_the_one_pass_numeric_encoding_equals_the_column_by_column_one(
     rows: list[dict[str, object]],
 ) -> None:
-    layout = Layout(profile_from_columns({n: np.arange(50.0) for n in ("a", "b", "c")}))
+    layout = Layout(reference_profile({n: np.arange(50.0) for n in ("a", "b", "c")}))
     fast, _ = layout._numeric_fast(rows)
     slow, bad = layout._numeric_by_column(rows)
     if fast is not None:  # it only answers when every value is a number

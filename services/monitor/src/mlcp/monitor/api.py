@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mlcp.monitor import store
+from mlcp.monitor.stores.status import model_status as read_status
 from mlcp.runtime import ServiceRuntime
 
 
@@ -17,7 +17,7 @@ def status_app(runtime: ServiceRuntime) -> Starlette:
     async def model_status(request: Request) -> JSONResponse:
         model = request.path_params["model"]
         async with runtime.pool.acquire() as conn:
-            status = await store.model_status(conn, model)
+            status = await read_status(conn, model)
         if not any(status[k] for k in ("versions", "aliases", "issues")):
             return JSONResponse({"detail": f"the monitor knows nothing of model {model!r}"}, 404)
         return JSONResponse(status)

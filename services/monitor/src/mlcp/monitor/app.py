@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mlcp.contracts import (
     FeedbackReceived,
     ModelPromoted,
@@ -9,10 +11,13 @@ from mlcp.contracts import (
     ModelVersionRegistered,
     PredictionLogged,
 )
-from mlcp.monitor import domain
+from mlcp.monitor import domain, stores
 from mlcp.monitor.api import status_app
-from mlcp.monitor.handlers import Monitor
+from mlcp.monitor.catalog import Catalog
+from mlcp.monitor.ingest import Ingest
 from mlcp.monitor.metrics import MonitorMetrics
+from mlcp.monitor.ports import OpenStores
+from mlcp.monitor.watch import Watcher
 from mlcp.policy.platform import PlatformConfig, load_platform_config
 from mlcp.runtime import ServiceRuntime, Settings, service_migrations_dir
 from mlcp.runtime.settings import ConfigurationError
@@ -35,6 +40,25 @@ def check_config(config: PlatformConfig) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Handlers:
+    """The monitor's handlers: batch ingestion, and the verdicts with their projections."""
+
+    ingest: Ingest
+    watch: Watcher
+
+
+def handlers(
+    config: PlatformConfig,
+    metrics: MonitorMetrics,
+    open_stores: OpenStores = stores.postgres,
+) -> Handlers:
+    """The handlers on ``open_stores`` (PostgreSQL; unit tests pass in-memory fakes)."""
+    catalog = Catalog(config)
+    watcher = Watcher(catalog, metrics, open_stores)
+    return Handlers(Ingest(catalog, metrics, watcher, open_stores), watcher)
+
+
 def build(settings: Settings | None = None) -> ServiceRuntime:
     """Wire the monitor: projections, batch ingestion of predictions and feedback, /models API."""
     settings = settings or Settings()
@@ -46,15 +70,16 @@ def build(settings: Settings | None = None) -> ServiceRuntime:
         migrations_dir=service_migrations_dir(__file__),
         settings=settings,
     )
-    wire(runtime, Monitor(config, MonitorMetrics(runtime.metrics.registry)))
+    wire(runtime, handlers(config, MonitorMetrics(runtime.metrics.registry)))
     return runtime
 
 
-def wire(runtime: ServiceRuntime, monitor: Monitor) -> None:
+def wire(runtime: ServiceRuntime, monitor: Handlers) -> None:
     """Subscribe ``monitor``'s handlers and mount its API (the benchmark wires its own)."""
-    runtime.on(ModelVersionRegistered.TYPE, monitor.on_version_registered)
-    runtime.on(ModelPromoted.TYPE, monitor.on_model_promoted)
-    runtime.on(ModelRolledBack.TYPE, monitor.on_model_rolled_back)
-    runtime.on_batch(PredictionLogged.TYPE, monitor.on_predictions, max_records=BATCH_RECORDS)
-    runtime.on_batch(FeedbackReceived.TYPE, monitor.on_feedback, max_records=BATCH_RECORDS)
+    watch, ingest = monitor.watch, monitor.ingest
+    runtime.on(ModelVersionRegistered.TYPE, watch.on_model_version_registered)
+    runtime.on(ModelPromoted.TYPE, watch.on_model_promoted)
+    runtime.on(ModelRolledBack.TYPE, watch.on_model_rolled_back)
+    runtime.on_batch(PredictionLogged.TYPE, ingest.on_prediction_logged, max_records=BATCH_RECORDS)
+    runtime.on_batch(FeedbackReceived.TYPE, ingest.on_feedback_received, max_records=BATCH_RECORDS)
     runtime.mount("/", status_app(runtime), internal=True)

@@ -1,11 +1,18 @@
-"""Pure decisions of the monitor: window boundaries, canary and rollback-window verdicts.
+"""Pure decisions of the monitor: window boundaries, canary and rollback-window verdicts, and
+which event (if any) a verdict is.
 
-No Kafka, no SQL: functions take plain values (arrays, policies, measured statistics) and return
-what to do. The handlers persist and emit.
+No Kafka, no SQL: functions take plain values (arrays, policies, measured statistics, the
+state the stores hold as the dataclasses below) and return what to do. The handlers
+(``ingest.py``, ``watch.py``) load, call these, save and emit.
+
+The monitor's clock is its traffic: a decision is taken at the time of the prediction that
+arrived (the batch's latest timestamp, read once per model and batch) or of the event that
+moved an alias, never at the wall clock of the process, so a replay decides the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -13,7 +20,15 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
-from mlcp.contracts import Evidence
+from mlcp.contracts import (
+    CanaryHealthy,
+    DriftDetected,
+    Evidence,
+    FeatureDrift,
+    ModelDegraded,
+    Window,
+)
+from mlcp.monitor.drift import DriftReport
 from mlcp.policy.platform import RolloutPolicy, Threshold
 from mlcp.policy.target import LabelMismatch, Target
 
@@ -87,7 +102,15 @@ def split_windows(
     return segments, state
 
 
-def to_datetime64(values: list[datetime]) -> npt.NDArray[np.datetime64]:
+@dataclass(frozen=True)
+class Traffic:
+    """A version's prediction count and open drift window."""
+
+    served: int
+    window: OpenWindow
+
+
+def to_datetime64(values: Sequence[datetime]) -> npt.NDArray[np.datetime64]:
     """Aware datetimes (whole-second UTC offsets, as RFC 3339 has) → numpy microseconds since
     the epoch (UTC), exactly, for every year 1-9999."""
     n = len(values)
@@ -109,11 +132,164 @@ def _to_dt(value: np.datetime64) -> datetime:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MICROSECOND = timedelta(microseconds=1)
 
 
 def _max_dt(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b > a else a
+
+
+# --- drift verdicts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """What a closed window decided: the record kept under its key, and the event to emit."""
+
+    window_id: str
+    record: dict[str, object]
+    """The decision row's payload (the window, every test, the share): kept even when stable."""
+    event: DriftDetected | None
+    """DriftDetected when the window drifted; None for a stable window."""
+
+
+def decide_drift(
+    model: str,
+    version: str,
+    alias: str | None,
+    window: OpenWindow,
+    report: DriftReport,
+) -> DriftDecision | None:
+    """The decision of a closed drift window (None for a window with no rows or times)."""
+    if window.started_at is None or window.ended_at is None or report.rows == 0:
+        return None
+    span = Window(start=window.started_at, end=window.ended_at, size=report.rows)
+    record = {
+        "window": span.model_dump(mode="json"),
+        "share_drifted": report.share_drifted,
+        "detected": report.detected,
+        "tests": [t.__dict__ for t in report.tests],
+    }
+    event = None
+    if report.detected:
+        event = DriftDetected(
+            model=model,
+            version=version,
+            alias=alias,
+            features=tuple(
+                FeatureDrift(
+                    name=t.name,
+                    method=t.method,
+                    score=t.score,
+                    threshold=t.threshold,
+                    drifted=t.drifted,
+                    statistic=t.statistic,
+                )
+                for t in report.tests
+            ),
+            window=span,
+            share_drifted=report.share_drifted,
+            share_threshold=report.share_threshold,
+        )
+    return DriftDecision(f"drift-{window.seq}", record, event)
+
+
+# --- watches: a canary's bake, a production version's rollback window ---------------------------
+
+CANARY, PRODUCTION = "canary", "production"
+"""The aliases the monitor watches (the registry's names)."""
+
+
+@dataclass(frozen=True)
+class NewWatch:
+    """A watch to open."""
+
+    model: str
+    version: str
+    alias: str
+    baseline_version: str | None
+    started_at: datetime
+    until: datetime | None
+    served_from: int
+    baseline_from: int | None
+
+
+@dataclass(frozen=True)
+class Watch(NewWatch):
+    """An open watch, as stored."""
+
+    id: int
+    next_window: int = 1
+
+
+def canary_watch(
+    model: str, version: str, baseline: str | None, served: dict[str, int], at: datetime
+) -> NewWatch:
+    """The bake a canary promotion opens: against the production version ``baseline`` (none
+    when the canary is production itself), counting from the predictions served by now."""
+    baseline = baseline if baseline != version else None
+    return NewWatch(
+        model=model,
+        version=version,
+        alias=CANARY,
+        baseline_version=baseline,
+        started_at=at,
+        until=None,
+        served_from=served[version],
+        baseline_from=served.get(baseline) if baseline else None,
+    )
+
+
+def production_watch(
+    model: str,
+    version: str,
+    previous: str | None,
+    served: int,
+    at: datetime,
+    policy: RolloutPolicy,
+) -> NewWatch:
+    """The rollback window a production promotion opens (``rollout.rollback_window`` long)."""
+    return NewWatch(
+        model=model,
+        version=version,
+        alias=PRODUCTION,
+        baseline_version=previous,
+        started_at=at,
+        until=at + policy.rollback_window,
+        served_from=served,
+        baseline_from=None,
+    )
+
+
+def verdict_event(
+    watch: Watch, verdict: Verdict, count: int, latest: datetime
+) -> CanaryHealthy | ModelDegraded:
+    """The event a watch's verdict emits: CanaryHealthy for a healthy verdict (only a bake
+    ends healthy with an event), ModelDegraded otherwise; the window spans the watch."""
+    span = Window(start=watch.started_at, end=max(latest, watch.started_at), size=count)
+    evidence = tuple(verdict.evidence)
+    if verdict.healthy:
+        return CanaryHealthy(
+            model=watch.model,
+            version=watch.version,
+            window=span,
+            evidence=evidence,
+            baseline_version=watch.baseline_version,
+        )
+    return ModelDegraded(
+        model=watch.model,
+        version=watch.version,
+        alias=watch.alias,
+        evidence=evidence,
+        window=span,
+        baseline_version=watch.baseline_version,
+    )
+
+
+def bake_over(watch: Watch, policy: RolloutPolicy, served: int, latest: datetime) -> bool:
+    """Whether a canary's bake may be judged: it served ``bake.min_predictions`` since its
+    promotion, or ``bake.max_duration`` passed (no statistics are queried before)."""
+    enough = served - watch.served_from >= policy.bake.min_predictions
+    return enough or latest - watch.started_at >= policy.bake.max_duration
 
 
 # --- canary and rollback-window verdicts ---------------------------------------------------------

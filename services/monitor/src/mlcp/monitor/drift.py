@@ -27,6 +27,7 @@ from scipy import stats  # type: ignore[import-untyped]  # no stubs in the lock
 
 from mlcp.contracts import CategoricalProfile, NumericProfile, ReferenceProfile
 from mlcp.policy.platform import DriftPolicy
+from mlcp.profiles import category_key
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int32]
@@ -58,13 +59,6 @@ def bin_counts(values: FloatArray, edges: FloatArray) -> npt.NDArray[np.int64]:
     """
     index = np.searchsorted(edges[1:-1], values, side="right")
     return np.bincount(index, minlength=len(edges) - 1).astype(np.int64)
-
-
-def category_key(value: Any) -> str:
-    """The profile's string form of a categorical value (booleans as 'true' / 'false')."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -143,6 +137,16 @@ class CategoricalRef:
 
 
 @dataclass(frozen=True)
+class Chunk:
+    """Encoded rows of a window as stored: ``rows`` × the layout's numeric features as float64
+    bytes, ``rows`` × its categorical features as int32 codes."""
+
+    rows: int
+    numeric: bytes
+    categorical: bytes
+
+
+@dataclass(frozen=True)
 class Encoded:
     """Live rows of one version encoded against its layout."""
 
@@ -160,20 +164,20 @@ class Encoded:
             [np.isnan(self.numeric).sum(axis=0), (self.categorical < 0).sum(axis=0)]
         ).astype(np.int64)
 
-    def to_bytes(self) -> tuple[bytes, bytes]:
-        """The matrices as raw bytes, for a window chunk row."""
-        return self.numeric.tobytes(), self.categorical.tobytes()
+    def to_chunk(self) -> Chunk:
+        """The rows as a window chunk (raw bytes of both matrices), for the traffic store."""
+        return Chunk(self.rows, self.numeric.tobytes(), self.categorical.tobytes())
 
     @classmethod
-    def from_chunks(cls, chunks: Sequence[tuple[int, bytes, bytes]], layout: Layout) -> Encoded:
-        """Concatenate stored (rows, numeric bytes, categorical bytes) chunks of a window."""
+    def from_chunks(cls, chunks: Sequence[Chunk], layout: Layout) -> Encoded:
+        """Concatenate a window's stored chunks (in arrival order)."""
         nums = [
-            np.frombuffer(num, dtype=np.float64).reshape(rows, len(layout.numeric))
-            for rows, num, _ in chunks
+            np.frombuffer(c.numeric, dtype=np.float64).reshape(c.rows, len(layout.numeric))
+            for c in chunks
         ]
         cats = [
-            np.frombuffer(cat, dtype=np.int32).reshape(rows, len(layout.categorical))
-            for rows, _, cat in chunks
+            np.frombuffer(c.categorical, dtype=np.int32).reshape(c.rows, len(layout.categorical))
+            for c in chunks
         ]
         empty = cls.empty(layout)
         return cls(
@@ -318,10 +322,6 @@ class DriftReport:
     share_drifted: float
     share_threshold: float
     detected: bool
-
-    def scores(self) -> dict[tuple[str, str], float]:
-        """(feature, method) → score, for metrics."""
-        return {(t.name, t.method): t.score for t in self.tests}
 
 
 def evaluate_window(layout: Layout, window: Encoded, policy: DriftPolicy) -> DriftReport:
