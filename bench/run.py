@@ -82,6 +82,10 @@ BENCHES = (
         ),
     ),
     Bench("notifier_fanout.py", (("notification_fanout", "notification fan-out to a local sink"),)),
+    Bench(
+        "client_overhead.py",
+        (("client_overhead", "client overhead per request (route + log), p99"),),
+    ),
 )
 TARGETS = {  # issue 9's targets, shown on an error row too
     "rollback": "p95 ≤ 250 ms",
@@ -89,6 +93,7 @@ TARGETS = {  # issue 9's targets, shown on an error row too
     "ingest": "≥ 0.5 × raw consume",
     "drift": "≥ 20× Evidently",
     "alias_lookup": "≥ 5× MLflow",
+    "client_overhead": "p99 ≤ 50 µs",
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from mlcp.contracts import ALL_TOPICS, model_for
+from mlcp.contracts import ALL_TOPICS, BINARY_TOPICS, model_for
 from mlcp.policy.acl import load_policy
 from mlcp.runtime.asyncapi import build_document, render
 
@@ -57,7 +57,13 @@ def test_every_topic_is_a_channel_whose_payload_is_its_json_schema(
     document: dict[str, Any],
 ) -> None:
     assert list(document["channels"]) == list(ALL_TOPICS)
+    for topic in BINARY_TOPICS:
+        message = document["components"]["messages"]["PredictionBatchLogged"]
+        assert document["channels"][topic]["address"] == topic
+        assert message["contentType"] == "application/vnd.apache.arrow.stream"
     for topic, channel in document["channels"].items():
+        if topic in BINARY_TOPICS:
+            continue
         model = model_for(topic)
         assert model is not None
         assert channel["address"] == topic
@@ -72,7 +78,8 @@ def test_operations_follow_the_bus_policy(document: dict[str, Any]) -> None:
     policy = load_policy()
     operations = document["operations"]
     for topic, access in policy.topics.items():
-        name = model_for(topic).__name__  # type: ignore[union-attr]
+        model = model_for(topic)
+        name = model.__name__ if model is not None else "PredictionBatchLogged"
         on_topic = {
             op_id: op
             for op_id, op in operations.items()

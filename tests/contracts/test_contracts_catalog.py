@@ -35,11 +35,12 @@ DESIGN_TOPICS = [
     # Not in the lifecycle: the signed head of the registry's audit chain.
     "mlcp.audit.checkpointed.v1",
 ]
+BINARY_TOPICS = ["mlcp.prediction.batch_logged.v1"]
 KEY_FIELDS = {"mlcp.data.arrived.v1": "dataset", "mlcp.audit.checkpointed.v1": "chain"}
 
 
 def test_topics_are_the_design_catalog() -> None:
-    assert list(ALL_TOPICS) == DESIGN_TOPICS
+    assert list(ALL_TOPICS) == DESIGN_TOPICS + BINARY_TOPICS
     assert list(EVENT_TYPES) == DESIGN_TOPICS
 
 

@@ -191,6 +191,16 @@ class Registry:
         return httpx.AsyncClient(transport=transport, base_url="http://registry", headers=headers)
 
 
+async def viewer_token(reg: Registry, **grant: Any) -> tuple[str, str]:
+    """A new token (and its id) of principal ``inference`` with the viewer role."""
+    async with reg.client() as admin:
+        created = await admin.post(
+            "/tokens", json={"principal": "inference", "grants": [{"role": "viewer", **grant}]}
+        )
+    assert created.status_code == 201, created.text
+    return created.json()["token"], created.json()["id"]
+
+
 @pytest.fixture
 async def registry(infra: Infra, unique: str, tmp_path: Path) -> AsyncIterator[Registry]:
     """A started registry with its own topics prefix and schema, stopped and dropped after."""

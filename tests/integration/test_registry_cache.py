@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 
@@ -20,6 +19,7 @@ from tests.integration.registry_support import (
     gate_passed,
     registry,
     run_finished,
+    viewer_token,
 )
 
 pytestmark = pytest.mark.integration
@@ -39,15 +39,6 @@ async def read_cache(reg: Registry) -> ReadCache:
 
     await wait_for(live, timeout=30, what="read cache live")
     return cache
-
-
-async def viewer_token(reg: Registry, **grant: Any) -> tuple[str, str]:
-    async with reg.client() as admin:
-        created = await admin.post(
-            "/tokens", json={"principal": "inference", "grants": [{"role": "viewer", **grant}]}
-        )
-    assert created.status_code == 201, created.text
-    return created.json()["token"], created.json()["id"]
 
 
 async def production(reg: Registry, version: str) -> None:

@@ -43,6 +43,7 @@ OWNERS = {
     "mlcp.model.rolled_back.v1": "svc-registry",
     "mlcp.prediction.logged.v1": "inference",
     "mlcp.feedback.received.v1": "inference",
+    "mlcp.prediction.batch_logged.v1": "inference",
     "mlcp.drift.detected.v1": "svc-monitor",
     "mlcp.model.degraded.v1": "svc-monitor",
     "mlcp.canary.healthy.v1": "svc-monitor",

@@ -89,6 +89,12 @@ def test_the_contracts_hold_on_the_sources_as_they_are(
             "import asyncpg",
             "load no I/O library",
         ),
+        # the client (installed by inference services) pulling in the services' runtime
+        (
+            "libs/client/src/mlcp/client/router.py",
+            "import mlcp.runtime.kafka",
+            "neither the runtime",
+        ),
     ],
 )
 def test_lint_imports_fails_on_an_injected_violation(
@@ -116,7 +122,11 @@ PURE_MODULES = (
     "mlcp.runtime",
     "mlcp.runtime.settings",
     "mlcp.runtime.refusals",
+    "mlcp.profiles",
     *(f"mlcp.{service}.domain" for service in SERVICES),
+    "mlcp.trainer.ledger",
+    "mlcp.trainer.runs",
+    "mlcp.registry.transitions",
 )
 
 

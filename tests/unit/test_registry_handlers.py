@@ -24,7 +24,7 @@ from mlcp.registry.handlers import Handlers, UnknownVersion
 from mlcp.registry.transitions import Rollout
 from tests.fakes.registry import FakeRegistry
 from tests.fakes.tx import RecordingTx
-from tests.integration.test_registry_support import (
+from tests.integration.registry_support import (
     CONFIG,
     canary_healthy,
     degraded,

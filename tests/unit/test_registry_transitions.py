@@ -13,7 +13,7 @@ from mlcp.policy.platform import RolloutPolicy
 from mlcp.registry import transitions
 from mlcp.registry.domain import Conflict
 from mlcp.registry.transitions import Origin, Rollout
-from tests.integration.test_registry_support import degraded, gate_passed, run_finished
+from tests.integration.registry_support import degraded, gate_passed, run_finished
 
 pytestmark = pytest.mark.unit
 

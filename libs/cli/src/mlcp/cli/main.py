@@ -73,6 +73,20 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
+@app.command("serve")
+def serve(
+    model: Annotated[str, typer.Argument(help="The model to serve (its production/canary)")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8090,
+) -> None:
+    """A reference inference server on mlcp.client: POST /predict, /healthz, /readyz, /metrics.
+    Reads MLCP_REGISTRY_URL, MLCP_TOKEN, the MLCP_KAFKA_* settings (principal inference) and
+    MLCP_ARTIFACT_ROOT (docs/serving.md)."""
+    from mlcp.client.serve import run
+
+    run(model, host=host, port=port)
+
+
 @emit_app.command("data-arrived")
 def emit_data_arrived(
     dataset: Annotated[str, typer.Option(help="DataArrived.dataset (feeds the models on it)")],

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
-from mlcp.contracts import ALL_TOPICS, ContractError, decode_event
+from mlcp.contracts import JSON_TOPICS, ContractError, decode_event
 from mlcp.runtime.kafka import make_consumer
 from mlcp.runtime.settings import Settings
 
@@ -69,7 +69,9 @@ async def tail(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Hand every record of the mlcp topics to ``emit`` until ``stop`` is set (or forever)."""
-    wanted = [t for t in ALL_TOPICS if not types or any(s in t for s in types)]
+    # The structured (JSON) events; the binary prediction batches are columnar data, not a
+    # line each.
+    wanted = [t for t in JSON_TOPICS if not types or any(s in t for s in types)]
     consumer = make_consumer(
         settings,
         *[settings.topic(t) for t in wanted],

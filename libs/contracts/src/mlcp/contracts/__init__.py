@@ -63,7 +63,7 @@ from mlcp.contracts.profile import (
     ReferenceProfile,
 )
 from mlcp.contracts.registry import ModelPromoted, ModelRolledBack, ModelVersionRegistered
-from mlcp.contracts.topics import ALL_TOPICS, dlq_topic, topic_config
+from mlcp.contracts.topics import ALL_TOPICS, BINARY_TOPICS, JSON_TOPICS, dlq_topic, topic_config
 from mlcp.contracts.training import RunFailed, RunFinished, RunStarted, TrainingRequested
 
 
@@ -77,8 +77,10 @@ def json_schemas() -> dict[str, dict[str, Any]]:
 
 __all__ = [
     "ALL_TOPICS",
+    "BINARY_TOPICS",
     "CANARY",
     "EVENT_TYPES",
+    "JSON_TOPICS",
     "MAX_EVENT_BYTES",
     "MAX_JSON_DEPTH",
     "PRODUCTION",

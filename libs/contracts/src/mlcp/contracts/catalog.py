@@ -15,7 +15,7 @@ from mlcp.contracts.gate import (
 from mlcp.contracts.inference import FeedbackReceived, PredictionLogged
 from mlcp.contracts.monitoring import CanaryHealthy, DriftDetected, ModelDegraded
 from mlcp.contracts.registry import ModelPromoted, ModelRolledBack, ModelVersionRegistered
-from mlcp.contracts.topics import ALL_TOPICS
+from mlcp.contracts.topics import JSON_TOPICS
 from mlcp.contracts.training import RunFailed, RunFinished, RunStarted, TrainingRequested
 
 _MODELS: tuple[type[EventData], ...] = (
@@ -43,10 +43,11 @@ _MODELS: tuple[type[EventData], ...] = (
 )
 
 EVENT_TYPES: dict[str, type[EventData]] = {model.TYPE: model for model in _MODELS}
-"""CloudEvents type (= Kafka topic) → model class of the event's ``data``."""
+"""CloudEvents type (= Kafka topic) → model class of the event's ``data``, for every
+structured-mode (JSON) event; the binary-mode batch is ``mlcp.contracts.prediction_batch``."""
 
-if tuple(EVENT_TYPES) != ALL_TOPICS:  # pragma: no cover - guards edits of the catalog
-    raise RuntimeError("EVENT_TYPES and ALL_TOPICS disagree")
+if tuple(EVENT_TYPES) != JSON_TOPICS:  # pragma: no cover - guards edits of the catalog
+    raise RuntimeError("EVENT_TYPES and JSON_TOPICS disagree")
 
 
 def model_for(event_type: str) -> type[EventData] | None:

@@ -17,12 +17,13 @@ MODEL_PROMOTED = "mlcp.model.promoted.v1"
 MODEL_ROLLED_BACK = "mlcp.model.rolled_back.v1"
 PREDICTION_LOGGED = "mlcp.prediction.logged.v1"
 FEEDBACK_RECEIVED = "mlcp.feedback.received.v1"
+PREDICTION_BATCH_LOGGED = "mlcp.prediction.batch_logged.v1"
 DRIFT_DETECTED = "mlcp.drift.detected.v1"
 MODEL_DEGRADED = "mlcp.model.degraded.v1"
 CANARY_HEALTHY = "mlcp.canary.healthy.v1"
 AUDIT_CHECKPOINTED = "mlcp.audit.checkpointed.v1"
 
-ALL_TOPICS: tuple[str, ...] = (
+JSON_TOPICS: tuple[str, ...] = (
     DATA_ARRIVED,
     TRAINING_REQUESTED,
     RUN_STARTED,
@@ -45,7 +46,15 @@ ALL_TOPICS: tuple[str, ...] = (
     CANARY_HEALTHY,
     AUDIT_CHECKPOINTED,
 )
-"""Every event topic of the catalog, in lifecycle order (dead-letter topics excluded)."""
+"""The topics of structured-mode events (one JSON CloudEvent per record), in lifecycle order."""
+
+BINARY_TOPICS: tuple[str, ...] = (PREDICTION_BATCH_LOGGED,)
+"""The topics of binary-mode events (``ce_*`` headers, a non-JSON body):
+``mlcp.contracts.prediction_batch`` describes them."""
+
+ALL_TOPICS: tuple[str, ...] = JSON_TOPICS + BINARY_TOPICS
+"""Every event topic of the catalog (dead-letter topics excluded): the structured ones in
+lifecycle order, then the binary ones."""
 
 TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     # The signed heads of the registry's audit chain are its anchor outside the database: kept

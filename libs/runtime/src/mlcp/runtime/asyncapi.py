@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from mlcp.contracts import ALL_TOPICS, dlq_topic, model_for
+from mlcp.contracts import BINARY_TOPICS, JSON_TOPICS, dlq_topic, model_for
 from mlcp.policy.acl import BusPolicy, group_id, load_policy
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -45,6 +45,30 @@ def _who(policy: BusPolicy, principal: str) -> str:
     if service is not None:
         return service
     return principal
+
+
+BATCH_MESSAGE = "PredictionBatchLogged"
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+def _binary_message(event_type: str) -> dict[str, Any]:
+    """A binary-mode CloudEvent: attributes in ``ce_`` headers, the body one Arrow IPC stream."""
+    return {
+        "name": BATCH_MESSAGE,
+        "title": f"{BATCH_MESSAGE} ({event_type})",
+        "summary": (
+            "Many predictions of one model as one Arrow IPC stream (CloudEvents binary mode; "
+            "columns and limits in docs/serving.md)."
+        ),
+        "contentType": ARROW_STREAM,
+        "payload": {"type": "string", "format": "binary"},
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": "The CloudEvents subject: the model."},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
 
 
 def _message(event_type: str) -> dict[str, Any]:
@@ -140,13 +164,17 @@ def build_document(policy: BusPolicy | None = None) -> dict[str, Any]:
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for event_type in ALL_TOPICS:
+    for event_type in JSON_TOPICS:
         model = model_for(event_type)
         assert model is not None
         name = model.__name__
         channels[event_type] = _channel(policy, event_type, name)
         operations |= _operations(policy, event_type, name)
         messages[name] = _message(event_type)
+    for event_type in BINARY_TOPICS:
+        channels[event_type] = _channel(policy, event_type, BATCH_MESSAGE)
+        operations |= _operations(policy, event_type, BATCH_MESSAGE)
+        messages[BATCH_MESSAGE] = _binary_message(event_type)
     security = [{"$ref": f"#/components/securitySchemes/{SECURITY}"}]
     return {
         "asyncapi": ASYNCAPI_VERSION,
