@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlcp.contracts import ALL_TOPICS, CloudEvent, DataArrived, TrainingRequested
+from mlcp.contracts import JSON_TOPICS, CloudEvent, DataArrived, TrainingRequested
 from mlcp.runtime import ServiceRuntime, Tx
 from mlcp.runtime.logs import setup_logging
 
@@ -76,7 +76,7 @@ def build_catalog(batch: bool) -> ServiceRuntime:
     runtime = ServiceRuntime(
         os.environ["MLCP_SERVICE_NAME"], default_port=0, migrations_dir=MIGRATIONS
     )
-    for event_type in ALL_TOPICS:
+    for event_type in JSON_TOPICS:
         if batch:
             runtime.on_batch(event_type, record_applied_batch, max_records=200)
         else:

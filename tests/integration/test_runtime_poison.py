@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from mlcp.contracts import ALL_TOPICS, EVENT_TYPES, DataArrived, dlq_topic, encode_event, new_event
+from mlcp.contracts import EVENT_TYPES, JSON_TOPICS, DataArrived, dlq_topic, encode_event, new_event
 from mlcp.policy.acl import load_policy
 from mlcp.runtime.dlq import H_SHA256, H_TRUNCATED, H_VALUE_BYTES
 from mlcp.runtime.settings import Settings
@@ -172,7 +172,7 @@ async def test_poison_on_every_topic_never_stalls_a_partition(
 ) -> None:
     prefix, sink = f"t{unique}.", f"poison_{kind}_{unique}"
     group = f"{prefix}mlcp-{sink}"
-    topics = {f"{prefix}{t}": t for t in ALL_TOPICS}
+    topics = {f"{prefix}{t}": t for t in JSON_TOPICS}
     await create_topics(
         infra.admin,
         [name for topic in topics for name in (topic, dlq_topic(topic))],
