@@ -32,6 +32,7 @@ import yaml
 
 from mlcp.artifacts import ArtifactLimits, ArtifactPolicy
 from mlcp.artifacts.limits import GiB, MiB
+from mlcp.contracts import ModelPromoted
 from mlcp.examples.sklearn import BatchFile
 from mlcp.policy.platform import PlatformConfig
 from mlcp.trainer.training import BatchSpec, JobSpec
@@ -688,3 +689,18 @@ async def wait_ready(proc: Proc, url: str, *, timeout: float = 90) -> None:
             return False
 
     await wait_for(ready, timeout=timeout, what=f"{url}/readyz")
+
+
+def model_promoted(
+    model: str, version: str, alias: str, previous: str | None = None
+) -> ModelPromoted:
+    """The registry's ModelPromoted as a gate pass (canary, 10 %) or a healthy canary
+    (production, 100 %) announces it."""
+    return ModelPromoted(
+        model=model,
+        version=version,
+        alias=alias,
+        traffic_percent=10 if alias == "canary" else 100,
+        previous_version=previous,
+        cause="gate_passed" if alias == "canary" else "canary_healthy",
+    )

@@ -36,6 +36,7 @@ from mlcp.monitor.app import build
 from mlcp.profiles import reference_profile
 from mlcp.runtime import ServiceRuntime, Settings
 from mlcp.runtime.kafka import durable_producer
+from tests.builders import model_promoted
 from tests.conftest import Infra, wait_for
 from tests.integration.kafka_tools import owner_source, read_all
 
@@ -77,14 +78,7 @@ def registered(version: str) -> ModelVersionRegistered:
 
 
 def promoted(version: str, alias: str, previous: str | None = None) -> ModelPromoted:
-    return ModelPromoted(
-        model=MODEL,
-        version=version,
-        alias=alias,
-        traffic_percent=10 if alias == "canary" else 100,
-        previous_version=previous,
-        cause="gate_passed" if alias == "canary" else "canary_healthy",
-    )
+    return model_promoted(MODEL, version, alias, previous)
 
 
 def predictions(

@@ -31,6 +31,7 @@ from mlcp.monitor.metrics import MonitorMetrics
 from mlcp.policy.platform import parse_platform_config
 from mlcp.profiles import reference_profile
 from mlcp.runtime.consumer import Refused
+from tests.builders import model_promoted
 from tests.fakes.monitor import Ended, FakeMonitorStore
 from tests.fakes.tx import RecordingTx
 
@@ -95,14 +96,7 @@ def registered(version: str, model: str = MODEL) -> ModelVersionRegistered:
 
 
 def promoted(version: str, alias: str, previous: str | None = None) -> ModelPromoted:
-    return ModelPromoted(
-        model=MODEL,
-        version=version,
-        alias=alias,
-        traffic_percent=10 if alias == "canary" else 100,
-        previous_version=previous,
-        cause="gate_passed" if alias == "canary" else "canary_healthy",
-    )
+    return model_promoted(MODEL, version, alias, previous)
 
 
 def predictions(
